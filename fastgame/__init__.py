@@ -1,0 +1,7 @@
+"""fastgame: fast optimizers for two-player differentiable games in PyTorch."""
+from .ops import backends, get_backend, set_backend
+from .optim import ACGD, BCGD, GameOptimizer
+
+__version__ = "0.1.0"
+
+__all__ = ["ACGD", "BCGD", "GameOptimizer", "backends", "get_backend", "set_backend"]

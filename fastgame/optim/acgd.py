@@ -1,0 +1,60 @@
+"""Adaptive Competitive Gradient Descent (ACGD), drop-in for ``CGDs.ACGD``."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from ..solver import Preconditioner
+from .base import check_beta, check_nonnegative
+from .cgd import CompetitiveGradient
+
+
+class ACGD(CompetitiveGradient):
+    r"""Adaptive Competitive Gradient Descent (Schäfer, Zheng & Anandkumar, ICML 2020).
+
+    Each step solves the competitive linear system of CGD with RMSProp step sizes
+    ``eta = lr * sqrt(1 - beta^t) / (sqrt(v) + eps)`` per element, alternating which player
+    is solved by conjugate gradients and back-substituting the other. Same keywords,
+    defaults and numbers (to solver tolerance) as ``CGDs.ACGD`` 0.4.5.
+
+    Args:
+        max_params: parameters of the player that maximises the loss (e.g. the discriminator).
+        min_params: parameters of the player that minimises it (e.g. the generator).
+        max_reducer, min_reducer: accepted for compatibility (DDP reducers of CGDs); fastgame
+            all-reduces gradients and HVPs itself when torch.distributed is initialised.
+        lr_max, lr_min: learning rates (param groups 0 and 1: schedulers may change them).
+        eps: added to sqrt(v), outside the bias correction.
+        beta: decay of the second-moment average.
+        tol, atol: CG stops when ||r||^2 < tol ||b||^2 or ||r||^2 < atol.
+        solve_x: False to solve for the max player at the first step (then alternate).
+        collect_info: record gradient and update norms in :meth:`get_info` (host syncs).
+        max_iter: cap on CG iterations per step (None: the system size, as the reference).
+    """
+
+    def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
+                 max_reducer: Any = None, min_reducer: Any = None,
+                 lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
+                 tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
+                 max_iter: Optional[int] = None) -> None:
+        check_nonnegative(eps=eps)
+        check_beta(beta)
+        super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
+                         eps=eps, beta=beta)
+
+    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: int) -> tuple[list[Preconditioner], dict]:
+        group = self.param_groups[0]
+        lrs = self._lr_tensors()
+        pre, pending = [], {}
+        for player, g, lr in zip(self.players, grads, lrs):
+            step_t = torch.full((), step, dtype=torch.float64, device=player.device)
+            square_avg = self.state[player.name].get("square_avg")
+            if square_avg is None:
+                square_avg = torch.zeros_like(g)
+            new_avg, eta, sqrt_eta, eta_grad = ops.precondition(g, square_avg, lr, step_t,
+                                                                group["beta"], group["eps"])
+            pre.append(Preconditioner(eta, sqrt_eta, eta_grad))
+            pending[player.name] = {"square_avg": new_avg}
+        return pre, pending

@@ -1,0 +1,80 @@
+"""Basic Competitive Gradient Descent (CGD with scalar step sizes), drop-in for ``CGDs.BCGD``."""
+from __future__ import annotations
+
+from typing import Any, Iterable, Optional
+
+import torch
+from torch import Tensor
+
+from ..solver import CGDSolution, Preconditioner
+from .base import check_beta, check_nonnegative
+from .cgd import CompetitiveGradient
+
+
+class BCGD(CompetitiveGradient):
+    r"""Competitive Gradient Descent (Schäfer & Anandkumar, NeurIPS 2019) with scalar step sizes.
+
+    Solves ``(I + lr_max lr_min D_xy D_yx) Δ = ...`` by CG for one player and
+    back-substitutes the other, alternating every step. Same keywords, defaults and numbers
+    (to solver tolerance) as ``CGDs.BCGD`` 0.4.5.
+
+    Args:
+        max_params, min_params: the maximising and the minimising player's parameters.
+        lr_max, lr_min: learning rates (param groups 0 and 1).
+        update_max: None updates both players; True only the max player (solving for it);
+            False only the min player.
+        tol, atol: CG stops when ||r||^2 < tol ||b||^2 or ||r||^2 < atol.
+        momentum: exponential moving average of the updates with bias correction (0: off).
+            Unlike CGDs 0.4.5, whose buffer never accumulates, the average is real; the first
+            step is identical.
+        device: accepted for compatibility; the parameters' device is used.
+        solve_x: False to solve for the max player at the first step (then alternate).
+        collect_info: record gradient and update norms (host syncs); default True as CGDs.
+        max_iter: cap on CG iterations per step (None: the system size).
+    """
+
+    def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
+                 lr_max: float = 1e-3, lr_min: float = 1e-3, update_max: Optional[bool] = None,
+                 tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
+                 solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None) -> None:
+        if update_max not in (None, True, False):
+            raise ValueError(f"update_max must be None, True or False, got {update_max!r}")
+        check_nonnegative(momentum=momentum)
+        check_beta(momentum)
+        super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
+                         momentum=momentum, update_max=update_max)
+
+    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: int) -> tuple[list[Preconditioner], dict]:
+        pre = []
+        for g, lr in zip(grads, self._lr_tensors()):
+            eta = lr.to(g.dtype)
+            pre.append(Preconditioner(eta, eta.sqrt(), eta * g))
+        return pre, {}
+
+    def _solved_player(self) -> int:
+        update_max = self.param_groups[0]["update_max"]
+        if update_max is None:
+            return super()._solved_player()
+        return 0 if update_max else 1
+
+    def _updates(self, sol: CGDSolution, step: int) -> tuple[list[Optional[Tensor]], dict]:
+        group = self.param_groups[0]
+        deltas = list(sol.delta)
+        if group["update_max"] is not None:  # one player only
+            deltas[1 if group["update_max"] else 0] = None
+        m = group["momentum"]
+        if m == 0:
+            return deltas, {}
+        pending = {}
+        for i, player in enumerate(self.players):
+            if deltas[i] is None:
+                continue
+            buf = self.state[player.name].get("momentum_buffer")
+            buf = deltas[i] * (1 - m) if buf is None else buf * m + deltas[i] * (1 - m)
+            pending[player.name] = {"momentum_buffer": buf}
+            deltas[i] = buf / (1 - m ** step)
+        return deltas, pending
+
+    def _after_step(self) -> None:
+        if self.param_groups[0]["update_max"] is None:
+            super()._after_step()
