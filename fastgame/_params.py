@@ -89,4 +89,6 @@ class Player:
         """One flat vector (or a ``(batch, numel)`` matrix) from per-parameter tensors."""
         if batch is None:
             return torch.cat([t.reshape(-1) for t in tensors])
-        return torch.cat([t.reshape(batch, -1) for t in tensors], dim=1)
+        # materialize_grads gives unbatched zeros for inputs a batched pass does not reach
+        return torch.cat([(t if t.dim() > len(s) else t.expand(batch, *s)).reshape(batch, -1)
+                          for t, s in zip(tensors, self.shapes)], dim=1)

@@ -67,9 +67,8 @@ class GameOptimizer(torch.optim.Optimizer):
     player_names: tuple[str, str] = ("max", "min")
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
-                 defaults: dict[str, Any], arg_names: tuple[str, str]) -> None:
-        check_nonnegative(**{arg_names[0].replace("params", "lr"): lr_x,
-                             arg_names[1].replace("params", "lr"): lr_y})
+                 defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str]) -> None:
+        check_nonnegative(**{lr_names[0]: lr_x, lr_names[1]: lr_y})
         px = as_param_list(params_x, arg_names[0])
         py = as_param_list(params_y, arg_names[1])
         shared = {id(p) for p in px} & {id(p) for p in py}

@@ -26,7 +26,7 @@ class CompetitiveGradient(GameOptimizer):
         check_nonnegative(tol=tol, atol=atol)
         check_max_iter(max_iter)
         super().__init__(max_params, min_params, lr_max, lr_min,
-                         dict(tol=tol, atol=atol, max_iter=max_iter, **defaults), ("max_params", "min_params"))
+                         dict(tol=tol, atol=atol, max_iter=max_iter, **defaults), ("max_params", "min_params"), ("lr_max", "lr_min"))
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
 

@@ -1,0 +1,79 @@
+"""Models and data shared by the benchmarks and the parity tests: small GANs whose
+sizes follow DESIGN.md §4 (a 2-D MLP GAN and DCGAN-style conv nets with BatchNorm)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+
+def mlp(sizes: list[int], act: type[nn.Module] = nn.Tanh) -> nn.Sequential:
+    """Fully connected net, ``act`` between layers (none after the last)."""
+    layers: list[nn.Module] = []
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(act())
+    return nn.Sequential(*layers)
+
+
+def mlp_gan(width: int = 256, depth: int = 2, latent: int = 2) -> tuple[nn.Module, nn.Module]:
+    """(G, D) for 2-D data: G latent-width...-2, D 2-width...-1 (``depth`` hidden layers)."""
+    return mlp([latent] + [width] * depth + [2]), mlp([2] + [width] * depth + [1])
+
+
+class ConvGenerator(nn.Module):
+    """DCGAN generator for ``size``×``size`` images (size 8, 16 or 32) with BatchNorm."""
+
+    def __init__(self, latent: int = 32, ch: int = 16, size: int = 16, out_ch: int = 3) -> None:
+        super().__init__()
+        self.latent, self.ch, self.start = latent, ch, 4
+        ups = {8: 1, 16: 2, 32: 3}[size]
+        self.fc = nn.Linear(latent, ch * (2 ** ups) * 16)
+        blocks: list[nn.Module] = [nn.BatchNorm2d(ch * 2 ** ups), nn.ReLU()]
+        for i in range(ups, 0, -1):
+            blocks += [nn.ConvTranspose2d(ch * 2 ** i, ch * 2 ** (i - 1), 4, 2, 1)]
+            if i > 1:
+                blocks += [nn.BatchNorm2d(ch * 2 ** (i - 1)), nn.ReLU()]
+        blocks += [nn.ReLU(), nn.Conv2d(ch, out_ch, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*blocks)
+        self.ups = ups
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        h = self.fc(z).view(z.shape[0], self.ch * 2 ** self.ups, 4, 4)
+        return self.net(h)
+
+
+class ConvDiscriminator(nn.Module):
+    """DCGAN discriminator (strided convs, BatchNorm, LeakyReLU) for size×size images."""
+
+    def __init__(self, ch: int = 16, size: int = 16, in_ch: int = 3) -> None:
+        super().__init__()
+        downs = {8: 1, 16: 2, 32: 3}[size]
+        blocks: list[nn.Module] = [nn.Conv2d(in_ch, ch, 3, 1, 1), nn.LeakyReLU(0.2)]
+        c = ch
+        for _ in range(downs):
+            blocks += [nn.Conv2d(c, 2 * c, 4, 2, 1), nn.BatchNorm2d(2 * c), nn.LeakyReLU(0.2)]
+            c *= 2
+        self.net = nn.Sequential(*blocks)
+        self.fc = nn.Linear(c * 16, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x).flatten(1))
+
+
+def wgan_loss(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Zero-sum WGAN loss E[D(real)] - E[D(G(z))]: D maximises it, G minimises it."""
+    return D(real).mean() - D(G(z)).mean()
+
+
+def gan_loss(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """Zero-sum (minimax) GAN loss E[log σ(D(real))] + E[log(1 - σ(D(G(z))))]."""
+    return -nn.functional.softplus(-D(real)).mean() - nn.functional.softplus(D(G(z))).mean()
+
+
+def ring_data(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Samples of 8 Gaussians on a circle of radius 2 (std 0.02)."""
+    k = torch.randint(0, 8, (n,), generator=generator)
+    angle = k.to(torch.get_default_dtype()) * (2 * torch.pi / 8)
+    centres = torch.stack([2 * torch.cos(angle), 2 * torch.sin(angle)], dim=1)
+    return centres + 0.02 * torch.randn(n, 2, generator=generator)
