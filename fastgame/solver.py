@@ -12,7 +12,7 @@ tracks u = D_ba(√η_a w), so D_ba Δa = -s u costs no extra pass (DESIGN.md §
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence
+from typing import Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -34,18 +34,24 @@ class CGDSolution:
     """Result of one solve: the parameter updates, the warm starts to keep and CG's record."""
     delta: tuple[Tensor, Tensor]       # (Δx, Δy), added to the parameters
     warm_start: tuple[Tensor, Tensor]  # next start of CG for x and y, in w-variables
-    iterations: int
+    iterations: Union[int, Tensor]     # host int when counted on the host, else a device tensor
     residual_sq: Tensor                # ‖r‖² when CG stopped
     rhs_sq: Tensor                     # ‖rhs‖²
 
 
 def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
-              w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None) -> CGDSolution:
+              w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
+              check_every: Optional[int] = 1) -> CGDSolution:
     """Solve for player ``solve`` by conjugate gradients and back-substitute the other.
 
     ``w0`` is the warm start (None: zero). CG stops when ‖r‖² < tol·‖rhs‖² or ‖r‖² < atol,
-    after ``max_iter`` iterations (None: the system size, as the reference), or at once on
-    a non-finite residual (the caller's finiteness check then reports it).
+    after ``max_iter`` iterations (None: the system size, as the reference), or on a
+    non-finite residual (the caller's finiteness check then reports it).
+
+    ``check_every`` sets how often the convergence test reads the device: 1 (every
+    iteration), c > 1 (every c iterations; iterations after convergence are no-ops), or
+    None (never: exactly ``max_iter`` masked iterations, for CUDA graphs). All give the
+    same result; ``iterations`` is then a device tensor counting the effective ones.
     """
     a, b = solve, 1 - solve
     s = -1.0 if a == 0 else 1.0
@@ -64,23 +70,15 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     rr = torch.dot(r, r)
     rhs_sq = torch.dot(rhs, rhs)
     threshold = torch.clamp(tol * rhs_sq, min=atol)
-    max_iter = w.numel() if max_iter is None else max_iter
-
-    # The one host read per iteration: "keep going" is false once converged or non-finite.
-    iterations = 0
-    if bool(rr >= threshold) and max_iter > 0:
-        p = r.clone()
-        sp = pa.sqrt_eta * p
-        while True:
-            q = hvp(b, sp)
-            ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
-            rr_new = ops.cg_step_(w, u, r, p, q, ap, rr, pap)
-            iterations += 1
-            if iterations >= max_iter or not bool(rr_new >= threshold):
-                rr = rr_new
-                break
-            sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
-            rr = rr_new
+    if max_iter is None:
+        if check_every is None:
+            raise ValueError("a solve without host checks (check_every=None) needs max_iter")
+        max_iter = w.numel()
+    if check_every == 1:
+        iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter)
+    else:
+        iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every)
+    rr = torch.dot(r, r)
 
     v = torch.add(grads[b], u, alpha=-s)  # g_b + D_ba Δa
     delta = [None, None]
@@ -90,3 +88,41 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     warm[a] = w
     warm[b] = pb.sqrt_eta * v
     return CGDSolution(tuple(delta), tuple(warm), iterations, rr, rhs_sq)
+
+
+def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter) -> int:
+    """CG with the convergence test read on the host every iteration (plain CG)."""
+    iterations = 0
+    if not (bool(rr >= threshold) and max_iter > 0):  # also stops on a non-finite residual
+        return 0
+    p = r.clone()
+    sp = pa.sqrt_eta * p
+    while True:
+        q = hvp(b, sp)
+        ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
+        rr_new = ops.cg_step_(w, u, r, p, q, ap, rr, pap)
+        iterations += 1
+        if iterations >= max_iter or not bool(rr_new >= threshold):
+            return iterations
+        sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
+        rr = rr_new
+
+
+def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every) -> Tensor:
+    """CG whose iterations after convergence are no-ops (alpha masked to 0), reading the
+    device only every ``check_every`` iterations (never if None). Same iterates as plain CG."""
+    active = rr >= threshold
+    iterations = torch.zeros((), dtype=torch.int64, device=r.device)
+    p = r.clone()
+    sp = pa.sqrt_eta * p
+    for it in range(max_iter):
+        if check_every is not None and it % check_every == 0 and not bool(active):
+            break
+        q = hvp(b, sp)
+        ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
+        rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, torch.zeros_like(rr)), pap)
+        iterations += active
+        active = active & (rr_new >= threshold)
+        sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
+        rr = rr_new
+    return iterations

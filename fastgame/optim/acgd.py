@@ -32,28 +32,34 @@ class ACGD(CompetitiveGradient):
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms in :meth:`get_info` (host syncs).
         max_iter: cap on CG iterations per step (None: the system size, as the reference).
+        check_every: read the convergence test on the host every this many CG iterations
+            (iterations after convergence are no-ops, so the result does not change).
+        capturable: never read the device in :meth:`step` (needs ``max_iter``), so the step
+            can be captured in a CUDA graph; see :func:`fastgame.make_graphed_step`.
     """
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  max_reducer: Any = None, min_reducer: Any = None,
                  lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
                  tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
-                 max_iter: Optional[int] = None) -> None:
+                 max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False) -> None:
         check_nonnegative(eps=eps)
         check_beta(beta)
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         eps=eps, beta=beta)
+                         check_every, capturable, eps=eps, beta=beta)
 
-    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: int) -> tuple[list[Preconditioner], dict]:
+    def _initial_state(self, player: Any) -> dict[str, Tensor]:
+        return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}
+
+    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
         group = self.param_groups[0]
         lrs = self._lr_tensors()
         pre, pending = [], {}
         for player, g, lr in zip(self.players, grads, lrs):
-            step_t = torch.full((), step, dtype=torch.float64, device=player.device)
             square_avg = self.state[player.name].get("square_avg")
             if square_avg is None:
                 square_avg = torch.zeros_like(g)
-            new_avg, eta, sqrt_eta, eta_grad = ops.precondition(g, square_avg, lr, step_t,
+            new_avg, eta, sqrt_eta, eta_grad = ops.precondition(g, square_avg, lr, step,
                                                                 group["beta"], group["eps"])
             pre.append(Preconditioner(eta, sqrt_eta, eta_grad))
             pending[player.name] = {"square_avg": new_avg}

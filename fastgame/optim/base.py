@@ -50,6 +50,10 @@ def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
     return loss.reshape(())
 
 
+def _capturing() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def _clone_tree(obj: Any) -> Any:
     if isinstance(obj, Tensor):
         return obj.detach().clone()
@@ -103,7 +107,8 @@ class GameOptimizer(torch.optim.Optimizer):
         for i, player in enumerate(self.players):
             if lrs[i] is None or lrs[i].device != player.device:
                 lrs[i] = torch.zeros((), dtype=torch.float64, device=player.device)
-            lrs[i].fill_(float(self.param_groups[i]["lr"]))
+            if not _capturing():  # a graph replays the lr tensors; the caller refreshes them
+                lrs[i].fill_(float(self.param_groups[i]["lr"]))
         return lrs[0], lrs[1]
 
     def _check_finite(self, checks: Sequence[tuple[str, Tensor]]) -> None:

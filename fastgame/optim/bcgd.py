@@ -31,20 +31,28 @@ class BCGD(CompetitiveGradient):
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
         max_iter: cap on CG iterations per step (None: the system size).
+        check_every, capturable: as for :class:`ACGD`.
     """
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  lr_max: float = 1e-3, lr_min: float = 1e-3, update_max: Optional[bool] = None,
                  tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
-                 solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None) -> None:
+                 solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None,
+                 check_every: int = 1, capturable: bool = False) -> None:
         if update_max not in (None, True, False):
             raise ValueError(f"update_max must be None, True or False, got {update_max!r}")
         check_nonnegative(momentum=momentum)
         check_beta(momentum)
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         momentum=momentum, update_max=update_max)
+                         check_every, capturable, momentum=momentum, update_max=update_max)
 
-    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: int) -> tuple[list[Preconditioner], dict]:
+    def _initial_state(self, player: Any) -> dict[str, Tensor]:
+        state = super()._initial_state(player)
+        if self.param_groups[0]["momentum"] != 0:
+            state["momentum_buffer"] = torch.zeros_like(player.flat)
+        return state
+
+    def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
         pre = []
         for g, lr in zip(grads, self._lr_tensors()):
             eta = lr.to(g.dtype)
@@ -57,7 +65,7 @@ class BCGD(CompetitiveGradient):
             return super()._solved_player()
         return 0 if update_max else 1
 
-    def _updates(self, sol: CGDSolution, step: int) -> tuple[list[Optional[Tensor]], dict]:
+    def _updates(self, sol: CGDSolution, step: Tensor) -> tuple[list[Optional[Tensor]], dict]:
         group = self.param_groups[0]
         deltas = list(sol.delta)
         if group["update_max"] is not None:  # one player only

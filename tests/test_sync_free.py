@@ -1,0 +1,203 @@
+"""Sync-free stepping: masked CG iterations, capturable steps (what a CUDA graph replays)
+and the graphed-step API's eager fallback — everything that runs without a GPU."""
+import copy
+import warnings
+
+import pytest
+import torch
+
+import fastgame
+from bench.models import gan_loss, mlp_gan, ring_data
+
+OPTIMIZERS = [fastgame.ACGD, fastgame.BCGD]
+
+
+def make_case(seed=0, batch=32, steps=12):
+    torch.manual_seed(seed)
+    G, D = mlp_gan(width=16, depth=2, latent=3)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return G, D, [(ring_data(batch, gen), torch.randn(batch, 3, generator=gen)) for _ in range(steps)]
+
+
+def flat(*modules):
+    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+@pytest.mark.parametrize("check_every", [2, 5])
+def test_masked_cg_equals_plain_cg(cls, check_every):
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    plain = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2)
+    masked = cls(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2, check_every=check_every)
+    for real, z in batches[:6]:
+        plain.step(gan_loss(G, D, real, z))
+        masked.step(gan_loss(G2, D2, real, z))
+        assert int(masked.info["iter_num"]) == plain.info["iter_num"]
+        assert masked.info["hvp_passes"] >= plain.info["hvp_passes"]
+    assert torch.equal(flat(D, G), flat(D2, G2))
+
+
+@pytest.mark.parametrize("cls,kw", [(fastgame.ACGD, {}), (fastgame.BCGD, {"momentum": 0.5}),
+                                    (fastgame.BCGD, {"update_max": True})])
+def test_capturable_matches_eager(cls, kw):
+    """Fixed max_iter with masked iterations, in-place state, device step count: the same
+    parameters as the eager optimizer over both solve phases (to float32 rounding)."""
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    eager = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, **kw)
+    capt = cls(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50, **kw)
+    sched = torch.optim.lr_scheduler.StepLR(capt, step_size=3, gamma=0.5)
+    sched_eager = torch.optim.lr_scheduler.StepLR(eager, step_size=3, gamma=0.5)
+    for real, z in batches[:10]:
+        eager.step(gan_loss(G, D, real, z))
+        capt.step(gan_loss(G2, D2, real, z))
+        sched.step(), sched_eager.step()
+        assert isinstance(capt.info["iter_num"], torch.Tensor)
+        assert int(capt.info["iter_num"]) == eager.info["iter_num"]
+    torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-5, atol=1e-6)
+    assert isinstance(capt.state["game"]["step"], torch.Tensor) and int(capt.state["game"]["step"]) == 10
+
+
+class NoHostReads:
+    """Make every device-to-host read raise, as torch.cuda.set_sync_debug_mode('error')
+    would on a GPU."""
+
+    def __enter__(self):
+        self.saved = {}
+        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"):
+            self.saved[name] = getattr(torch.Tensor, name)
+
+            def refuse(*args, _name=name, **kwargs):
+                raise AssertionError(f"host read Tensor.{_name} inside a capturable step")
+            setattr(torch.Tensor, name, refuse)
+        return self
+
+    def __exit__(self, *exc):
+        for name, fn in self.saved.items():
+            setattr(torch.Tensor, name, fn)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_capturable_step_reads_nothing_from_the_device(cls):
+    G, D, batches = make_case()
+    opt = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=8)
+    opt.step(gan_loss(G, D, *batches[0]))  # state allocation happens here, outside
+    for real, z in batches[1:4]:
+        loss = gan_loss(G, D, real, z)
+        with NoHostReads():
+            opt.step(loss)
+
+
+def test_eager_step_has_one_host_read_per_cg_iteration():
+    """The eager path reads the device only for the convergence test (and one finiteness
+    check per step), never per HVP."""
+    G, D, batches = make_case()
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2)
+    opt.step(gan_loss(G, D, *batches[0]))
+    reads = []
+    saved = {n: getattr(torch.Tensor, n) for n in ("__bool__", "item", "tolist")}
+
+    def counting(name):
+        def fn(self, *a, **k):
+            reads.append(name)
+            return saved[name](self, *a, **k)
+        return fn
+    loss = gan_loss(G, D, *batches[1])
+    try:
+        for n in saved:
+            setattr(torch.Tensor, n, counting(n))
+        opt.step(loss)
+    finally:
+        for n, fn in saved.items():
+            setattr(torch.Tensor, n, fn)
+    assert len(reads) == opt.info["iter_num"] + 2  # k + 1 convergence tests + 1 finiteness check
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_capturable_non_finite_step_is_skipped_on_device(cls):
+    x = torch.nn.Parameter(torch.randn(3))
+    y = torch.nn.Parameter(torch.randn(2))
+    A = torch.randn(3, 2)
+    opt = cls([x], [y], lr_max=0.1, lr_min=0.1, capturable=True, max_iter=5)
+    opt.step(x @ A @ y)
+    before = [x.detach().clone(), y.detach().clone()]
+    state = opt.state_dict()
+    opt.step(x @ A @ y * float("nan"))
+    assert not bool(opt.info["finite"])
+    assert torch.equal(x.detach(), before[0]) and torch.equal(y.detach(), before[1])
+    after = opt.state_dict()
+    for name in ("max", "min"):
+        for k, v in state["state"][name].items():
+            assert torch.equal(v, after["state"][name][k])
+    assert int(after["state"]["game"]["step"]) == 1
+    with pytest.raises(FloatingPointError, match="loss"):
+        opt.raise_if_nonfinite()
+
+
+def test_capturable_needs_max_iter_and_validates():
+    a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
+    with pytest.raises(ValueError, match="max_iter"):
+        fastgame.ACGD([a], [b], capturable=True)
+    with pytest.raises(ValueError, match="check_every"):
+        fastgame.ACGD([a], [b], check_every=0)
+    with pytest.raises(ValueError, match="capturable=True"):
+        fastgame.make_graphed_step(fastgame.ACGD([a], [b]), lambda: (a.sum() * b.sum()))
+
+
+def test_graphed_step_falls_back_to_eager_on_cpu():
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50)
+    ref = fastgame.ACGD(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50)
+    real0, z0 = batches[0]
+    with pytest.warns(UserWarning, match="eagerly"):
+        step = fastgame.make_graphed_step(opt, lambda r, z: gan_loss(G, D, r, z), real0.clone(), z0.clone())
+    for real, z in batches[:4]:
+        loss = step(real, z)
+        ref_loss = ref.step(gan_loss(G2, D2, real, z))
+        assert torch.equal(loss, ref_loss)
+    assert torch.equal(flat(D, G), flat(D2, G2))
+    with pytest.raises(ValueError, match="inputs"):
+        step(real0)
+
+
+def test_capturable_state_round_trip_between_modes():
+    G, D, batches = make_case()
+    capt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50)
+    for real, z in batches[:3]:
+        capt.step(gan_loss(G, D, real, z))
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    eager = fastgame.ACGD(D2.parameters(), G2.parameters())
+    eager.load_state_dict(capt.state_dict())
+    assert eager.state["game"]["step"] == 3
+    for real, z in batches[3:6]:
+        capt.step(gan_loss(G, D, real, z))
+        eager.step(gan_loss(G2, D2, real, z))
+    torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_bf16_autocast_hvps_stay_close_to_fp32(cls):
+    """HVPs under CPU autocast (bf16 matmuls) with fp32 CG state: each step's update (from
+    the same point, both solve phases) within bf16 accuracy of the fp32 one. ACGD's first
+    steps are excluded: with second moments of one or two gradients, eta*g is nearly
+    sign(g), which turns bf16 rounding of tiny gradient entries into O(1) changes."""
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    ref = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2)
+    mixed = cls(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2)
+    for t, (real, z) in enumerate(batches[:6]):
+        start = flat(D, G).clone()
+        ref.step(gan_loss(G, D, real, z))
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            loss = gan_loss(G2, D2, real, z)
+        mixed.step(loss)
+        assert mixed.state["max"]["warm_start"].dtype == torch.float32
+        d_ref, d_mixed = flat(D, G) - start, flat(D2, G2) - start
+        if cls is fastgame.BCGD or t >= 2:
+            assert ((d_ref - d_mixed).norm() / d_ref.norm()).item() < 3e-2
+        with torch.no_grad():  # continue both from the fp32 trajectory
+            for p, q in zip(list(D.parameters()) + list(G.parameters()), list(D2.parameters()) + list(G2.parameters())):
+                q.copy_(p)
+        mixed.load_state_dict(ref.state_dict())
