@@ -1,0 +1,79 @@
+"""CUDA-graph mode on a GPU (skipped without CUDA; run by bench/gpu_check.sh)."""
+import copy
+
+import pytest
+import torch
+
+import fastgame
+from bench.models import ConvDiscriminator, ConvGenerator, gan_loss, mlp_gan, ring_data, wgan_loss
+
+pytestmark = [pytest.mark.gpu,
+              pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
+
+
+def flat(*modules):
+    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
+
+
+def cases():
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(0)
+    G, D = mlp_gan(width=64, depth=2, latent=2)
+    mlp = (G, D, [(ring_data(128, gen), torch.randn(128, 2, generator=gen)) for _ in range(12)], gan_loss)
+    torch.manual_seed(0)
+    G, D = ConvGenerator(latent=16, ch=8, size=16), ConvDiscriminator(ch=8, size=16)
+    conv = (G, D, [(torch.rand(16, 3, 16, 16, generator=gen) * 2 - 1, torch.randn(16, 16, generator=gen))
+                   for _ in range(12)], wgan_loss)
+    return {"mlp": mlp, "conv_bn": conv}
+
+
+@pytest.mark.parametrize("name", ["mlp", "conv_bn"])
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD])
+def test_graphed_equals_eager(name, cls):
+    G, D, batches, loss_fn = cases()[name]
+    G, D = G.cuda(), D.cuda()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    batches = [(r.cuda(), z.cuda()) for r, z in batches]
+    kw = dict(lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=30)
+    eager = cls(D.parameters(), G.parameters(), **kw)
+    graphed = cls(D2.parameters(), G2.parameters(), **kw)
+    sched = torch.optim.lr_scheduler.StepLR(graphed, step_size=4, gamma=0.5)
+    sched_eager = torch.optim.lr_scheduler.StepLR(eager, step_size=4, gamma=0.5)
+    step = fastgame.make_graphed_step(graphed, lambda r, z: loss_fn(G2, D2, r, z),
+                                      torch.empty_like(batches[0][0]), torch.empty_like(batches[0][1]), warmup=2)
+    for real, z in batches:  # 12 steps: 2 eager warm-up, both phases captured and replayed
+        eager.step(loss_fn(G, D, real, z))
+        step(real, z)
+        sched.step(), sched_eager.step()
+    assert len(step.graphs) == 2
+    torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-4, atol=1e-5)
+    assert int(graphed.state["game"]["step"]) == 12
+
+
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD])
+def test_capturable_step_has_no_host_sync(cls):
+    G, D, batches, loss_fn = cases()["mlp"]
+    G, D = G.cuda(), D.cuda()
+    opt = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=10,
+              collect_info=False)
+    real, z = batches[0]
+    opt.step(loss_fn(G, D, real.cuda(), z.cuda()))
+    for real, z in batches[1:4]:
+        loss = loss_fn(G, D, real.cuda(), z.cuda())
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error")
+        try:
+            opt.step(loss)
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+
+
+def test_eager_cuda_parity_with_cpu():
+    G, D, batches, loss_fn = cases()["mlp"]
+    G2, D2 = copy.deepcopy(G).cuda(), copy.deepcopy(D).cuda()
+    a = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2)
+    b = fastgame.ACGD(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2)
+    for real, z in batches[:6]:
+        a.step(loss_fn(G, D, real, z))
+        b.step(loss_fn(G2, D2, real.cuda(), z.cuda()))
+    torch.testing.assert_close(flat(D2, G2).cpu(), flat(D, G), rtol=1e-4, atol=1e-5)
