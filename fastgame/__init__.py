@@ -1,8 +1,8 @@
 """fastgame: fast optimizers for two-player differentiable games in PyTorch."""
 from .ops import backends, get_backend, set_backend
 from .graphs import make_graphed_step
-from .optim import ACGD, BCGD, GameOptimizer
+from .optim import ACGD, BCGD, GACGD, GameOptimizer
 
 __version__ = "0.1.0"
 
-__all__ = ["ACGD", "BCGD", "GameOptimizer", "backends", "get_backend", "make_graphed_step", "set_backend"]
+__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer", "backends", "get_backend", "make_graphed_step", "set_backend"]

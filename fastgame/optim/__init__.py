@@ -2,5 +2,6 @@
 from .acgd import ACGD
 from .base import GameOptimizer
 from .bcgd import BCGD
+from .gacgd import GACGD
 
-__all__ = ["ACGD", "BCGD", "GameOptimizer"]
+__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer"]
