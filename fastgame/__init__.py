@@ -3,6 +3,8 @@ from .ops import backends, get_backend, set_backend
 from .graphs import make_graphed_step
 from .optim import ACGD, BCGD, GACGD, GameOptimizer
 
+from . import diagnostics, games, losses
+
 __version__ = "0.1.0"
 
-__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer", "backends", "get_backend", "make_graphed_step", "set_backend"]
+__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer", "backends", "diagnostics", "games", "losses", "get_backend", "make_graphed_step", "set_backend"]
