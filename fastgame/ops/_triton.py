@@ -1,0 +1,83 @@
+"""The Triton ops (``fastgame.triton_kernels``): availability and the contract's functions.
+
+The kernel modules are imported on first use, not with fastgame: ``@triton.jit`` reads
+``TRITON_INTERPRET`` when a kernel is defined, so a test can still set it after importing
+fastgame, and a plain ``import fastgame`` never pays Triton's import time.
+"""
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+from typing import Optional
+
+import torch
+from torch import Tensor
+
+_kernels = None
+
+
+def interpreter() -> bool:
+    """Whether Triton runs in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "").strip().lower() in ("1", "true", "yes", "on")
+
+
+def error() -> Optional[str]:
+    """None if the Triton kernels can be imported, else why not (without importing them)."""
+    if _kernels is not None:
+        return None
+    if importlib.util.find_spec("triton") is None:
+        return "no Triton (the triton package is not installed)"
+    if not hasattr(torch.library, "triton_op"):
+        return f"torch {torch.__version__} has no torch.library.triton_op (needs torch >= 2.6)"
+    return None
+
+
+def kernels():
+    """The kernel package, imported once."""
+    global _kernels
+    if _kernels is None:
+        name = f"{__package__.rsplit('.', 1)[0]}.triton_kernels"
+        if importlib.util.find_spec(name) is not None:
+            _kernels = importlib.import_module(name)
+        else:  # a source checkout: the package lives in triton_kernels/
+            _kernels = _import_from_source(name)
+    return _kernels
+
+
+def _import_from_source(name: str):
+    """Import ``<repo>/triton_kernels`` as ``fastgame.triton_kernels`` (what setup.py's
+    package_dir does for an install), for a checkout used without installing."""
+    import sys
+    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "triton_kernels")
+    spec = importlib.util.spec_from_file_location(name, os.path.join(root, "__init__.py"),
+                                                  submodule_search_locations=[root])
+    if spec is None or not os.path.isdir(root):
+        raise ModuleNotFoundError(f"{name} is not installed and {root} does not exist")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
+                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return kernels().precondition(grad, square_avg, lr, step, beta, eps)
+
+
+def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    return kernels().cg_matvec(p, sqrt_eta, t)
+
+
+def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
+             rr: Tensor, pap: Tensor) -> Tensor:
+    return kernels().cg_step(w, u, r, p, q, ap, rr, pap)
+
+
+def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
+    return kernels().cg_direction(p, r, rr_new, rr, sqrt_eta)

@@ -1,0 +1,410 @@
+"""The fused ops of every backend against their pure-torch twins (fastgame.ops.reference).
+
+* C++ CPU ops: always where the extension is built (FASTGAME_REQUIRE_CPP=1 makes a missing
+  extension a failure, as CI wants);
+* Triton: under the interpreter (TRITON_INTERPRET=1, set here when there is no GPU) on small
+  shapes, or compiled on a GPU;
+* CUDA and Triton on a GPU: behind the ``gpu`` marker (bench/gpu_check.sh runs them).
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():  # must precede the first import of the Triton kernels
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+import fastgame  # noqa: E402
+from fastgame import ops  # noqa: E402
+from fastgame.ops import _ext, _triton, reference  # noqa: E402
+
+REQUIRE_CPP = os.environ.get("FASTGAME_REQUIRE_CPP", "") not in ("", "0")
+HAVE_CUDA = torch.cuda.is_available()
+SMALL = [1, 7, 1023]
+ALL_SIZES = SMALL + [2**20 + 3]
+DTYPES = [torch.float32, torch.float64]
+
+
+def _backend_params():
+    """(backend, device, sizes) cases with their skip / gpu marks."""
+    cpp_missing = _ext.CPP_ERROR is not None and not REQUIRE_CPP
+    triton_why = _triton.error()
+    gpu = [pytest.mark.gpu, pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA GPU")]
+    return [
+        pytest.param("cpp", "cpu", ALL_SIZES, id="cpp",
+                     marks=pytest.mark.skipif(cpp_missing, reason=f"C++ ops: {_ext.CPP_ERROR}")),
+        pytest.param("triton", "cpu", SMALL, id="triton-interpreter",
+                     marks=pytest.mark.skipif(bool(triton_why) or HAVE_CUDA,
+                                              reason=triton_why or "a GPU runs the compiled Triton tests")),
+        pytest.param("cuda", "cuda", ALL_SIZES, id="cuda", marks=gpu),
+        pytest.param("triton", "cuda", ALL_SIZES, id="triton-gpu",
+                     marks=gpu + [pytest.mark.skipif(bool(triton_why), reason=str(triton_why))]),
+    ]
+
+
+BACKENDS = _backend_params()
+
+
+@pytest.fixture
+def impl(request):
+    """The backend's module of op functions, after checking it can run on its device."""
+    name, device = request.param[:2]
+    why = ops._unavailable(name, torch.device(device))
+    if why:
+        pytest.fail(f"backend {name} on {device} unavailable: {why}")
+    return ops._MODULES[name]
+
+
+def cases(fn):
+    """Parametrize a test over backend x size x dtype (sizes per backend)."""
+    params = []
+    for p in BACKENDS:
+        name, device, sizes = p.values
+        for n in sizes:
+            for dtype in DTYPES:
+                params.append(pytest.param((name, device), n, dtype, marks=p.marks,
+                                           id=f"{p.id}-{n}-{str(dtype)[6:]}"))
+    return pytest.mark.parametrize("impl, n, dtype", params, indirect=["impl"])(fn)
+
+
+def _tol(dtype):
+    return dict(rtol=2e-6, atol=1e-30) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-300)
+
+
+def assert_vec(actual, expected, dtype):
+    assert actual.dtype == expected.dtype and actual.shape == expected.shape
+    scale = expected.abs().max().item() if expected.numel() else 0.0
+    tol = _tol(dtype)
+    torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["rtol"] * scale + tol["atol"])
+
+
+def assert_dot(actual, a, b, dtype):
+    """A reduction against the float64 truth, to the accuracy of its dtype."""
+    assert actual.dim() == 0 and actual.dtype == dtype
+    exact = torch.dot(a.double(), b.double())
+    bound = (a.double().abs() * b.double().abs()).sum()
+    rtol = 1e-5 if dtype == torch.float32 else 1e-13
+    assert abs(actual.double().item() - exact.item()) <= rtol * bound.item() + 1e-300
+
+
+def _vecs(k, n, dtype, device, seed=0):
+    gen = torch.Generator().manual_seed(seed + n)
+    return [torch.randn(n, generator=gen, dtype=dtype).to(device) for _ in range(k)]
+
+
+# ---- the ops, one test each -----------------------------------------------------------------
+
+@cases
+@pytest.mark.parametrize("scalar_dtype", [torch.float64, torch.float32])
+def test_precondition(impl, n, dtype, scalar_dtype, request):
+    device = request.node.callspec.params["impl"][1]
+    g, v = _vecs(2, n, dtype, device)
+    v = v.abs()
+    v[0] = 0.0
+    g[0] = 0.0  # eta = scale / eps there
+    lr = torch.tensor(2e-3, dtype=scalar_dtype, device=device)
+    step = torch.tensor(7.0, dtype=scalar_dtype, device=device)
+    v_before = v.clone()
+    got = impl.precondition(g, v, lr, step, 0.99, 1e-5)
+    want = reference.precondition(g, v, lr, step, 0.99, 1e-5)
+    assert torch.equal(v, v_before), "square_avg must not be modified"
+    for a, b in zip(got, want):
+        assert_vec(a, b, dtype)
+
+
+@cases
+@pytest.mark.parametrize("scalar_eta", [False, True], ids=["vector_eta", "scalar_eta"])
+def test_cg_matvec(impl, n, dtype, scalar_eta, request):
+    device = request.node.callspec.params["impl"][1]
+    p, t, s = _vecs(3, n, dtype, device)
+    s = torch.tensor(0.3, dtype=dtype, device=device) if scalar_eta else s.abs()
+    ap, pap = impl.cg_matvec(p, s, t)
+    ap_ref, _ = reference.cg_matvec(p, s, t)
+    assert_vec(ap, ap_ref, dtype)
+    assert_dot(pap, p, ap_ref, dtype)
+
+
+@cases
+@pytest.mark.parametrize("m_shift", [0, 5], ids=["same_size", "other_size"])
+def test_cg_step(impl, n, dtype, m_shift, request):
+    device = request.node.callspec.params["impl"][1]
+    w, r, p, ap = _vecs(4, n, dtype, device)
+    u, q = _vecs(2, n + m_shift, dtype, device, seed=1)
+    rr, pap = torch.dot(r, r), torch.dot(p, ap).abs() + 1
+    mine = [x.clone() for x in (w, u, r)]
+    ref = [x.clone() for x in (w, u, r)]
+    rr_new = impl.cg_step_(*mine, p, q, ap, rr, pap)
+    reference.cg_step_(*ref, p, q, ap, rr, pap)
+    for a, b in zip(mine, ref):
+        assert_vec(a, b, dtype)
+    assert_dot(rr_new, ref[2], ref[2], dtype)
+
+
+@cases
+@pytest.mark.parametrize("scalar_eta", [False, True], ids=["vector_eta", "scalar_eta"])
+def test_cg_direction(impl, n, dtype, scalar_eta, request):
+    device = request.node.callspec.params["impl"][1]
+    p, r, s = _vecs(3, n, dtype, device)
+    s = torch.tensor(0.7, dtype=dtype, device=device) if scalar_eta else s.abs()
+    rr_new, rr = torch.tensor(0.5, dtype=dtype, device=device), torch.tensor(2.0, dtype=dtype, device=device)
+    p1, p2 = p.clone(), p.clone()
+    sp = impl.cg_direction_(p1, r, rr_new, rr, s)
+    sp_ref = reference.cg_direction_(p2, r, rr_new, rr, s)
+    assert_vec(p1, p2, dtype)
+    assert_vec(sp, sp_ref, dtype)
+
+
+# ---- guards at exact convergence ------------------------------------------------------------
+
+def _small_cases(fn):
+    params = []
+    for p in BACKENDS:
+        name, device, _ = p.values
+        for dtype in DTYPES:
+            params.append(pytest.param((name, device), dtype, marks=p.marks, id=f"{p.id}-{str(dtype)[6:]}"))
+    return pytest.mark.parametrize("impl, dtype", params, indirect=["impl"])(fn)
+
+
+@_small_cases
+def test_cg_step_guard_zero_over_zero(impl, dtype, request):
+    """rr = pAp = 0 (converged exactly): alpha is 0, nothing moves, no NaN."""
+    device = request.node.callspec.params["impl"][1]
+    n = 37
+    w, p, q = _vecs(3, n, dtype, device)
+    u = _vecs(1, n, dtype, device, seed=4)[0]
+    r, ap = torch.zeros(n, dtype=dtype, device=device), torch.zeros(n, dtype=dtype, device=device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    w0, u0 = w.clone(), u.clone()
+    rr_new = impl.cg_step_(w, u, r, p, q, ap, zero, zero.clone())
+    assert rr_new.item() == 0.0
+    assert torch.equal(w, w0) and torch.equal(u, u0) and torch.equal(r, torch.zeros_like(r))
+
+
+@_small_cases
+def test_cg_step_masked_rr_zero(impl, dtype, request):
+    """The masked solver passes rr = 0 with pAp != 0 once converged: alpha is 0."""
+    device = request.node.callspec.params["impl"][1]
+    w, u, r, p, q, ap = _vecs(6, 19, dtype, device)
+    before = [x.clone() for x in (w, u, r)]
+    rr_new = impl.cg_step_(w, u, r, p, q, ap, torch.zeros((), dtype=dtype, device=device),
+                           torch.tensor(3.0, dtype=dtype, device=device))
+    for a, b in zip((w, u, r), before):
+        assert torch.equal(a, b)
+    assert_dot(rr_new, r, r, dtype)
+
+
+@_small_cases
+def test_cg_direction_guard_zero_over_zero(impl, dtype, request):
+    """rr = 0: beta is 0, so p = r, and no NaN."""
+    device = request.node.callspec.params["impl"][1]
+    p, r, s = _vecs(3, 23, dtype, device)
+    zero = torch.zeros((), dtype=dtype, device=device)
+    sp = impl.cg_direction_(p, r, zero, zero.clone(), s)
+    assert torch.equal(p, r)
+    assert_vec(sp, s * r, dtype)
+    assert torch.isfinite(sp).all()
+
+
+# ---- unaligned views (the CUDA kernels fall back from 16-byte accesses) ---------------------
+
+@_small_cases
+def test_unaligned_views(impl, dtype, request):
+    device = request.node.callspec.params["impl"][1]
+    n = 1029
+    buf = _vecs(1, 6 * (n + 1), dtype, device, seed=9)[0]
+    w, u, r, p, q, ap = (buf[i * (n + 1) + 1: i * (n + 1) + 1 + n] for i in range(6))
+    rr, pap = torch.tensor(1.5, dtype=dtype, device=device), torch.tensor(2.5, dtype=dtype, device=device)
+    ref = [x.clone() for x in (w, u, r)]
+    rr_new = impl.cg_step_(w, u, r, p, q, ap, rr, pap)
+    reference.cg_step_(*ref, p.clone(), q.clone(), ap.clone(), rr, pap)
+    for a, b in zip((w, u, r), ref):
+        assert_vec(a, b, dtype)
+    assert_dot(rr_new, ref[2], ref[2], dtype)
+    s = p.abs()
+    ap2, pap2 = impl.cg_matvec(p, s, q)
+    assert_vec(ap2, reference.cg_matvec(p, s, q)[0], dtype)
+
+
+# ---- torch.library registration --------------------------------------------------------------
+
+def _opcheck_args(device, dtype):
+    g, v, w, u, r, p, q, ap = _vecs(8, 33, dtype, device)
+    one = torch.tensor(1.0, dtype=dtype, device=device)
+    lr = torch.tensor(1e-3, dtype=torch.float64, device=device)
+    return {
+        "precondition": (g, v.abs(), lr, torch.tensor(2.0, dtype=torch.float64, device=device), 0.99, 1e-5),
+        "cg_matvec": (p, v.abs(), q),
+        "cg_step": (w, u, r, p, q, ap, one, one * 2),
+        "cg_direction": (p, r, one, one * 2, v.abs()),
+    }
+
+
+@pytest.mark.parametrize("op", ["precondition", "cg_matvec", "cg_step", "cg_direction"])
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(
+    not HAVE_CUDA, reason="needs a CUDA GPU")])])
+def test_opcheck_compiled_ops(op, device):
+    if _ext.CPP_ERROR and not REQUIRE_CPP:
+        pytest.skip(f"C++ ops: {_ext.CPP_ERROR}")
+    if device == "cuda" and _ext.CUDA_ERROR:
+        pytest.fail(f"CUDA ops: {_ext.CUDA_ERROR}")
+    torch.library.opcheck(getattr(torch.ops.fastgame, op).default, _opcheck_args(device, torch.float64)[op])
+
+
+@pytest.mark.parametrize("op", ["precondition", "cg_matvec", "cg_step", "cg_direction"])
+def test_opcheck_triton_ops(op):
+    if _triton.error():
+        pytest.skip(_triton.error())
+    _triton.kernels()
+    device = "cuda" if HAVE_CUDA else "cpu"
+    # The interpreter's kernels are plain Python functions that wrap_triton cannot trace, so
+    # the fake-tensor checks need compiled kernels (a GPU).
+    tests = None if HAVE_CUDA else ("test_schema", "test_autograd_registration")
+    torch.library.opcheck(getattr(torch.ops.fastgame, f"triton_{op}").default,
+                          _opcheck_args(device, torch.float32)[op], test_utils=tests)
+
+
+# ---- dispatch ---------------------------------------------------------------------------------
+
+@pytest.fixture
+def restore_backend():
+    old = fastgame.get_backend()
+    yield
+    ops._set(old, check=False)
+
+
+def test_backends_report():
+    report = fastgame.backends()
+    assert set(report) == {"torch", "cpp", "cuda", "triton"}
+    assert report["torch"].startswith("available")
+    for name, text in report.items():
+        assert text.startswith("available") or text.startswith("unavailable: "), (name, text)
+
+
+def test_cpp_required_in_ci():
+    if not REQUIRE_CPP:
+        pytest.skip("FASTGAME_REQUIRE_CPP is not set")
+    assert _ext.CPP_ERROR is None, _ext.CPP_ERROR
+    assert fastgame.backends()["cpp"].startswith("available")
+
+
+def test_auto_picks_cpp_on_cpu(restore_backend):
+    fastgame.set_backend("auto")
+    x = torch.zeros(3)
+    assert ops._impl(x) is (reference if _ext.CPP_ERROR else _ext)
+    assert ops._impl(x.to(torch.bfloat16)) is reference  # kernels cover float32/float64 only
+
+
+def test_forced_unavailable_backend_says_why(restore_backend):
+    with pytest.raises(ValueError, match="unknown fastgame backend"):
+        fastgame.set_backend("fortran")
+    for name, text in fastgame.backends().items():
+        if text.startswith("unavailable"):
+            with pytest.raises(RuntimeError, match=f"'{name}' is unavailable: "):
+                fastgame.set_backend(name)
+    if _ext.CPP_ERROR is None:
+        fastgame.set_backend("cpp")
+        if HAVE_CUDA:
+            with pytest.raises(RuntimeError, match="cannot run on cuda"):
+                ops.cg_matvec(*[torch.ones(3, device="cuda")] * 3)
+    fastgame.set_backend("torch")
+    assert ops._impl(torch.zeros(3)) is reference
+
+
+def test_env_var_forces_backend():
+    code = ("import fastgame, torch\n"
+            "print(fastgame.get_backend())\n"
+            "try:\n    fastgame.ops.cg_matvec(torch.ones(2), torch.ones(2), torch.ones(2)); print('ran')\n"
+            "except RuntimeError as e:\n    print('error', e)\n")
+    env = dict(os.environ, FASTGAME_BACKEND="cuda")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    lines = out.stdout.splitlines()
+    assert lines[0] == "cuda", out.stderr
+    assert lines[1].startswith("error fastgame backend 'cuda' cannot run on cpu"), out.stdout
+
+
+# ---- the optimizers' numbers with each backend -------------------------------------------------
+
+def _parity_backends():
+    out = [pytest.param(("torch", "cpu"), id="torch")]
+    for p in BACKENDS:
+        name, device, _ = p.values
+        out.append(pytest.param((name, device), marks=p.marks, id=p.id))
+    return out
+
+
+@pytest.mark.parametrize("cls", ["ACGD", "BCGD"])
+@pytest.mark.parametrize("backend", _parity_backends())
+def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
+    """fastgame with this backend against CGDs 0.4.5, float64, tight tolerance."""
+    CGDs = pytest.importorskip("CGDs")
+    import copy
+
+    from bench.models import gan_loss, mlp_gan, ring_data
+    name, device = backend
+    old = torch.get_default_dtype()
+    torch.set_default_dtype(torch.float64)
+    try:
+        torch.manual_seed(0)
+        G, D = (m.to(device) for m in mlp_gan(width=16, depth=2, latent=4))
+        G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+        gen = torch.Generator().manual_seed(3)
+        batches = [(ring_data(32, gen).to(device), torch.randn(32, 4, generator=gen).to(device)) for _ in range(4)]
+        kw = dict(lr_max=1e-2, lr_min=1e-2, tol=1e-14, atol=1e-30)
+        ref = getattr(CGDs, cls)(max_params=D.parameters(), min_params=G.parameters(), **kw)
+        fastgame.set_backend(name)
+        ours = getattr(fastgame, cls)(max_params=D2.parameters(), min_params=G2.parameters(), **kw)
+        for real, z in batches:
+            ref.step(gan_loss(G, D, real, z))
+            ours.step(gan_loss(G2, D2, real, z))
+        assert ops._impl(next(D2.parameters())) is ops._MODULES[name]
+        flat = lambda *ms: torch.cat([p.detach().reshape(-1) for m in ms for p in m.parameters()])  # noqa: E731
+        a, b = flat(D, G), flat(D2, G2)
+        assert ((a - b).norm() / a.norm()).item() <= 1e-8
+    finally:
+        torch.set_default_dtype(old)
+
+
+# ---- GPU: the ops inside a CUDA graph ----------------------------------------------------------
+
+@pytest.mark.gpu
+@pytest.mark.skipif(not HAVE_CUDA, reason="needs a CUDA GPU")
+@pytest.mark.parametrize("backend", ["cuda", "triton"])
+def test_ops_capture_in_cuda_graph(backend):
+    """All four ops captured in one graph and replayed give the eager torch numbers."""
+    if ops._unavailable(backend, torch.device("cuda")):
+        pytest.skip(ops._unavailable(backend, torch.device("cuda")))
+    impl = ops._MODULES[backend]
+    n, dev = 4099, "cuda"
+    g, v, w, u, r, p, q, t = _vecs(8, n, torch.float32, dev)
+    v = v.abs()
+    lr = torch.tensor(1e-2, dtype=torch.float64, device=dev)
+    step = torch.tensor(3.0, dtype=torch.float64, device=dev)
+    rr = torch.dot(r, r)
+    state = [x.clone() for x in (w, u, r, p)]
+    ref = [x.clone() for x in (w, u, r, p)]
+
+    def body(impl, w, u, r, p):
+        _, _, se, _ = impl.precondition(g, v, lr, step, 0.99, 1e-5)
+        ap, pap = impl.cg_matvec(p, se, t)
+        rr_new = impl.cg_step_(w, u, r, p, q, ap, rr, pap)
+        return impl.cg_direction_(p, r, rr_new, rr, se)
+
+    for _ in range(2):  # warm up (Triton compiles) on a side stream, as graphs require
+        side = torch.cuda.Stream()
+        side.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(side):
+            body(impl, *[x.clone() for x in state])
+        torch.cuda.current_stream().wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        out = body(impl, *state)
+    graph.replay()
+    want = body(reference, *ref)
+    torch.cuda.synchronize()
+    for a, b in zip(state + [out], ref + [want]):
+        assert_vec(a, b, torch.float32)
