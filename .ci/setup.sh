@@ -10,5 +10,5 @@ fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
 python -m pip install -q --disable-pip-version-check "setuptools>=64" wheel
-python -m pip install -q --disable-pip-version-check torch==2.13.0 numpy pytest CGDs==0.4.5 triton
+python -m pip install -q --disable-pip-version-check torch==2.13.0 numpy pytest CGDs==0.4.5 triton==3.9.0
 python -m pip install -q --disable-pip-version-check --no-build-isolation --no-deps -e .
