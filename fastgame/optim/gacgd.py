@@ -1,6 +1,7 @@
 """General-sum Adaptive CGD (GACGD), drop-in for ``CGDs.GACGD``."""
 from __future__ import annotations
 
+import math
 import time
 from typing import Any, Callable, Iterable, Optional, Union
 
@@ -8,11 +9,17 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..gmres import gmres
+from ..gmres import GMRESResult, gmres
 from ..hvp import MixedHVP, all_reduce_mean
 from .base import GameOptimizer, check_beta, check_max_iter, check_nonnegative, resolve_loss
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
+
+# CGDs' GMRES returns its right-hand side unsolved when max_iter == 0 or ‖b‖ < 1e-8
+# (absolute, in any dtype). GACGD keeps that rule, so its numbers match the reference's
+# for tiny gradients too: s = b = (η_x ∇ₓf, η_y ∇ᵧg) is the system's solution to first
+# order (the matrix is I + O(η)), i.e. a simultaneous RMSProp gradient step.
+REFERENCE_SKIP_NORM = 1e-8
 
 
 class GACGD(GameOptimizer):
@@ -22,26 +29,47 @@ class GACGD(GameOptimizer):
 
         [[I, η_x D_xy f], [η_y D_yx g, I]] s = [η_x ∇ₓf; η_y ∇ᵧg],   (x, y) -= s,
 
-    with RMSProp step sizes η as in :class:`~fastgame.ACGD`. Same keywords, defaults and
-    numbers (to solver tolerance) as ``CGDs.GACGD`` 0.4.5; for a zero-sum game
-    (g = -f) it is the ACGD step.
+    with RMSProp step sizes η = lr·√(1-βᵗ)/(√v + eps) per element as in :class:`~fastgame.ACGD`.
+    Same keywords, defaults and numbers (to solver tolerance) as ``CGDs.GACGD`` 0.4.5; for a
+    zero-sum game (g = -f) it is the ACGD step.
 
     Args:
-        x_params, y_params: the two players' parameters (param groups 0 and 1).
+        x_params, y_params: the two players' parameters (param groups 0 and 1, so
+            ``torch.optim.lr_scheduler`` can change ``lr_x``/``lr_y``).
         x_reducer, y_reducer: accepted for compatibility (DDP reducers of CGDs); fastgame
             all-reduces gradients and HVPs itself under torch.distributed.
         lr_x, lr_y: learning rates. eps, beta: RMSProp (eps outside the bias correction).
-        tol, atol: GMRES stops when ||r|| < tol ||b|| or ||r|| < atol (norms, not squared).
-        max_iter: cap on GMRES iterations per step (None: the system size).
-        track_cond: accepted for compatibility; ``get_info()`` always has the iteration
-            count and residual.
-        restart: GMRES(m) restart length; memory is (restart + 1) vectors of the smaller
-            player's size. 20 measured as fast as 40 and faster than 5 or 10 (bench/gacgd_cpu.py).
-        warm_start: start GMRES from the previous step's solution. Off by default: measured
-            on the MLP GAN it saved no iterations and costs one extra matrix-vector product.
+        tol, atol: stop when the block system's residual ‖r‖ < tol·‖b‖ or ‖r‖ < atol
+            (norms, not squared, as CGDs' GMRES). At least one GMRES iteration is taken, as
+            in CGDs; if ``max_iter == 0`` or ‖b‖ < 1e-8 the step is s = b, as in CGDs.
+        max_iter: cap on GMRES iterations per step (None: the smaller player's size, with
+            O(restart·n) memory where CGDs allocates (n+1)²). One iteration here costs two HVP
+            passes, as one of CGDs' does, but gains about as much as two of CGDs', so a step
+            that hits the cap is closer to the solution than CGDs' step with the same cap
+            (the two then differ by more than the tolerance).
+        track_cond: accepted for compatibility; :meth:`get_info` always reports the last
+            step's ``iter_num`` (GMRES iterations; CGDs reports iterations - 1), ``residual``
+            (the GMRES estimate of the block residual), ``converged``, ``restarts``,
+            ``hvp_passes`` and ``time``.
+        restart: m of GMRES(m); memory is m + 1 vectors of the smaller player plus m of
+            the larger one. Default 40, measured (``bench/gacgd_cpu.py --sweep``, 2-256-256-1
+            MLP GAN): at lr 1e-3..1e-2 a step needs 6-9 iterations and any m >= 10 is the
+            same; at lr 0.05 it needs 20-32, and GMRES(20) stagnated to 40-200 where
+            GMRES(40) equals full GMRES. Lower it to save memory on large models.
+        warm_start: start GMRES from the previous step's solution (one extra HVP pass a step).
+            Off by default: in the same sweep it never saved an iteration (each step's system
+            has new step sizes and curvature), so it only cost the pass.
 
-    The solve runs GMRES on the Schur complement of the smaller player (see :meth:`_solve`),
-    about half the HVP passes of GMRES on the block system for the same residual.
+    How it solves: GMRES runs on the Schur complement of the smaller player a (b the other),
+
+        (I - η_a D_ab η_b D_ba) s_a = η_a (∇_a - D_ab η_b ∇_b),   s_b = η_b (∇_b - D_ba s_a),
+
+    whose Krylov space gains one power of the coupling per two HVPs where GMRES on the block
+    system gains half of one (the block matrix is I + N with N² block diagonal). Back-
+    substitution makes b's block row exact, so the block system's residual equals the Schur
+    system's and the stopping test is the reference's. GMRES also carries η_b D_ba of its
+    basis, so s_b costs no extra pass: a cold step takes 1 + 2k HVP passes (k iterations)
+    and two create_graph backward passes (one per loss), against CGDs' 2k' + 4 with k' ≈ 2k.
     """
 
     player_names = ("x", "y")
@@ -49,48 +77,54 @@ class GACGD(GameOptimizer):
     def __init__(self, x_params: Iterable[Tensor], y_params: Iterable[Tensor],
                  x_reducer: Any = None, y_reducer: Any = None, lr_x: float = 1e-3, lr_y: float = 1e-3,
                  eps: float = 1e-6, beta: float = 0.99, tol: float = 1e-5, atol: float = 1e-6,
-                 max_iter: Optional[int] = None, track_cond: Any = None, *, restart: int = 20,
+                 max_iter: Optional[int] = None, track_cond: Any = None, *, restart: int = 40,
                  warm_start: bool = False) -> None:
         check_nonnegative(eps=eps, tol=tol, atol=atol)
         check_beta(beta)
         check_max_iter(max_iter)
-        if not (isinstance(restart, int) and restart >= 1):
+        if not (isinstance(restart, int) and not isinstance(restart, bool) and restart >= 1):
             raise ValueError(f"invalid restart: {restart!r} (must be an int >= 1)")
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"invalid warm_start: {warm_start!r} (must be a bool)")
         super().__init__(x_params, y_params, lr_x, lr_y,
                          dict(eps=eps, beta=beta, tol=tol, atol=atol, max_iter=max_iter, restart=restart,
-                              warm_start=bool(warm_start)),
+                              warm_start=warm_start),
                          ("x_params", "y_params"), ("lr_x", "lr_y"))
         self.state["game"] = {"step": 0}
 
     def step(self, loss_x: TwoLosses, loss_y: Optional[Tensor] = None, trigger: Any = None) -> tuple[Tensor, Tensor]:
         """One step: x descends ``loss_x``, y descends ``loss_y``, each anticipating the other.
 
-        Pass the two scalar losses (with their graphs), or one closure returning
-        ``(loss_x, loss_y)``. ``trigger`` is accepted for compatibility and ignored.
-        Returns the two losses. Raises ``ValueError`` on bad input and
-        ``FloatingPointError`` on a non-finite loss, gradient or HVP, changing nothing.
+        Pass the two scalar losses (with their graphs; no ``backward()`` needed), or one
+        closure returning ``(loss_x, loss_y)``. ``trigger`` is accepted for compatibility
+        and ignored. Returns the two losses, detached. Raises ``ValueError`` on bad input
+        and ``FloatingPointError`` on a non-finite loss, gradient or solution; either way
+        parameters and optimizer state are unchanged.
         """
         if callable(loss_x) and not isinstance(loss_x, Tensor):
             if loss_y is not None:
-                raise ValueError("pass either a closure returning (loss_x, loss_y) or the two losses")
+                raise ValueError("pass either a closure returning (loss_x, loss_y) or the two losses, not both")
             with torch.enable_grad():
                 losses = loss_x()
             if not (isinstance(losses, (tuple, list)) and len(losses) == 2):
-                raise ValueError("a GACGD closure must return the pair (loss_x, loss_y)")
+                raise ValueError("a GACGD closure must return the pair (loss_x, loss_y), got "
+                                 f"{type(losses).__name__}")
             loss_x, loss_y = losses
         if loss_y is None:
             raise ValueError("GACGD.step needs loss_y (the loss y minimises) besides loss_x")
         loss_x, loss_y = resolve_loss(loss_x, "loss_x"), resolve_loss(loss_y, "loss_y")
         self._ensure_flat()
         timer = time.perf_counter()
-        group = self.param_groups[0]
+        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide; group 0 holds them
         x, y = self.players
         step = self.state["game"]["step"] + 1
-        # One create_graph backward per loss: ∇ₓf and ∇ᵧg for the step, ∇ᵧf and ∇ₓg to differentiate again.
+        # One create_graph backward per loss gives ∇ₓf and ∇ᵧg for the step and ∇ᵧf, ∇ₓg to
+        # differentiate again (cheaper than CGDs' two plain plus two create_graph passes).
         fx, fy = self._grads(loss_x)
         gx, gy = self._grads(loss_y)
         with torch.no_grad():
             grads = (all_reduce_mean(x.gather(fx)), all_reduce_mean(y.gather(gy)))
+            del fx, gy  # their graphs are not differentiated again
             step_t = torch.full((), step, dtype=torch.float64, device=x.device)
             pre, new_avgs = [], {}
             for player, g, lr in zip(self.players, grads, self._lr_tensors()):
@@ -99,7 +133,7 @@ class GACGD(GameOptimizer):
                     g, torch.zeros_like(g) if avg is None else avg, lr, step_t, group["beta"], group["eps"])
                 pre.append((eta, eta_grad))
                 new_avgs[player.name] = new_avg
-            hvp = MixedHVP(self.players, (gx, fy))  # hvp(0, .) = D_xy f, hvp(1, .) = D_yx g
+            hvp = MixedHVP(self.players, (gx, fy))  # hvp(0, ·) = D_xy f ·, hvp(1, ·) = D_yx g ·
             s, result = self._solve(hvp, pre, group)
             self._check_finite([
                 ("loss_x (stage: forward)", loss_x.detach()), ("loss_y (stage: forward)", loss_y.detach()),
@@ -108,37 +142,48 @@ class GACGD(GameOptimizer):
                 ("GMRES solution for player x (stage: mixed HVP / GMRES solve)", s[0]),
                 ("GMRES solution for player y (stage: mixed HVP / GMRES solve)", s[1]),
             ])
+            # Commit: nothing above has touched parameters or state.
             self._apply([-s[0], -s[1]])
             for player, part in zip(self.players, s):
                 self.state[player.name].update(square_avg=new_avgs[player.name], warm_start=part)
         self.state["game"]["step"] = step
         self.info = {"iter_num": result.iterations, "residual": result.residual_norm,
-                     "converged": result.converged, "hvp_passes": hvp.passes, "time": time.perf_counter() - timer}
+                     "converged": result.converged, "restarts": result.restarts, "hvp_passes": hvp.passes,
+                     "time": time.perf_counter() - timer}
         return loss_x.detach(), loss_y.detach()
 
-    def _solve(self, hvp: MixedHVP, pre, group) -> tuple[tuple[Tensor, Tensor], Any]:
-        """Solve the block system by GMRES on the Schur complement of the smaller player a:
-
-            (I - η_a D_ab η_b D_ba) s_a = η_a (g_a - D_ab η_b g_b),   s_b = η_b (g_b - D_ba s_a).
-
-        Back-substitution makes b's block row exact, so the full system's residual equals
-        the Schur system's: stopping at tol·‖[η_x g_x; η_y g_y]‖ is the reference's test.
-        The Krylov space of [[I, B], [C, I]] grows one power of BC per two matvecs, so this
-        takes about half of full GMRES's matvecs, plus one for the rhs and one to back-substitute.
-        """
+    def _solve(self, hvp: MixedHVP, pre: list[tuple[Tensor, Tensor]],
+               group: dict[str, Any]) -> tuple[tuple[Tensor, Tensor], GMRESResult]:
+        """Solve the block system for s = (s_x, s_y) by GMRES on the Schur complement of the
+        smaller player a (see the class docstring)."""
+        (eta_x, c_x), (eta_y, c_y) = pre
+        # The block right-hand side is (c_x, c_y); its norm sets the threshold, as in CGDs.
+        b_norm = math.sqrt(float(c_x.double().square().sum() + c_y.double().square().sum()))
+        # Non-finite: skip the solve; the caller's finiteness check names the culprit.
+        if group["max_iter"] == 0 or not b_norm >= REFERENCE_SKIP_NORM or math.isinf(b_norm):
+            return (c_x.clone(), c_y.clone()), GMRESResult(torch.empty(0), 0, b_norm, False)
+        threshold = max(group["tol"] * b_norm, group["atol"])
         a = 0 if self.players[0].numel <= self.players[1].numel else 1
         b = 1 - a
-        (eta_a, eta_grad_a), (eta_b, eta_grad_b) = pre[a], pre[b]
+        (eta_a, c_a), (eta_b, c_b) = pre[a], pre[b]
 
-        def schur(v: Tensor) -> Tensor:
-            return v - eta_a * hvp(a, eta_b * hvp(b, v))
+        def schur(v: Tensor) -> tuple[Tensor, Tensor]:
+            u = eta_b * hvp(b, v)  # η_b D_ba v: GMRES tracks it, so s_b needs no extra pass
+            return v - eta_a * hvp(a, u), u
 
-        rhs = eta_grad_a - eta_a * hvp(a, eta_grad_b)
-        threshold = max(group["tol"] * float(torch.sqrt(eta_grad_a.square().sum() + eta_grad_b.square().sum())),
-                        group["atol"])
         w0 = self.state[self.players[a].name].get("warm_start") if group["warm_start"] else None
-        result = gmres(schur, rhs, w0, 0.0, threshold, group["restart"], group["max_iter"])
+        if w0 is None:
+            u0 = torch.zeros_like(c_b)
+            r0 = c_a - eta_a * hvp(a, c_b)
+        else:
+            # Solve for the correction to w0: r0 = rhs - S w0 = c_a - w0 - η_a D_ab (c_b - η_b D_ba w0)
+            # costs 2 passes where forming rhs and S w0 separately would cost 3.
+            u0 = eta_b * hvp(b, w0)
+            r0 = c_a - w0 - eta_a * hvp(a, c_b - u0)
+        # CGDs' GMRES always takes one iteration, even when ‖b‖ < atol: min_iter=1 keeps its numbers.
+        result = gmres(schur, r0, None, tol=0.0, atol=threshold, restart=group["restart"],
+                       max_iter=group["max_iter"], min_iter=1, track_like=c_b)
         s = [None, None]
-        s[a] = result.solution
-        s[b] = eta_grad_b - eta_b * hvp(b, s[a])
+        s[a] = result.solution if w0 is None else result.solution.add_(w0)
+        s[b] = c_b - u0 - result.tracked
         return (s[0], s[1]), result
