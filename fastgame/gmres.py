@@ -41,7 +41,8 @@ class GMRESResult:
             (the products that form restart residuals ``b - A x`` are not counted).
         residual_norm: ‖b - A x‖ as the Givens recurrence estimates it (exact at restarts).
         converged: whether ``residual_norm`` fell below ``max(tol·‖b‖, atol)``.
-        restarts: how many times the Krylov basis was rebuilt from a new residual.
+        restarts: restart residuals ``b - A x`` formed (one ``matvec`` each) after a cycle
+            ended unconverged; the last one may show convergence and start no new cycle.
         tracked: ``T x`` for the auxiliary linear map of a tracking ``matvec`` (see
             :func:`gmres`), else None.
     """
@@ -101,11 +102,12 @@ def gmres(matvec: MatVec, b: Tensor, x0: Optional[Tensor] = None, tol: float = 1
     m = min(restart, max(n, 1), max(max_iter, 1))
     basis = torch.empty(m + 1, n, dtype=b.dtype, device=b.device)
     images = torch.empty(m, track_like.numel(), dtype=track_like.dtype, device=track_like.device) if track else None
-    total, cycles = 0, 0
+    total, restarts = 0, 0
     while True:
         if x0 is None and total == 0:
             r = b.clone()
         else:  # the true residual: at a restart it also resets rounding drift of the estimate
+            restarts += int(total > 0)
             ax = matvec(x)
             if track:
                 ax, tx = ax
@@ -115,14 +117,13 @@ def gmres(matvec: MatVec, b: Tensor, x0: Optional[Tensor] = None, tol: float = 1
         beta = float(r.norm())
         done = beta < threshold and total >= min_iter
         if not math.isfinite(beta) or beta == 0.0 or done or total >= max_iter:
-            return GMRESResult(x, total, beta, beta < threshold or beta == 0.0, max(cycles - 1, 0), tracked)
+            return GMRESResult(x, total, beta, beta < threshold or beta == 0.0, restarts, tracked)
         basis[0] = r.div_(beta)
         steps, residual, exact = _arnoldi_cycle(matvec, basis, images, beta, threshold,
                                                 min(m, max_iter - total), max(min_iter - total, 0), x, tracked)
         total += steps
-        cycles += 1
         if exact or not math.isfinite(residual) or residual < threshold or total >= max_iter:
-            return GMRESResult(x, total, residual, exact or residual < threshold, cycles - 1, tracked)
+            return GMRESResult(x, total, residual, exact or residual < threshold, restarts, tracked)
 
 
 def _arnoldi_cycle(matvec: MatVec, basis: Tensor, images: Optional[Tensor], beta: float, threshold: float,

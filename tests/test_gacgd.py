@@ -16,7 +16,7 @@ CGDs = pytest.importorskip("CGDs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_case(seed=0, batch=64, steps=10, width=32):
+def make_case(seed=0, batch=32, steps=10, width=16):
     torch.manual_seed(seed)
     G, D = mlp_gan(width=width, depth=2, latent=4)
     gen = torch.Generator().manual_seed(seed + 1)
