@@ -1,53 +1,80 @@
 #!/usr/bin/env bash
-# One command on a GPU machine (torch with CUDA, nvcc, triton installed): build fastgame with
-# its C++/CUDA extensions, run the gpu-marked tests, run the kernel benchmark. Everything
-# printed also goes to bench/results/gpu_check_<UTC time>.txt (+ the benchmark's CSV and JSON);
-# commit those files.
+# All GPU verification in one command, on a GPU machine (torch with CUDA, nvcc, triton):
+# build fastgame with its C++/CUDA extensions, run the gpu-marked tests and the kernel tests,
+# the kernel benchmark, and the GPU benchmark suite (fastgame vs CGDs 0.4.5 vs Adam).
+# Everything printed also goes to bench/results/gpu_check_<UTC time>.txt, next to the
+# benchmarks' CSV and JSON; commit those files.
 #
-#   bash bench/gpu_check.sh            # env: PYTHON (default python), TORCH_CUDA_ARCH_LIST
+#   bash bench/gpu_check.sh                     # all stages
+#   bash bench/gpu_check.sh build tests         # some: build tests kernels suite
+#
+# env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
+# OUT (a folder the log and results are also copied to). A wheel folder .whl/ (e.g. CGDs, which
+# the suite and the parity tests need, on a machine without network) is installed first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY="${PYTHON:-python}"
+PY="${PYTHON:-python3}"
+stages="${*:-build tests kernels suite}"
+want() { [[ " $stages " == *" $1 "* ]]; }
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results
 mkdir -p "$out"
 log="$out/gpu_check_$stamp.txt"
 status=0
+export PYTHONUNBUFFERED=1
 
 {
-echo "# fastgame gpu_check $stamp  (git $(git rev-parse --short HEAD 2>/dev/null || echo '?'))"
+echo "# fastgame gpu_check $stamp  (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')), stages: $stages"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 nvcc --version | tail -n 2 || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available())"
 "$PY" -c "import triton; print('triton', triton.__version__)" || echo "triton: not installed"
+if ls .whl/*.whl >/dev/null 2>&1; then
+    "$PY" -m pip install -q --no-index --no-deps --no-compile .whl/*.whl && echo "installed: $(ls .whl)"
+fi
 
-echo "## build"
-export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}"
-# Compile for this GPU only (an H100 is 9.0): one architecture keeps the build short.
-export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}"
-export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
-rm -f fastgame/_C*.so fastgame/_cuda*.so  # stale in-tree builds would shadow the fresh install
-t0=$(date +%s)
-"$PY" -m pip install --no-build-isolation --no-deps . 2>&1 | grep -E "fastgame:|Successfully|ERROR|error:" || true
-echo "build: $(( $(date +%s) - t0 )) s, CUDA_HOME=$CUDA_HOME, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
-"$PY" -c "import fastgame, json; print(json.dumps(fastgame.backends(), indent=1))"
+if want build; then
+    echo "## build"
+    export CUDA_HOME="${CUDA_HOME:-$(dirname "$(dirname "$(command -v nvcc)")")}"
+    # Compile for this GPU only (an H100 is 9.0): one architecture keeps the build short.
+    export TORCH_CUDA_ARCH_LIST="${TORCH_CUDA_ARCH_LIST:-$("$PY" -c 'import torch; print("%d.%d" % torch.cuda.get_device_capability())')}"
+    export MAX_JOBS="${MAX_JOBS:-$(nproc)}"
+    rm -f fastgame/_C*.so fastgame/_cuda*.so  # stale in-tree builds would shadow the fresh install
+    t0=$(date +%s)
+    "$PY" -m pip install --no-build-isolation --no-deps . 2>&1 | grep -E "fastgame:|Successfully|ERROR|error:|warn" || true
+    echo "build: $(( $(date +%s) - t0 )) s, CUDA_HOME=$CUDA_HOME, TORCH_CUDA_ARCH_LIST=$TORCH_CUDA_ARCH_LIST"
+fi
+# From the checkout, `import fastgame` takes the source tree and the installed build's
+# extensions (fastgame/ops/_ext.py finds them in site-packages).
+"$PY" -c "import fastgame, json; print(fastgame.__file__); print(json.dumps(fastgame.backends(), indent=1))"
 "$PY" -c "
 import fastgame, sys
 b = fastgame.backends()
 missing = [k for k in ('cpp', 'cuda', 'triton') if not b[k].startswith('available')]
 sys.exit('backends unavailable: %s' % missing if missing else 0)" || status=1
 
-echo "## gpu tests"
-FASTGAME_REQUIRE_CPP=1 "$PY" -m pytest -m gpu -q -rs tests/ || status=1
-echo "## kernel tests (all backends, this machine)"
-FASTGAME_REQUIRE_CPP=1 "$PY" -m pytest -q tests/test_ops.py || status=1
+if want tests; then
+    echo "## gpu tests, kernel tests (all backends) and parity with CGDs"
+    FASTGAME_REQUIRE_CPP=1 "$PY" -m pytest -q -rs -p no:cacheprovider \
+        tests/test_gpu_graphs.py tests/test_ops.py tests/test_parity.py tests/test_sync_free.py || status=1
+fi
 
-echo "## kernel benchmark"
-"$PY" bench/kernels.py --sizes 20 24 --dtypes float32 float64 \
-    --csv "$out/kernels_gpu_$stamp.csv" --json "$out/kernels_gpu_$stamp.json" || status=1
-echo "## CPU kernel benchmark (C++ ops, 2 threads)"
-"$PY" bench/kernels.py --device cpu --sizes 20 --threads 2 || status=1
+if want kernels; then
+    echo "## kernel benchmark"
+    "$PY" bench/kernels.py --sizes 20 24 --dtypes float32 float64 \
+        --csv "$out/kernels_gpu_$stamp.csv" --json "$out/kernels_gpu_$stamp.json" || status=1
+    echo "## CPU kernel benchmark (C++ ops, 2 threads)"
+    "$PY" bench/kernels.py --device cpu --sizes 20 --threads 2 || status=1
+fi
+
+if want suite; then
+    echo "## benchmark suite (python -m bench --suite gpu ${SUITE_ARGS:-})"
+    # shellcheck disable=SC2086
+    "$PY" -m bench --suite gpu --out "$out" --tag "$stamp" ${SUITE_ARGS:-} || status=1
+fi
 echo "# gpu_check exit status $status"
 exit $status
 } 2>&1 | tee "$log"
-exit "${PIPESTATUS[0]}"
+rc="${PIPESTATUS[0]}"
+if [ -n "${OUT:-}" ]; then cp "$log" "$out"/*"$stamp"* "$OUT"/ 2>/dev/null || true; fi
+exit "$rc"

@@ -77,3 +77,84 @@ def ring_data(n: int, generator: torch.Generator | None = None) -> torch.Tensor:
     angle = k.to(torch.get_default_dtype()) * (2 * torch.pi / 8)
     centres = torch.stack([2 * torch.cos(angle), 2 * torch.sin(angle)], dim=1)
     return centres + 0.02 * torch.randn(n, 2, generator=generator)
+
+
+# ---- benchmark-suite models (bench/run.py) ------------------------------------------------------
+
+class WGANGPGenerator(nn.Module):
+    """The DCGAN generator of WGAN-GP's CIFAR-10 experiments (Gulrajani et al. 2017) for
+    32×32 images: Linear-BN-ReLU, two ConvTranspose(2, stride 2)-BN-ReLU, ConvTranspose, tanh.
+    ``dim`` 64, ``latent`` 128: 0.70M parameters."""
+
+    def __init__(self, dim: int = 64, latent: int = 128, out_ch: int = 3) -> None:
+        super().__init__()
+        self.dim, self.latent = dim, latent
+        self.fc = nn.Sequential(nn.Linear(latent, 4 * 4 * 4 * dim), nn.BatchNorm1d(4 * 4 * 4 * dim), nn.ReLU())
+        self.net = nn.Sequential(
+            nn.ConvTranspose2d(4 * dim, 2 * dim, 2, stride=2), nn.BatchNorm2d(2 * dim), nn.ReLU(),
+            nn.ConvTranspose2d(2 * dim, dim, 2, stride=2), nn.BatchNorm2d(dim), nn.ReLU(),
+            nn.ConvTranspose2d(dim, out_ch, 2, stride=2), nn.Tanh())
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(self.fc(z).view(z.shape[0], 4 * self.dim, 4, 4))
+
+
+class WGANGPDiscriminator(nn.Module):
+    """WGAN-GP's CIFAR-10 critic: three Conv(3, stride 2)-LeakyReLU and a linear output
+    (no normalisation). ``dim`` 64: 0.37M parameters."""
+
+    def __init__(self, dim: int = 64, in_ch: int = 3) -> None:
+        super().__init__()
+        self.net = nn.Sequential(
+            nn.Conv2d(in_ch, dim, 3, 2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(dim, 2 * dim, 3, 2, padding=1), nn.LeakyReLU(0.2),
+            nn.Conv2d(2 * dim, 4 * dim, 3, 2, padding=1), nn.LeakyReLU(0.2))
+        self.fc = nn.Linear(4 * 4 * 4 * dim, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc(self.net(x).flatten(1))
+
+
+class DCGAN64Generator(nn.Module):
+    """The DCGAN generator for 64×64 images (Radford et al. 2016; the PyTorch example):
+    ConvTranspose-BN-ReLU ×4 from a ``latent``×1×1 code, then ConvTranspose and tanh.
+    ``ngf`` 64, ``latent`` 100: 3.58M parameters."""
+
+    def __init__(self, ngf: int = 64, latent: int = 100, out_ch: int = 3) -> None:
+        super().__init__()
+        self.latent = latent
+        layers: list[nn.Module] = [nn.ConvTranspose2d(latent, ngf * 8, 4, 1, 0, bias=False),
+                                   nn.BatchNorm2d(ngf * 8), nn.ReLU()]
+        for m in (8, 4, 2):
+            layers += [nn.ConvTranspose2d(ngf * m, ngf * m // 2, 4, 2, 1, bias=False),
+                       nn.BatchNorm2d(ngf * m // 2), nn.ReLU()]
+        layers += [nn.ConvTranspose2d(ngf, out_ch, 4, 2, 1, bias=False), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        return self.net(z.view(z.shape[0], self.latent, 1, 1))
+
+
+class DCGAN64Discriminator(nn.Module):
+    """The DCGAN discriminator for 64×64 images: Conv-LeakyReLU, Conv-BN-LeakyReLU ×3,
+    Conv to one logit. ``ndf`` 64: 2.77M parameters."""
+
+    def __init__(self, ndf: int = 64, in_ch: int = 3) -> None:
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(in_ch, ndf, 4, 2, 1, bias=False), nn.LeakyReLU(0.2)]
+        for m in (1, 2, 4):
+            layers += [nn.Conv2d(ndf * m, ndf * m * 2, 4, 2, 1, bias=False), nn.BatchNorm2d(ndf * m * 2),
+                       nn.LeakyReLU(0.2)]
+        layers += [nn.Conv2d(ndf * 8, 1, 4, 1, 0, bias=False)]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).flatten(1)
+
+
+def image_data(n: int, size: int, generator: torch.Generator | None = None, channels: int = 3) -> torch.Tensor:
+    """A batch of synthetic "real" images in [-1, 1] (smooth random fields: a benchmark
+    needs the shapes and a non-degenerate game, not a data set)."""
+    coarse = torch.rand(n, channels, max(size // 4, 1), max(size // 4, 1), generator=generator)
+    img = nn.functional.interpolate(coarse, size=(size, size), mode="bilinear", align_corners=False)
+    return img * 2 - 1

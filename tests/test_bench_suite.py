@@ -1,0 +1,72 @@
+"""Smoke test of the benchmark suite (bench/run.py): the tiny CPU configuration runs in
+seconds and writes JSON/CSV with the expected columns and sane values."""
+import csv
+import json
+import math
+
+import pytest
+import torch
+
+run = pytest.importorskip("bench.run")
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    threads = torch.get_num_threads()
+    try:
+        res = run.run_suite("tiny", out=str(out), models=["mlp"], steps=2, warmup=1, verbose=False)
+    finally:
+        torch.set_num_threads(threads)
+    return res
+
+
+def test_files_written_with_columns(result):
+    js, cs = result["files"]
+    assert js.endswith(".json") and cs.endswith(".csv")
+    with open(js) as f:
+        data = json.load(f)
+    for key in ("device", "torch", "cgds", "fastgame", "threads", "fastgame_backends", "suite"):
+        assert key in data["meta"]
+    with open(cs) as f:
+        rows = list(csv.DictReader(f))
+    assert rows and list(rows[0].keys()) == run.COLUMNS
+    assert len(rows) == len(data["rows"])
+
+
+def test_rows_sane(result):
+    rows = {(r["optimizer"], r["backend"]): r for r in result["rows"]}
+    ok = [r for r in rows.values() if r["status"] == "ok"]
+    names = {r["optimizer"] for r in ok}
+    assert {"adam", "cgds", "fastgame"} <= names
+    for r in ok:
+        assert r["ms_median"] > 0 and r["steps"] == 2
+        assert r["params_G"] > 0 and r["params_D"] > 0
+    for r in ok:
+        if r["optimizer"] == "fastgame":
+            k = r["cg_iters"]
+            assert k >= 1 and r["hvp_passes"] == pytest.approx(2 + 2 * k)  # warm-started steps: 2 + 2k
+            assert r["floor_ms"] > 0 and r["step_over_floor"] > 0
+            assert r["speedup_vs_cgds"] > 0 and r["cost_vs_adam"] > 0
+            assert r["dtheta_vs_cgds"] < 1e-3  # the same numbers as CGDs, to solver tolerance
+            assert "autograd call count disagrees" not in (r.get("note") or "")
+        if r["optimizer"] == "cgds":
+            assert r["hvp_passes"] == pytest.approx(5 + 2 * r["cg_iters"]) and r["grad_passes"] == 2
+    # graphed rows need CUDA: skipped with a reason here
+    graphed = [r for r in rows.values() if r["optimizer"] == "fastgame-graphed"]
+    assert all(r["status"] in ("skipped", "ok") for r in graphed)
+    floor = result["floors"]["mlp-b64-w32"]["eager"]
+    assert all(v > 0 and math.isfinite(v) for v in floor.values())
+
+
+def test_table_and_cli(result, tmp_path, capsys):
+    table = run.format_table(result["rows"], result["floors"])
+    assert "ms/step" in table and "fastgame" in table
+    threads = torch.get_num_threads()
+    try:
+        assert run.main(["--suite", "tiny", "--models", "mlp", "--optimizers", "adam", "--steps", "2", "--warmup", "1",
+                         "--out", str(tmp_path), "--no-floor"]) == 0
+    finally:
+        torch.set_num_threads(threads)
+    assert len(list(tmp_path.glob("tiny_*.csv"))) == 1
+    assert "adam" in capsys.readouterr().out
