@@ -61,7 +61,7 @@ fi
 
 if want kernels; then
     echo "## kernel benchmark"
-    "$PY" bench/kernels.py --sizes 20 24 --dtypes float32 float64 \
+    "$PY" bench/kernels.py --sizes 20 24 --dtypes float32 float64 --graphs \
         --csv "$out/kernels_gpu_$stamp.csv" --json "$out/kernels_gpu_$stamp.json" || status=1
     echo "## CPU kernel benchmark (C++ ops, 2 threads)"
     "$PY" bench/kernels.py --device cpu --sizes 20 --threads 2 || status=1

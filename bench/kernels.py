@@ -3,6 +3,7 @@ unfused torch sequence (fastgame.ops.reference) they replace, per op and backend
 
     python bench/kernels.py                      # CPU: C++ vs torch at 2^20, 2 threads
     python bench/kernels.py --sizes 20 24        # GPU: CUDA, Triton vs torch at 2^20 and 2^24
+    python bench/kernels.py --sizes 20 --graphs  # also each op replayed from a CUDA graph
     python bench/kernels.py --csv bench/results/kernels.csv
 
 Bytes are those an op must move (each operand read once, each output written once); the roof
@@ -95,6 +96,22 @@ def timer(device: torch.device, reps: int):
     return cpu_time
 
 
+def graphed(fn, device: torch.device, calls: int = 20):
+    """``fn`` repeated ``calls`` times, captured once as a CUDA graph: a callable that replays
+    it. Times the GPU work alone, as inside fastgame's graphed step (no Python, no launches)."""
+    side = torch.cuda.Stream(device)
+    side.wait_stream(torch.cuda.current_stream(device))
+    with torch.cuda.stream(side):
+        for _ in range(3):
+            fn()
+    torch.cuda.current_stream(device).wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        for _ in range(calls):
+            fn()
+    return graph.replay, calls
+
+
 def copy_bandwidth(n: int, dtype: torch.dtype, device: torch.device, measure) -> float:
     """Device-to-device copy: bytes read + written per second."""
     src = torch.randn(n, dtype=dtype, device=device)
@@ -102,14 +119,16 @@ def copy_bandwidth(n: int, dtype: torch.dtype, device: torch.device, measure) ->
     return 2 * src.numel() * src.element_size() / measure(lambda: dst.copy_(src))
 
 
-def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backends: list[str], reps: int):
+def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backends: list[str], reps: int,
+        with_graphs: bool = False):
     measure = timer(device, reps)
+    with_graphs = with_graphs and device.type == "cuda"
     rows = []
     for dtype in dtypes:
         roof = copy_bandwidth(max(1 << max(sizes), 1 << 24), dtype, device, measure)
         for log_n in sizes:
             n = 1 << log_n
-            base = {}
+            base, base_graph = {}, {}
             for backend in ["torch"] + backends:
                 impl = reference if backend == "torch" else ops._MODULES[backend]
                 for op, call in op_calls(impl, make_inputs(n, dtype, device)).items():
@@ -117,19 +136,34 @@ def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backe
                     if backend == "torch":
                         base[op] = sec
                     gbs = MOVED[op] * n * torch.empty((), dtype=dtype).element_size() / sec / 1e9
-                    rows.append(dict(op=op, backend=backend, n=f"2^{log_n}", dtype=str(dtype)[6:],
-                                     us=sec * 1e6, gbs=gbs, roof_pct=100 * gbs * 1e9 / roof,
-                                     speedup=base[op] / sec, roof_gbs=roof / 1e9))
+                    row = dict(op=op, backend=backend, n=f"2^{log_n}", dtype=str(dtype)[6:],
+                               us=sec * 1e6, gbs=gbs, roof_pct=100 * gbs * 1e9 / roof,
+                               speedup=base[op] / sec, roof_gbs=roof / 1e9)
+                    if with_graphs:
+                        replay, calls = graphed(call, device)
+                        gsec = measure(replay) / calls
+                        if backend == "torch":
+                            base_graph[op] = gsec
+                        row.update(graph_us=gsec * 1e6, graph_speedup=base_graph[op] / gsec)
+                    rows.append(row)
     return rows
 
 
 def print_table(rows: list[dict]) -> None:
+    graphs = "graph_us" in rows[0]
     head = f"{'op':<14} {'backend':<8} {'n':>5} {'dtype':<8} {'time us':>10} {'GB/s':>9} {'% roof':>7} {'vs torch':>9}"
+    head += f" {'graphed us':>11} {'vs torch':>9}" if graphs else ""
     print(head)
     print("-" * len(head))
     for r in rows:
-        print(f"{r['op']:<14} {r['backend']:<8} {r['n']:>5} {r['dtype']:<8} {r['us']:>10.1f} {r['gbs']:>9.1f} "
-              f"{r['roof_pct']:>6.1f}% {r['speedup']:>8.2f}x")
+        line = (f"{r['op']:<14} {r['backend']:<8} {r['n']:>5} {r['dtype']:<8} {r['us']:>10.1f} {r['gbs']:>9.1f} "
+                f"{r['roof_pct']:>6.1f}% {r['speedup']:>8.2f}x")
+        if graphs:
+            line += f" {r['graph_us']:>11.1f} {r['graph_speedup']:>8.2f}x"
+        print(line)
+    if graphs:
+        print("graphed: per call, 20 calls captured in one CUDA graph and replayed (GPU work only, "
+              "as inside a graphed step); vs torch: the torch sequence graphed the same way")
 
 
 def check_targets(rows: list[dict], device: torch.device) -> list[str]:
@@ -157,6 +191,7 @@ def main() -> None:
     ap.add_argument("--backends", nargs="+", help="default: every available kernel backend for the device")
     ap.add_argument("--threads", type=int, default=2, help="CPU threads (torch.set_num_threads)")
     ap.add_argument("--reps", type=int, default=50)
+    ap.add_argument("--graphs", action="store_true", help="also time each op replayed from a CUDA graph")
     ap.add_argument("--csv", help="write the rows to this CSV file")
     ap.add_argument("--json", help="write rows, environment and target checks to this JSON file")
     args = ap.parse_args()
@@ -176,7 +211,7 @@ def main() -> None:
     except ImportError:
         pass
     print("# fastgame kernel benchmark:", json.dumps(env))
-    rows = run(device, sizes, [getattr(torch, d) for d in args.dtypes], backends, args.reps)
+    rows = run(device, sizes, [getattr(torch, d) for d in args.dtypes], backends, args.reps, args.graphs)
     print(f"# roof: device-to-device copy {rows[0]['roof_gbs']:.1f} GB/s (read + written)")
     print_table(rows)
     checks = check_targets(rows, device)

@@ -24,8 +24,10 @@ mixed-HVP passes are counted by wrapping torch.autograd.grad/backward (fastgame'
 ``opt.get_info()``, and the two are checked against each other). Graphed rows (CUDA, when
 ``fastgame.make_graphed_step`` exists) run CG for exactly max_iter = the most iterations the
 eager fastgame step needed, so they compute the same numbers.
-Memory: CUDA torch.cuda.max_memory_allocated after reset_peak_memory_stats (``peak_mb``
-absolute, ``extra_mb`` above what was allocated when the row started: models, batches);
+Memory: CUDA torch.cuda.max_memory_allocated from the end of the warm-up (cuDNN autotuning
+done) over the timed steps -- graphed rows from the first capture, so the graphs' memory pool
+counts (``peak_mb`` absolute, ``extra_mb`` above what was allocated when the row started:
+models, batches, earlier rows' leftovers);
 CPU the process's peak-RSS growth during the row (VmHWM reset through /proc/self/clear_refs
 after malloc_trim; approximate: the allocator may reuse memory freed by earlier rows), or
 n/a where the kernel does not allow it.
@@ -240,6 +242,13 @@ class PeakMemory:
                 self.base = None
         return self
 
+    def reset(self) -> None:
+        """Start the CUDA peak afresh (kept: the row's base), e.g. once warm-up steps have run
+        cuDNN's autotuning, whose trial workspaces are not the optimizer's memory."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+
     def __exit__(self, *exc) -> None:
         self.peak_mb = self.extra_mb = None
         if self.device.type == "cuda":
@@ -379,6 +388,7 @@ class Runner:
                  count_calls: bool = True) -> None:
         self.row, self.G, self.D, self.batches, self.warmup = row, G, D, batches, warmup
         self.counter = PassCounter() if count_calls else None
+        self.peak_from = warmup  # steps before the peak-memory window (see PeakMemory.reset)
         self.calls: list[tuple[int, int]] = []
         self.mem: Optional[PeakMemory] = None
         self.final_params: Optional[torch.Tensor] = None
@@ -489,6 +499,7 @@ class FastgameRunner(Runner):
             self.graphed_step = fastgame.make_graphed_step(
                 self.opt, lambda r, zz: self.loss_fn(self.G, self.D, r, zz), torch.empty_like(real0),
                 torch.empty_like(z0), check_finite=False)
+            self.peak_from = self.graphed_step.warmup  # the captures allocate the graphs' pool: count them
         else:
             self.opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), **kw)
 
@@ -595,8 +606,12 @@ def drive(runners: list[Runner], device: torch.device, steps: int, interleave: b
             rn.record(calls)
 
     def warm(rn: Runner) -> None:
-        for real, z in rn.batches[:rn.warmup]:
+        for i, (real, z) in enumerate(rn.batches[:rn.warmup]):
+            if i == rn.peak_from:
+                rn.mem.reset()
             one(rn, real, z, None)
+        if rn.peak_from >= rn.warmup:
+            rn.mem.reset()
 
     def timed(rn: Runner, j: int) -> None:
         real, z = rn.batches[rn.warmup + j]
@@ -873,14 +888,14 @@ def _fmt(v: Any, spec: str, missing: str = "-") -> str:
 
 def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
     head = (f"{'config':<16}{'optimizer':<18}{'backend':<8}{'mode':<8}{'ms/step':>9}{'k':>6}{'passes':>7}"
-            f"{'floor':>8}{'/floor':>7}{'peak MB':>9}{'vs CGDs':>8}{'vs Adam':>8}{'dθ/CGDs':>9}")
+            f"{'floor':>8}{'/floor':>7}{'mem MB':>9}{'vs CGDs':>8}{'vs Adam':>8}{'dθ/CGDs':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("status") != "ok":
             lines.append(f"{r['config']:<16}{r['optimizer']:<18}{r['backend']:<8}{r['mode']:<8}"
                          f"  {r.get('status')}: {r.get('note', '')}")
             continue
-        mem = r.get("peak_mb") if r.get("peak_mb") is not None else r.get("extra_mb")
+        mem = r.get("extra_mb") if r.get("extra_mb") is not None else r.get("peak_mb")
         lines.append(
             f"{r['config']:<16}{r['optimizer']:<18}{r['backend']:<8}{r['mode']:<8}{r['ms_median']:>9.2f}"
             f"{_fmt(r.get('cg_iters'), '.2f'):>6}{_fmt(r.get('hvp_passes'), '.1f'):>7}"
@@ -889,7 +904,7 @@ def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
             f"{_fmt(r.get('cost_vs_adam'), '.2f'):>8}{_fmt(r.get('dtheta_vs_cgds'), '.1e'):>9}")
     method = next((r.get("mem_method") for r in rows if r.get("mem_method")), "n/a")
     lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode); "
-                 f"peak MB: {method}{' (growth during the row)' if method.startswith('rss') else ''}; "
+                 f"mem MB: peak above the row's start (models, batches), {method}{' (growth during the row)' if method.startswith('rss') else ''}; "
                  f"vs CGDs: speed-up; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run")
     return "\n".join(lines)
 

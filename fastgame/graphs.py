@@ -11,6 +11,19 @@ from torch import Tensor
 from .optim.cgd import CompetitiveGradient
 
 
+_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
+
+
+def _side_stream(device: torch.device) -> torch.cuda.Stream:
+    """One warm-up/capture stream per device, shared by all graphed steps: cuBLAS keeps a
+    workspace per stream it has seen, so a new stream per step would cost memory each time."""
+    if device.index is None:
+        device = torch.device("cuda", torch.cuda.current_device())
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
 class GraphedStep:
     """Callable returned by :func:`make_graphed_step`: ``step(*inputs) -> loss``.
 
@@ -30,7 +43,7 @@ class GraphedStep:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, tuple[Tensor, dict]] = {}
         self.pool = torch.cuda.graph_pool_handle()
-        self.stream = torch.cuda.Stream()
+        self.stream = _side_stream(opt.players[0].device)
 
     def _closure(self) -> Tensor:
         return self.loss_fn(*self.static_inputs)
@@ -56,7 +69,7 @@ class GraphedStep:
         elif phase not in self.graphs:
             graph = torch.cuda.CUDAGraph()
             torch.cuda.synchronize()
-            with torch.cuda.graph(graph, pool=self.pool):
+            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
                 loss = opt.step(self._closure)  # recorded, not run: host effects happen once here
             self.graphs[phase] = graph
             self.outputs[phase] = (loss, dict(opt.info))

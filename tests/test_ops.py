@@ -262,9 +262,9 @@ def test_opcheck_triton_ops(op):
     device = "cuda" if HAVE_CUDA else "cpu"
     # The interpreter's kernels are plain Python functions that wrap_triton cannot trace, so
     # the fake-tensor checks need compiled kernels (a GPU).
-    tests = None if HAVE_CUDA else ("test_schema", "test_autograd_registration")
+    kw = {} if HAVE_CUDA else {"test_utils": ("test_schema", "test_autograd_registration")}
     torch.library.opcheck(getattr(torch.ops.fastgame, f"triton_{op}").default,
-                          _opcheck_args(device, torch.float32)[op], test_utils=tests)
+                          _opcheck_args(device, torch.float32)[op], **kw)
 
 
 # ---- dispatch ---------------------------------------------------------------------------------

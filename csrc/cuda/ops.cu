@@ -13,6 +13,10 @@
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 
+#include <map>
+#include <mutex>
+#include <utility>
+
 #include "../fastgame.h"
 
 namespace fastgame {
@@ -65,8 +69,9 @@ __device__ __forceinline__ double block_sum(double v) {
   return v;
 }
 
-// Second stage of a grid reduction inside the same launch. `work` holds a counter (zeroed
-// before the launch) followed by one partial per block.
+// Second stage of a grid reduction inside the same launch. `work` holds a counter (zero at
+// the launch; the last block sets it back to zero, so a workspace can be reused without a
+// memset) followed by one partial per block.
 template <typename T>
 __device__ void grid_sum(double v, double* work, T* out) {
   unsigned* counter = reinterpret_cast<unsigned*>(work);
@@ -84,7 +89,10 @@ __device__ void grid_sum(double v, double* work, T* out) {
   double s = 0.0;
   for (int i = threadIdx.x; i < gridDim.x; i += kThreads) s += __ldcg(partial + i);  // L2, not stale L1
   s = block_sum(s);
-  if (threadIdx.x == 0) *out = static_cast<T>(s);
+  if (threadIdx.x == 0) {
+    *out = static_cast<T>(s);
+    *counter = 0u;  // every block has counted: ready for the next launch on this stream
+  }
 }
 
 // Loop helpers: packs over [0, n - n % N), then the tail elements one by one.
@@ -232,13 +240,31 @@ bool aligned16(std::initializer_list<const at::Tensor*> ts) {
 
 // A one-element tensor as a device scalar of the given dtype (no copy when it already is one).
 at::Tensor device_scalar(const at::Tensor& t, const at::Tensor& like, at::ScalarType dtype) {
+  if (t.scalar_type() == dtype && t.device() == like.device()) return t;  // the usual case: no dispatch
   return t.to(like.device(), dtype).reshape({});
 }
 
-// Counter (zeroed) + one partial per block, for grid_sum.
+// Counter (zero) + one partial per block, for grid_sum. Outside graph capture: one workspace
+// per (device, stream), kept for the process, whose counter each launch leaves at zero -- no
+// memset launch per op. Kernels on one stream run in order, so they can share it. While a
+// graph is captured: a fresh workspace whose zeroing is part of the graph.
 at::Tensor reduction_workspace(int blocks, const at::Tensor& like) {
-  auto work = at::empty({blocks + 1}, like.options().dtype(at::kDouble));
-  C10_CUDA_CHECK(cudaMemsetAsync(work.data_ptr(), 0, sizeof(double), c10::cuda::getCurrentCUDAStream()));
+  const auto stream = c10::cuda::getCurrentCUDAStream();
+  cudaStreamCaptureStatus capturing;
+  C10_CUDA_CHECK(cudaStreamIsCapturing(stream, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone) {
+    auto work = at::empty({blocks + 1}, like.options().dtype(at::kDouble));
+    C10_CUDA_CHECK(cudaMemsetAsync(work.data_ptr(), 0, sizeof(double), stream));
+    return work;
+  }
+  static std::mutex mutex;
+  static auto* cache = new std::map<std::pair<int, int64_t>, at::Tensor>();  // never freed: outlives exit
+  const std::lock_guard<std::mutex> lock(mutex);
+  auto& work = (*cache)[{int(stream.device_index()), int64_t(stream.id())}];
+  if (!work.defined() || work.numel() < blocks + 1) {
+    // Zeroed on this stream, before any kernel of this stream can use it.
+    work = at::zeros({std::max<int64_t>(blocks + 1, 1025)}, like.options().dtype(at::kDouble));
+  }
   return work;
 }
 
