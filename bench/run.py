@@ -1,4 +1,4 @@
-"""The fastgame benchmark suite: ACGD step time of fastgame (eager and CUDA-graphed, each fused-op
+"""The fastgame benchmark suite: ACGD (or BCGD, ``--algo``) step time of fastgame (eager and CUDA-graphed, each fused-op
 backend) vs CGDs 0.4.5 vs simultaneous Adam (eager and fused), on the same model, initial
 parameters, batches and tolerance, in one process (DESIGN.md §7).
 
@@ -434,15 +434,15 @@ class AdamRunner(Runner):
 
 
 class CGDsRunner(Runner):
-    """CGDs 0.4.5 ACGD with collect_info=False (its iterations: :func:`cgds_iterations`)."""
+    """CGDs 0.4.5 ACGD or BCGD with collect_info=False (its iterations: :func:`cgds_iterations`)."""
 
-    def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float) -> None:
+    def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float, algo: str = "ACGD") -> None:
         import CGDs
 
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-        super().__init__({"optimizer": "cgds", "algo": "CGDs 0.4.5 ACGD", "backend": "-", "mode": "eager"},
+        super().__init__({"optimizer": "cgds", "algo": f"CGDs 0.4.5 {algo}", "backend": "-", "mode": "eager"},
                          G, D, case.batches, warmup)
-        self.opt = CGDs.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
+        self.opt = getattr(CGDs, algo)(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
                              tol=tol, atol=atol, collect_info=False)
         self.loss_fn = case.loss_fn
 
@@ -454,15 +454,16 @@ class CGDsRunner(Runner):
                         grad_passes=statistics.fmean(c[0] for c in self.calls))
 
 
-def cgds_iterations(case: Case, cfg: Config, warmup: int, steps: int, tol: float, atol: float) -> tuple[list[int], bool]:
-    """CG iterations of CGDs' ACGD per step, from an untimed run with collect_info=True on the
+def cgds_iterations(case: Case, cfg: Config, warmup: int, steps: int, tol: float, atol: float,
+                    algo: str = "ACGD") -> tuple[list[int], bool]:
+    """CG iterations of CGDs' ``algo`` per step, from an untimed run with collect_info=True on the
     same init and batches (steps ``warmup`` .. ``warmup + steps``), and whether its autograd calls
     matched 2 create_graph backwards + (5 + 2k) HVP passes on every step."""
     import CGDs
 
     G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-    opt = CGDs.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
-                    tol=tol, atol=atol, collect_info=True)
+    opt = getattr(CGDs, algo)(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
+                              tol=tol, atol=atol, collect_info=True)
     counter = PassCounter()
     iters, ok = [], True
     with counter.active():
@@ -477,13 +478,13 @@ def cgds_iterations(case: Case, cfg: Config, warmup: int, steps: int, tol: float
 
 
 class FastgameRunner(Runner):
-    """fastgame.ACGD with fused-op backend ``backend``: eager ``opt.step(loss)``, or a
+    """fastgame.ACGD (or ``algo``) with fused-op backend ``backend``: eager ``opt.step(loss)``, or a
     ``fastgame.make_graphed_step`` step (capturable: CG runs exactly ``max_iter`` iterations)."""
 
     def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float, backend: str,
-                 graphed: bool, max_iter: Optional[int]) -> None:
+                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD") -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-        row = {"optimizer": "fastgame-graphed" if graphed else "fastgame", "algo": "fastgame ACGD",
+        row = {"optimizer": "fastgame-graphed" if graphed else "fastgame", "algo": f"fastgame {algo}",
                "backend": backend, "mode": "graphed" if graphed else "eager"}
         super().__init__(row, G, D, case.batches, max(warmup, 6) if graphed else warmup, count_calls=not graphed)
         self.backend, self.graphed, self.loss_fn = backend, graphed, case.loss_fn
@@ -492,7 +493,7 @@ class FastgameRunner(Runner):
         kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol)
         if graphed:
             row["max_iter"] = max_iter
-            self.opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), capturable=True,
+            self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), capturable=True,
                                      max_iter=max_iter, **kw)
             real0, z0 = case.batches[0]
             # warm-up >= 6: make_graphed_step's 3 eager steps, then one capture per solve phase
@@ -501,7 +502,7 @@ class FastgameRunner(Runner):
                 torch.empty_like(z0), check_finite=False)
             self.peak_from = self.graphed_step.warmup  # the captures allocate the graphs' pool: count them
         else:
-            self.opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), **kw)
+            self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), **kw)
 
     def enter(self):
         fastgame.set_backend(self.backend)
@@ -693,7 +694,8 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
               optimizers: Optional[list[str]] = None, steps: Optional[int] = None, warmup: Optional[int] = None,
               tol: float = 1e-10, atol: float = 1e-20, device: Optional[str] = None, threads: Optional[int] = None,
               graph_max_iter: Optional[int] = None, count_steps: Optional[int] = -1, floor: bool = True,
-              tag: Optional[str] = None, verbose: bool = True, interleave: Optional[bool] = None) -> dict[str, Any]:
+              tag: Optional[str] = None, verbose: bool = True, interleave: Optional[bool] = None,
+              algo: str = "ACGD") -> dict[str, Any]:
     """Run a suite; write ``<out>/<suite>_<UTC time>.json`` and ``.csv`` (``out`` None: nothing)
     and return ``{"meta", "floors", "rows", "files"}``. ``interleave`` (default: on the CPU) runs
     the timed steps of all rows round-robin (see :func:`drive`)."""
@@ -718,10 +720,10 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
         raise ValueError(f"unknown optimizers {sorted(unknown)}; choose from {OPTIMIZERS}")
     log = print if verbose else (lambda *a, **k: None)
     meta = environment(dev)
-    meta.update(suite=suite, steps=steps, warmup=warmup, tol=tol, atol=atol, tag=tag, interleaved=interleave,
+    meta.update(suite=suite, algo=algo, steps=steps, warmup=warmup, tol=tol, atol=atol, tag=tag, interleaved=interleave,
                 timing="CUDA events per step, no host sync between steps" if dev.type == "cuda"
                 else "time.perf_counter per step", statistic="median over timed steps (warm-up excluded)")
-    log(f"# fastgame bench --suite {suite}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
+    log(f"# fastgame bench --suite {suite} --algo {algo}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
         f"CGDs {meta['cgds']}, fastgame {meta['fastgame']}, {meta['threads']} threads, "
         f"{steps} timed steps after {warmup} warm-up, tol {tol:g}, {'interleaved' if interleave else 'sequential'} rows")
     rows: list[dict[str, Any]] = []
@@ -755,12 +757,12 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
         if "adam-fused" in optimizers:
             mk.append(("adam-fused", lambda: AdamRunner(case, cfg, warmup, fused=True)))
         if "cgds" in optimizers:
-            mk.append(("cgds", lambda: CGDsRunner(case, cfg, warmup, tol, atol)))
+            mk.append(("cgds", lambda: CGDsRunner(case, cfg, warmup, tol, atol, algo)))
         backends_here = _available_backends(dev)
         if "fastgame" in optimizers:
             for backend in backends_here:
                 mk.append((f"fastgame/{backend}",
-                           lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None)))
+                           lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None, algo)))
         want_floor = floor and backends_here and ("fastgame" in optimizers or "fastgame-graphed" in optimizers)
         fl: dict[str, Any] = {}
         if want_floor and not interleave:  # measured right before the rows
@@ -786,7 +788,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
                 finals[rn.key] = rn.final_params
             if rn.key == "cgds" and rn.row.get("status") == "ok":
                 iters, formula_ok = cgds_iterations(case, cfg, warmup, steps if count_steps is None else
-                                                    min(steps, count_steps), tol, atol)
+                                                    min(steps, count_steps), tol, atol, algo)
                 rn.row.update(cg_iters=statistics.fmean(iters) if iters else None,
                               cg_iters_max=max(iters) if iters else None,
                               note=f"k from an untimed collect_info run ({len(iters)} steps)"
@@ -809,7 +811,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
                 else:
                     k = graph_max_iter or (eager_kmax if eager_kmax else 8)
                     try:
-                        rn = FastgameRunner(full, cfg, warmup, tol, atol, backend, True, k)
+                        rn = FastgameRunner(full, cfg, warmup, tol, atol, backend, True, k, algo)
                         rn.key = key
                         graph_rows.append(rn)
                     except Exception as exc:  # noqa: BLE001
@@ -918,6 +920,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--optimizers", nargs="*", choices=OPTIMIZERS)
     ap.add_argument("--steps", type=int, help="timed steps (default: the suite's)")
     ap.add_argument("--warmup", type=int, help="untimed warm-up steps (default: the suite's)")
+    ap.add_argument("--algo", choices=("ACGD", "BCGD"), default="ACGD", help="the competitive optimizer compared")
     ap.add_argument("--tol", type=float, default=1e-10, help="CG tolerance, the same for CGDs and fastgame")
     ap.add_argument("--atol", type=float, default=1e-20)
     ap.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:1)")
@@ -933,7 +936,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     run_suite(args.suite, args.out or None, args.models, args.optimizers, args.steps, args.warmup, args.tol,
               args.atol, args.device, args.threads, args.graph_max_iter, args.count_steps, not args.no_floor, args.tag,
-              interleave=args.interleave)
+              interleave=args.interleave, algo=args.algo)
     return 0
 
 

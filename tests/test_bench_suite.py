@@ -70,3 +70,20 @@ def test_table_and_cli(result, tmp_path, capsys):
         torch.set_num_threads(threads)
     assert len(list(tmp_path.glob("tiny_*.csv"))) == 1
     assert "adam" in capsys.readouterr().out
+
+
+def test_bcgd_rows(tmp_path):
+    threads = torch.get_num_threads()
+    try:
+        res = run.run_suite("tiny", out=None, models=["mlp"], optimizers=["cgds", "fastgame"], steps=2, warmup=1,
+                            verbose=False, algo="BCGD")
+    finally:
+        torch.set_num_threads(threads)
+    rows = [r for r in res["rows"] if r["status"] == "ok"]
+    assert {r["algo"] for r in rows} >= {"CGDs 0.4.5 BCGD", "fastgame BCGD"}
+    for r in rows:
+        k = r["cg_iters"]
+        passes = 5 + 2 * k if r["optimizer"] == "cgds" else 2 + 2 * k
+        assert r["hvp_passes"] == pytest.approx(passes)
+        if r["optimizer"] == "fastgame":
+            assert r["dtheta_vs_cgds"] < 1e-3

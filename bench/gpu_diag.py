@@ -1,0 +1,86 @@
+"""GPU measurements behind two defaults (run by hand on a GPU; results in bench/results/gpu_diag_*.txt):
+
+* B: the warm-start pair of mixed HVPs as one batched pass (``is_grads_batched``) vs two
+  passes, eager (fastgame keeps the batched pass: 14-15% faster for the pair on an H100);
+* C: eager ACGD ms/step by ``check_every`` (1 is fastest eagerly: the default);
+* D: a torch.profiler table of three eager MLP-GAN steps (where the host time goes).
+
+    python bench/gpu_diag.py
+"""
+import copy, statistics, sys, time, traceback, os
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import torch
+import fastgame
+from fastgame.hvp import MixedHVP
+from bench.models import (ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, gan_loss,
+                          image_data, mlp_gan, ring_data, wgan_loss)
+
+dev = torch.device("cuda")
+# CUDA-graph conditional nodes would let a graphed CG skip its iterations after convergence
+print("torch", torch.__version__, "conditional-node API:", hasattr(torch._C._CUDAGraph, "begin_capture_to_if_node"))
+
+def flat(*ms):
+    return torch.cat([p.detach().reshape(-1).double() for m in ms for p in m.parameters()])
+
+# ---- B. batched vs single passes ----
+def tm(fn, reps=20):
+    for _ in range(3): fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(reps):
+        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        a.record(); fn(); b.record(); b.synchronize(); out.append(a.elapsed_time(b))
+    return statistics.median(out)
+
+torch.backends.cudnn.benchmark = True
+def case(name):
+    torch.manual_seed(0); gen = torch.Generator().manual_seed(1)
+    if name == "mlp":
+        G, D = mlp_gan(128, 3, 2); real, z = ring_data(512, gen), torch.randn(512, 2, generator=gen); lf = gan_loss
+    else:
+        G, D = WGANGPGenerator(), WGANGPDiscriminator(); real, z = image_data(64, 32, gen), torch.randn(64, 128, generator=gen); lf = wgan_loss
+    return G.to(dev), D.to(dev), real.to(dev), z.to(dev), lf
+
+print("## B. HVP passes (ms): single D_xy, single D_yx, 2 singles D_xy, batched pair D_xy; eager")
+for name in ("mlp", "dcgan32"):
+    G, D, real, z, lf = case(name)
+    opt = fastgame.ACGD(D.parameters(), G.parameters())
+    loss = lf(G, D, real, z)
+    gx, gy = opt._grads(loss)
+    hvp = MixedHVP(opt.players, (gx, gy))
+    vy = torch.randn(opt.players[1].numel, device=dev) * 1e-3
+    vx = torch.randn(opt.players[0].numel, device=dev) * 1e-3
+    vv = torch.stack([vy, 2 * vy])
+    r = [tm(lambda: hvp(0, vy)), tm(lambda: hvp(1, vx)), tm(lambda: (hvp(0, vy), hvp(0, 2 * vy))),
+         tm(lambda: hvp.batched(0, vv))]
+    print(name, "eager  ", " ".join(f"{x:.3f}" for x in r))
+    del gx, gy, hvp, loss
+
+# ---- C. eager check_every ----
+print("## C. eager ACGD ms/step by check_every (cuda backend), 15 steps after 5")
+for name in ("mlp", "dcgan32"):
+    G0, D0, real, z, lf = case(name)
+    lr = 1e-3 if name == "mlp" else 1e-4
+    gen = torch.Generator().manual_seed(5)
+    for ce in (1, 2, 4):
+        G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+        opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=lr, lr_min=lr, tol=1e-10, check_every=ce)
+        ts = []
+        for i in range(20):
+            torch.cuda.synchronize(); t = time.perf_counter()
+            opt.step(lf(G, D, real, z)); torch.cuda.synchronize()
+            if i >= 5: ts.append((time.perf_counter() - t) * 1e3)
+        print(name, "check_every", ce, f"{statistics.median(ts):.2f} ms", "k", opt.info["iter_num"])
+
+# ---- D. eager profile (MLP) ----
+from torch.profiler import profile, ProfilerActivity
+G, D, real, z, lf = case("mlp")
+opt = fastgame.ACGD(D.parameters(), G.parameters(), tol=1e-10)
+for _ in range(3): opt.step(lf(G, D, real, z))
+torch.cuda.synchronize()
+with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+    for _ in range(3): opt.step(lf(G, D, real, z))
+    torch.cuda.synchronize()
+print("## D. eager MLP profile, 3 steps")
+print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
+
