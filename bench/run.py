@@ -113,6 +113,13 @@ class Case:
     loss_name: str
 
 
+# image models: generator, discriminator, image size, default latent size, loss, its name
+_IMAGE_MODELS = {
+    "dcgan32": (WGANGPGenerator, WGANGPDiscriminator, 32, 128, wgan_loss, "WGAN (zero-sum, no penalty)"),
+    "dcgan64": (DCGAN64Generator, DCGAN64Discriminator, 64, 100, gan_loss, "minimax GAN"),
+}
+
+
 def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0) -> Case:
     """Seeded models (each row deep-copies these) and a fixed list of batches on ``device``."""
     torch.manual_seed(seed)
@@ -122,18 +129,12 @@ def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0)
         G, D = mlp_gan(cfg.width, cfg.depth, latent)
         batches = [(ring_data(cfg.batch, gen), torch.randn(cfg.batch, latent, generator=gen)) for _ in range(n_batches)]
         loss_fn, loss_name = gan_loss, "minimax GAN"
-    elif cfg.model == "dcgan32":
-        latent = cfg.latent or 128
-        G, D = WGANGPGenerator(cfg.width, latent), WGANGPDiscriminator(cfg.width)
-        batches = [(image_data(cfg.batch, 32, gen), torch.randn(cfg.batch, latent, generator=gen))
+    elif cfg.model in _IMAGE_MODELS:
+        make_g, make_d, size, default_latent, loss_fn, loss_name = _IMAGE_MODELS[cfg.model]
+        latent = cfg.latent or default_latent
+        G, D = make_g(cfg.width, latent), make_d(cfg.width)
+        batches = [(image_data(cfg.batch, size, gen), torch.randn(cfg.batch, latent, generator=gen))
                    for _ in range(n_batches)]
-        loss_fn, loss_name = wgan_loss, "WGAN (zero-sum, no penalty)"
-    elif cfg.model == "dcgan64":
-        latent = cfg.latent or 100
-        G, D = DCGAN64Generator(cfg.width, latent), DCGAN64Discriminator(cfg.width)
-        batches = [(image_data(cfg.batch, 64, gen), torch.randn(cfg.batch, latent, generator=gen))
-                   for _ in range(n_batches)]
-        loss_fn, loss_name = gan_loss, "minimax GAN"
     else:
         raise ValueError(f"unknown model {cfg.model!r}")
     G, D = G.to(device), D.to(device)
