@@ -49,78 +49,105 @@ inline T at(const T* s, int64_t i) { return s[i]; }
 template <typename T>
 inline T at(T s, int64_t) { return s; }
 
+// Each op is a loop over [begin, end) in a function of its own, whose restrict parameters
+// let the compiler vectorize it, and a wrapper that runs it on the threads' chunks. (Written
+// inside the wrapper's lambda, a loop read its pointers from the closure: the copy OpenMP
+// outlines for the threads then reloaded them after every store and ran unvectorized.)
+
 // v' = beta v + (1 - beta) g^2; eta = scale / (sqrt(v') + eps); sqrt(eta); eta g
+template <typename T>
+void precondition_range(const T* __restrict__ g, const T* __restrict__ v, T* __restrict__ vn, T* __restrict__ eta,
+                        T* __restrict__ sqrt_eta, T* __restrict__ eta_g, T beta, T one_minus_beta, T scale, T eps,
+                        int64_t begin, int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const T gi = g[i];
+    const T a = v[i] * beta + one_minus_beta * gi * gi;
+    const T h = scale / (std::sqrt(a) + eps);
+    vn[i] = a;
+    eta[i] = h;
+    sqrt_eta[i] = std::sqrt(h);
+    eta_g[i] = h * gi;
+  }
+}
+
 template <typename T>
 void precondition(const T* __restrict__ g, const T* __restrict__ v, T* __restrict__ vn, T* __restrict__ eta,
                   T* __restrict__ sqrt_eta, T* __restrict__ eta_g, int64_t n, int chunks, T beta,
                   T one_minus_beta, T scale, T eps) {
   for_chunks(n, chunks, [=](int64_t begin, int64_t end, int) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) {
-      const T gi = g[i];
-      const T a = v[i] * beta + one_minus_beta * gi * gi;
-      const T h = scale / (std::sqrt(a) + eps);
-      vn[i] = a;
-      eta[i] = h;
-      sqrt_eta[i] = std::sqrt(h);
-      eta_g[i] = h * gi;
-    }
+    precondition_range(g, v, vn, eta, sqrt_eta, eta_g, beta, one_minus_beta, scale, eps, begin, end);
   });
 }
 
 // ap = p + s t; returns p . ap. S is a pointer (vector sqrt_eta) or a value (scalar).
 template <typename T, typename S>
-double matvec(const T* __restrict__ p, S s, const T* __restrict__ t, T* __restrict__ ap, int64_t n, int chunks) {
-  return sum_chunks(n, chunks, [=](int64_t begin, int64_t end) {
-    double acc = 0;
+double matvec_range(const T* __restrict__ p, S s, const T* __restrict__ t, T* __restrict__ ap, int64_t begin,
+                    int64_t end) {
+  double acc = 0;
 #pragma omp simd reduction(+ : acc)
-    for (int64_t i = begin; i < end; ++i) {
-      const T a = p[i] + at(s, i) * t[i];
-      ap[i] = a;
-      acc += double(p[i]) * double(a);
-    }
-    return acc;
-  });
+  for (int64_t i = begin; i < end; ++i) {
+    const T a = p[i] + at(s, i) * t[i];
+    ap[i] = a;
+    acc += double(p[i]) * double(a);
+  }
+  return acc;
+}
+
+template <typename T, typename S>
+double matvec(const T* __restrict__ p, S s, const T* __restrict__ t, T* __restrict__ ap, int64_t n, int chunks) {
+  return sum_chunks(n, chunks, [=](int64_t begin, int64_t end) { return matvec_range(p, s, t, ap, begin, end); });
 }
 
 // w += alpha p; r -= alpha ap; returns r . r
 template <typename T>
+double step_range(T* __restrict__ w, T* __restrict__ r, const T* __restrict__ p, const T* __restrict__ ap, T alpha,
+                  int64_t begin, int64_t end) {
+  double acc = 0;
+#pragma omp simd reduction(+ : acc)
+  for (int64_t i = begin; i < end; ++i) {
+    w[i] += alpha * p[i];
+    const T ri = r[i] - alpha * ap[i];
+    r[i] = ri;
+    acc += double(ri) * double(ri);
+  }
+  return acc;
+}
+
+template <typename T>
 double step(T* __restrict__ w, T* __restrict__ r, const T* __restrict__ p, const T* __restrict__ ap, T alpha,
             int64_t n, int chunks) {
-  return sum_chunks(n, chunks, [=](int64_t begin, int64_t end) {
-    double acc = 0;
-#pragma omp simd reduction(+ : acc)
-    for (int64_t i = begin; i < end; ++i) {
-      w[i] += alpha * p[i];
-      const T ri = r[i] - alpha * ap[i];
-      r[i] = ri;
-      acc += double(ri) * double(ri);
-    }
-    return acc;
-  });
+  return sum_chunks(n, chunks, [=](int64_t begin, int64_t end) { return step_range(w, r, p, ap, alpha, begin, end); });
 }
 
 // u += alpha q
 template <typename T>
-void axpy(T* __restrict__ u, const T* __restrict__ q, T alpha, int64_t m, int chunks) {
-  for_chunks(m, chunks, [=](int64_t begin, int64_t end, int) {
+void axpy_range(T* __restrict__ u, const T* __restrict__ q, T alpha, int64_t begin, int64_t end) {
 #pragma omp simd
-    for (int64_t i = begin; i < end; ++i) u[i] += alpha * q[i];
-  });
+  for (int64_t i = begin; i < end; ++i) u[i] += alpha * q[i];
+}
+
+template <typename T>
+void axpy(T* __restrict__ u, const T* __restrict__ q, T alpha, int64_t m, int chunks) {
+  for_chunks(m, chunks, [=](int64_t begin, int64_t end, int) { axpy_range(u, q, alpha, begin, end); });
 }
 
 // p = beta p + r; out = s p
 template <typename T, typename S>
+void direction_range(T* __restrict__ p, const T* __restrict__ r, S s, T* __restrict__ out, T beta, int64_t begin,
+                     int64_t end) {
+#pragma omp simd
+  for (int64_t i = begin; i < end; ++i) {
+    const T d = p[i] * beta + r[i];
+    p[i] = d;
+    out[i] = at(s, i) * d;
+  }
+}
+
+template <typename T, typename S>
 void direction(T* __restrict__ p, const T* __restrict__ r, S s, T* __restrict__ out, T beta, int64_t n,
                int chunks) {
-  for_chunks(n, chunks, [=](int64_t begin, int64_t end, int) {
-#pragma omp simd
-    for (int64_t i = begin; i < end; ++i) {
-      const T d = p[i] * beta + r[i];
-      p[i] = d;
-      out[i] = at(s, i) * d;
-    }
-  });
+  for_chunks(n, chunks, [=](int64_t begin, int64_t end, int) { direction_range(p, r, s, out, beta, begin, end); });
 }
 
 // The instantiations ops.cpp calls, for float and double: `template` where compiled,
