@@ -28,6 +28,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastgame  # noqa: E402
 from fastgame import ops  # noqa: E402
+from fastgame.graphs import _side_stream  # noqa: E402
 from fastgame.ops import reference  # noqa: E402
 
 # Elements each op reads + writes, per element of the vectors (u, q the same size as w here).
@@ -99,7 +100,7 @@ def timer(device: torch.device, reps: int):
 def graphed(fn, device: torch.device, calls: int = 20):
     """``fn`` repeated ``calls`` times, captured once as a CUDA graph: a callable that replays
     it. Times the GPU work alone, as inside fastgame's graphed step (no Python, no launches)."""
-    side = torch.cuda.Stream(device)
+    side = _side_stream(device)  # one stream for all captures (a new one per op would add a cuBLAS workspace each)
     side.wait_stream(torch.cuda.current_stream(device))
     with torch.cuda.stream(side):
         for _ in range(3):
