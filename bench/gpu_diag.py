@@ -3,7 +3,10 @@
 * B: the warm-start pair of mixed HVPs as one batched pass (``is_grads_batched``) vs two
   passes, eager (fastgame keeps the batched pass: 14-15% faster for the pair on an H100);
 * C: eager ACGD ms/step by ``check_every`` (1 is fastest eagerly: the default);
-* D: a torch.profiler table of three eager MLP-GAN steps (where the host time goes).
+* D: a torch.profiler table of three eager MLP-GAN steps (where the host time goes);
+* E: peak memory of one warm-started eager ACGD step on DCGAN-32 b256 with the batched pair vs
+  two passes, and CGDs' (the suite measured fastgame +8% over CGDs there; a CPU probe of the
+  allocations shows no difference between the two, so the GPU's comes from cuDNN/vmap).
 
     python bench/gpu_diag.py
 """
@@ -84,3 +87,30 @@ with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
 print("## D. eager MLP profile, 3 steps")
 print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=25))
 
+
+# ---- E. peak memory: batched warm-start pair vs two passes vs CGDs (DCGAN-32 b256) ----
+print("## E. peak MB above the start of one warm-started eager ACGD step, DCGAN-32 b256 (cudnn.benchmark on)")
+torch.manual_seed(0); gen = torch.Generator().manual_seed(1)
+G0, D0 = WGANGPGenerator().to(dev), WGANGPDiscriminator().to(dev)
+batches = [(image_data(256, 32, gen).to(dev), torch.randn(256, 128, generator=gen).to(dev)) for _ in range(4)]
+batched = MixedHVP.batched
+for kind in ("cgds", "fastgame batched pair", "fastgame two passes"):
+    try:
+        MixedHVP.batched = batched if kind != "fastgame two passes" else (
+            lambda self, to, vecs: torch.stack([self(to, v) for v in vecs]))
+        G, D = copy.deepcopy(G0), copy.deepcopy(D0)
+        if kind == "cgds":
+            import CGDs
+            opt = CGDs.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=1e-4, lr_min=1e-4, tol=1e-10)
+        else:
+            opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-4, lr_min=1e-4, tol=1e-10)
+        for real, z in batches[:3]:  # warm-up: cuDNN autotuning, warm starts
+            opt.step(wgan_loss(G, D, real, z))
+        torch.cuda.synchronize(); torch.cuda.reset_peak_memory_stats(); base = torch.cuda.memory_allocated()
+        opt.step(wgan_loss(G, D, *batches[3]))
+        torch.cuda.synchronize()
+        print(f"{kind:<24} {(torch.cuda.max_memory_allocated() - base) / 2**20:8.1f} MB")
+        del opt, G, D
+    except Exception:  # noqa: BLE001
+        traceback.print_exc()
+MixedHVP.batched = batched

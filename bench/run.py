@@ -24,6 +24,12 @@ mixed-HVP passes are counted by wrapping torch.autograd.grad/backward (fastgame'
 ``opt.get_info()``, and the two are checked against each other). Graphed rows (CUDA, when
 ``fastgame.make_graphed_step`` exists) run CG for exactly max_iter = the most iterations the
 eager fastgame step needed, so they compute the same numbers.
+Mixed precision (the -bf16 rows, backend auto): the loss is computed under torch.autocast(bfloat16),
+so the forward, the create_graph backward and every mixed HVP run in bf16 where autocast allows,
+while gradients, step sizes and CG state stay fp32. Their accuracy: ``step_err_vs_fp32``, the
+median (and max) over the timed steps of ‖Δθ_bf16 − Δθ_fp32‖/‖Δθ_fp32‖ for one step taken from
+the same point of the fp32 trajectory (untimed run, :func:`mixed_step_errors`), and
+``dtheta_vs_cgds`` after the whole run. The floor columns are fp32's and left empty for them.
 Memory: CUDA torch.cuda.max_memory_allocated from the end of the warm-up (cuDNN autotuning
 done) over the timed steps -- graphed rows from the first capture, so the graphs' memory pool
 counts (``peak_mb`` absolute, ``extra_mb`` above what was allocated when the row started:
@@ -60,11 +66,13 @@ import fastgame
 from .models import (DCGAN64Discriminator, DCGAN64Generator, WGANGPDiscriminator, WGANGPGenerator, gan_loss,
                      image_data, mlp_gan, ring_data, wgan_loss)
 
-OPTIMIZERS = ("cgds", "fastgame", "fastgame-graphed", "adam", "adam-fused")
+OPTIMIZERS = ("cgds", "fastgame", "fastgame-graphed", "fastgame-bf16", "fastgame-graphed-bf16", "adam", "adam-fused")
+MIXED_DTYPE = torch.bfloat16  # the -bf16 rows: forward and HVPs under autocast, CG state in fp32
 COLUMNS = ["suite", "config", "model", "batch", "device", "optimizer", "algo", "backend", "mode", "status",
            "ms_median", "ms_mean", "ms_min", "ms_iqr", "steps", "cg_iters", "cg_iters_max", "hvp_passes",
            "grad_passes", "floor_ms", "step_over_floor", "fwd_bwd_ms", "hvp_ms", "peak_mb", "extra_mb",
-           "mem_method", "speedup_vs_cgds", "cost_vs_adam", "dtheta_vs_cgds", "params_G", "params_D", "tol",
+           "mem_method", "speedup_vs_cgds", "cost_vs_adam", "dtheta_vs_cgds", "step_err_vs_fp32",
+           "step_err_vs_fp32_max", "params_G", "params_D", "tol",
            "lr", "max_iter", "note"]
 
 
@@ -478,17 +486,55 @@ def cgds_iterations(case: Case, cfg: Config, warmup: int, steps: int, tol: float
     return iters, ok
 
 
+def autocast_loss(loss_fn: Callable, dtype: torch.dtype) -> Callable:
+    """``loss_fn`` computed under ``torch.autocast(dtype)``: the forward, the create_graph
+    backward and so every mixed HVP run in ``dtype`` where autocast allows; gradients, step
+    sizes and the CG state stay in the parameters' dtype (README, "Mixed precision")."""
+    def mixed(G: nn.Module, D: nn.Module, real: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        with torch.autocast(real.device.type, dtype=dtype):
+            return loss_fn(G, D, real, z)
+    return mixed
+
+
+def mixed_step_errors(case: Case, cfg: Config, warmup: int, steps: int, tol: float, atol: float,
+                      algo: str = "ACGD", dtype: torch.dtype = MIXED_DTYPE) -> list[float]:
+    """Accuracy of mixed-precision steps: along the fp32 fastgame trajectory (same init and
+    batches), each timed step is also taken under autocast from the same point (models,
+    buffers and optimizer state copied), and ‖Δθ_mixed − Δθ_fp32‖ / ‖Δθ_fp32‖ recorded."""
+    G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
+    G2, D2 = copy.deepcopy(case.G), copy.deepcopy(case.D)
+    kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol)
+    ref = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), **kw)
+    mixed = getattr(fastgame, algo)(max_params=D2.parameters(), min_params=G2.parameters(), **kw)
+    loss_mixed = autocast_loss(case.loss_fn, dtype)
+    errors = []
+    for i, (real, z) in enumerate(case.batches[:warmup + steps]):
+        if i >= warmup:
+            G2.load_state_dict(G.state_dict())
+            D2.load_state_dict(D.state_dict())
+            mixed.load_state_dict(ref.state_dict())
+            mixed.step(loss_mixed(G2, D2, real, z))
+        start = _flat(G, D)
+        ref.step(case.loss_fn(G, D, real, z))
+        if i >= warmup:
+            d_ref = _flat(G, D) - start
+            errors.append(float((_flat(G2, D2) - start - d_ref).norm() / d_ref.norm()) if d_ref.norm() > 0 else 0.0)
+    return errors
+
+
 class FastgameRunner(Runner):
     """fastgame.ACGD (or ``algo``) with fused-op backend ``backend``: eager ``opt.step(loss)``, or a
     ``fastgame.make_graphed_step`` step (capturable: CG runs exactly ``max_iter`` iterations)."""
 
     def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float, backend: str,
-                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD") -> None:
+                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False) -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-        row = {"optimizer": "fastgame-graphed" if graphed else "fastgame", "algo": f"fastgame {algo}",
-               "backend": backend, "mode": "graphed" if graphed else "eager"}
+        name = ("fastgame-graphed" if graphed else "fastgame") + ("-bf16" if mixed else "")
+        row = {"optimizer": name, "algo": f"fastgame {algo}", "backend": backend,
+               "mode": "graphed" if graphed else "eager"}
         super().__init__(row, G, D, case.batches, max(warmup, 6) if graphed else warmup, count_calls=not graphed)
-        self.backend, self.graphed, self.loss_fn = backend, graphed, case.loss_fn
+        self.backend, self.graphed = backend, graphed
+        self.loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE) if mixed else case.loss_fn
         self.iters: list = []
         self.passes: list[int] = []
         kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol)
@@ -746,11 +792,11 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
             row = {**base, **row}
             cfg_rows.append(row)
             if row.get("status") == "ok":
-                log(f"   {row['optimizer']:<17}{row['backend']:<8}{row['ms_median']:9.2f} ms"
+                log(f"   {row['optimizer']:<22}{row['backend']:<8}{row['ms_median']:9.2f} ms"
                     + (f"  k {row['cg_iters']:.2f}  passes {row['hvp_passes']:.1f}" if row.get("cg_iters") is not None
                        else ""))
             else:
-                log(f"   {row['optimizer']:<17}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
+                log(f"   {row['optimizer']:<22}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
 
         mk: list[tuple[str, Callable[[], Runner]]] = []
         if "adam" in optimizers:
@@ -764,6 +810,9 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
             for backend in backends_here:
                 mk.append((f"fastgame/{backend}",
                            lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None, algo)))
+        if "fastgame-bf16" in optimizers and backends_here:  # one row: the mixed part is autograd's, not the ops'
+            mk.append(("fastgame-bf16/auto",
+                       lambda: FastgameRunner(case, cfg, warmup, tol, atol, "auto", False, None, algo, mixed=True)))
         want_floor = floor and backends_here and ("fastgame" in optimizers or "fastgame-graphed" in optimizers)
         fl: dict[str, Any] = {}
         if want_floor and not interleave:  # measured right before the rows
@@ -794,29 +843,38 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
                               cg_iters_max=max(iters) if iters else None,
                               note=f"k from an untimed collect_info run ({len(iters)} steps)"
                                    + ("" if formula_ok else "; its passes != 5+2k"))
+            if rn.key.startswith("fastgame-bf16") and rn.row.get("status") == "ok":
+                errors = mixed_step_errors(case, cfg, warmup, steps, tol, atol, algo)
+                rn.row.update(step_err_vs_fp32=statistics.median(errors), step_err_vs_fp32_max=max(errors))
             add(rn.row)
         del runners
         # graphed rows (CUDA): CG runs as many iterations as the eager fastgame step needed at most
-        eager_kmax = max((r["cg_iters_max"] for r in cfg_rows if r["optimizer"] == "fastgame"
-                          and r.get("status") == "ok"), default=0)
-        if "fastgame-graphed" in optimizers:
+        def eager_kmax(name: str) -> int:
+            return max((r["cg_iters_max"] for r in cfg_rows if r["optimizer"] == name and r.get("status") == "ok"),
+                       default=0)
+
+        graphed_rows = [(f"fastgame-graphed/{b}", b, False) for b in backends_here if "fastgame-graphed" in optimizers]
+        if "fastgame-graphed-bf16" in optimizers and backends_here:
+            graphed_rows.append(("fastgame-graphed-bf16/auto", "auto", True))
+        if graphed_rows:
             graph_rows: list[Runner] = []
-            for backend in backends_here:
-                key = f"fastgame-graphed/{backend}"
+            for key, backend, mixed in graphed_rows:
+                name = key.split("/")[0]
                 if not hasattr(fastgame, "make_graphed_step"):
-                    add({"optimizer": "fastgame-graphed", "backend": backend, "mode": "graphed", "status": "skipped",
+                    add({"optimizer": name, "backend": backend, "mode": "graphed", "status": "skipped",
                          "note": "fastgame.make_graphed_step does not exist in this fastgame"})
                 elif dev.type != "cuda":
-                    add({"optimizer": "fastgame-graphed", "backend": backend, "mode": "graphed", "status": "skipped",
+                    add({"optimizer": name, "backend": backend, "mode": "graphed", "status": "skipped",
                          "note": "CUDA graphs need a CUDA device"})
                 else:
-                    k = graph_max_iter or (eager_kmax if eager_kmax else 8)
+                    k = graph_max_iter or eager_kmax("fastgame-bf16" if mixed else "fastgame") or eager_kmax(
+                        "fastgame") or 8
                     try:
-                        rn = FastgameRunner(full, cfg, warmup, tol, atol, backend, True, k, algo)
+                        rn = FastgameRunner(full, cfg, warmup, tol, atol, backend, True, k, algo, mixed=mixed)
                         rn.key = key
                         graph_rows.append(rn)
                     except Exception as exc:  # noqa: BLE001
-                        add({"optimizer": "fastgame-graphed", "backend": backend, "mode": "graphed",
+                        add({"optimizer": name, "backend": backend, "mode": "graphed",
                              "status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]})
             if graph_rows:
                 if want_floor:
@@ -825,9 +883,12 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
                     except Exception as exc:  # noqa: BLE001
                         fl["graphed_error"] = f"{type(exc).__name__}: {exc}"[:300]
                 drive(graph_rows, dev, steps, interleave)
+                eager_bf16 = next((r for r in cfg_rows if r["optimizer"] == "fastgame-bf16"), {})
                 for rn in graph_rows:
                     if rn.row.get("status") == "ok" and warmup >= 6:  # same number of steps as CGDs
                         finals[rn.key] = rn.final_params
+                    if rn.key.startswith("fastgame-graphed-bf16"):  # the same steps, measured eagerly
+                        rn.row.update({k: eager_bf16.get(k) for k in ("step_err_vs_fp32", "step_err_vs_fp32_max")})
                     add(rn.row)
                 del graph_rows
         for mode in ("eager", "graphed"):
@@ -846,7 +907,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
             if "adam" in ref:
                 r["cost_vs_adam"] = r["ms_median"] / ref["adam"]["ms_median"]
             f = fl.get(r["mode"])
-            if r["optimizer"].startswith("fastgame") and f:
+            if r["optimizer"] in ("fastgame", "fastgame-graphed") and f:  # the floor is fp32's
                 r["fwd_bwd_ms"], r["hvp_ms"] = f["fwd_bwd_ms"], f["hvp_ms"]
                 r["floor_ms"] = f["fwd_bwd_ms"] + r["hvp_passes"] * f["hvp_ms"]
                 r["step_over_floor"] = r["ms_median"] / r["floor_ms"]
@@ -890,25 +951,27 @@ def _fmt(v: Any, spec: str, missing: str = "-") -> str:
 
 
 def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
-    head = (f"{'config':<16}{'optimizer':<18}{'backend':<8}{'mode':<8}{'ms/step':>9}{'k':>6}{'passes':>7}"
-            f"{'floor':>8}{'/floor':>7}{'mem MB':>9}{'vs CGDs':>8}{'vs Adam':>8}{'dθ/CGDs':>9}")
+    head = (f"{'config':<16}{'optimizer':<22}{'backend':<8}{'mode':<8}{'ms/step':>9}{'k':>6}{'passes':>7}"
+            f"{'floor':>8}{'/floor':>7}{'mem MB':>9}{'vs CGDs':>8}{'vs Adam':>8}{'dθ/CGDs':>9}{'Δ/fp32':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['config']:<16}{r['optimizer']:<18}{r['backend']:<8}{r['mode']:<8}"
+            lines.append(f"{r['config']:<16}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}"
                          f"  {r.get('status')}: {r.get('note', '')}")
             continue
         mem = r.get("extra_mb") if r.get("extra_mb") is not None else r.get("peak_mb")
         lines.append(
-            f"{r['config']:<16}{r['optimizer']:<18}{r['backend']:<8}{r['mode']:<8}{r['ms_median']:>9.2f}"
+            f"{r['config']:<16}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}{r['ms_median']:>9.2f}"
             f"{_fmt(r.get('cg_iters'), '.2f'):>6}{_fmt(r.get('hvp_passes'), '.1f'):>7}"
             f"{_fmt(r.get('floor_ms'), '.2f'):>8}{_fmt(r.get('step_over_floor'), '.2f'):>7}"
             f"{_fmt(mem, '.1f', 'n/a'):>9}{_fmt(r.get('speedup_vs_cgds'), '.2f'):>8}"
-            f"{_fmt(r.get('cost_vs_adam'), '.2f'):>8}{_fmt(r.get('dtheta_vs_cgds'), '.1e'):>9}")
+            f"{_fmt(r.get('cost_vs_adam'), '.2f'):>8}{_fmt(r.get('dtheta_vs_cgds'), '.1e'):>9}"
+            f"{_fmt(r.get('step_err_vs_fp32'), '.1e'):>9}")
     method = next((r.get("mem_method") for r in rows if r.get("mem_method")), "n/a")
     lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode); "
                  f"mem MB: peak above the row's start (models, batches), {method}{' (growth during the row)' if method.startswith('rss') else ''}; "
-                 f"vs CGDs: speed-up; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run")
+                 f"vs CGDs: speed-up; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run; "
+                 f"Δ/fp32 (-bf16 rows): median ‖Δθ−Δθ_fp32‖/‖Δθ_fp32‖ of one step from the same point")
     return "\n".join(lines)
 
 

@@ -19,10 +19,10 @@ import torch
 pytest.importorskip("pytest_benchmark")
 
 import fastgame  # noqa: E402
-from bench.run import SUITES, build_case  # noqa: E402
+from bench.run import MIXED_DTYPE, SUITES, autocast_loss, build_case  # noqa: E402
 
 CONFIGS = {c.label: c for c in SUITES["quick"]["configs"]}
-OPTIMIZERS = ["adam", "adam-fused", "cgds", "fastgame-torch", "fastgame-cpp"]
+OPTIMIZERS = ["adam", "adam-fused", "cgds", "fastgame-torch", "fastgame-cpp", "fastgame-bf16"]
 
 
 @pytest.fixture(autouse=True)
@@ -52,6 +52,10 @@ def _stepper(name: str, case, lr: float, tol: float = 1e-10):
     if name == "cgds":
         CGDs = pytest.importorskip("CGDs")
         opt = CGDs.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr, lr_min=lr, tol=tol)
+    elif name == "fastgame-bf16":  # forward and HVPs under autocast, default fused-op backend
+        opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr, lr_min=lr, tol=tol)
+        loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE)
+        return lambda real, z: opt.step(loss_fn(G, D, real, z))
     else:
         backend = name.split("-", 1)[1]
         if not fastgame.backends()[backend].startswith("available"):

@@ -3,7 +3,7 @@ CUDA graphs and replayed, for models too small to keep a GPU busy between launch
 from __future__ import annotations
 
 import warnings
-from typing import Callable
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
@@ -14,11 +14,14 @@ from .optim.cgd import CompetitiveGradient
 _SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
 
 
+def _cuda_device(device: torch.device) -> torch.device:
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
 def _side_stream(device: torch.device) -> torch.cuda.Stream:
     """One warm-up/capture stream per device, shared by all graphed steps: cuBLAS keeps a
     workspace per stream it has seen, so a new stream per step would cost memory each time."""
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
+    device = _cuda_device(device)
     if device not in _SIDE_STREAMS:
         _SIDE_STREAMS[device] = torch.cuda.Stream(device)
     return _SIDE_STREAMS[device]
@@ -33,28 +36,41 @@ class GraphedStep:
     graph, sharing one memory pool, and replayed from then on. Learning rates are read from
     the param groups before every replay, so schedulers keep working. Other hyperparameters
     and the parameters' storage are fixed once captured.
+
+    Where a graph cannot serve a call, the step runs eagerly on that call's inputs instead,
+    with a warning saying why (``eager_reason`` keeps it when it holds for every call): no
+    CUDA, inputs of other shapes than the static ones (warned once per shape), or a capture
+    that failed (e.g. ``loss_fn`` reads a value on the host; the failed capture changed
+    nothing, and every later call runs eagerly).
     """
 
     def __init__(self, opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], static_inputs: tuple[Tensor, ...],
-                 warmup: int, check_finite: bool) -> None:
+                 warmup: int, check_finite: bool, eager_reason: Optional[str] = None) -> None:
         self.opt, self.loss_fn, self.static_inputs = opt, loss_fn, static_inputs
         self.warmup, self.check_finite = warmup, check_finite
+        self.eager_reason = eager_reason
         self.calls = 0
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, tuple[Tensor, dict]] = {}
-        self.pool = torch.cuda.graph_pool_handle()
-        self.stream = _side_stream(opt.players[0].device)
-
-    def _closure(self) -> Tensor:
-        return self.loss_fn(*self.static_inputs)
+        self._pool = None  # the graphs' memory pool, made at the first capture
+        self._warned_shapes: set[tuple] = set()
 
     def __call__(self, *inputs: Tensor) -> Tensor:
         if len(inputs) != len(self.static_inputs):
             raise ValueError(f"expected {len(self.static_inputs)} inputs, got {len(inputs)}")
-        for static, new in zip(self.static_inputs, inputs):
-            if new.shape != static.shape:
-                raise ValueError(f"input shape {tuple(new.shape)} differs from the captured {tuple(static.shape)}; "
-                                 "CUDA graphs need static shapes")
+        for t in inputs:
+            if not isinstance(t, Tensor):
+                raise ValueError(f"inputs must be tensors, got {type(t).__name__}")
+        if self.eager_reason is not None:
+            return self._eager(inputs)
+        shapes = tuple(tuple(t.shape) for t in inputs)
+        static_shapes = tuple(tuple(t.shape) for t in self.static_inputs)
+        if shapes != static_shapes:
+            if shapes not in self._warned_shapes:
+                self._warned_shapes.add(shapes)
+                warnings.warn(f"make_graphed_step: input shapes {shapes} differ from the captured {static_shapes}; "
+                              "CUDA graphs need static shapes, so steps on these inputs run eagerly", stacklevel=2)
+            return self._eager(inputs)
         for static, new in zip(self.static_inputs, inputs):
             static.copy_(new, non_blocking=True)
         opt = self.opt
@@ -62,18 +78,11 @@ class GraphedStep:
         phase = opt._solved_player()
         self.calls += 1
         if self.calls <= self.warmup:
-            self.stream.wait_stream(torch.cuda.current_stream())
-            with torch.cuda.stream(self.stream):
-                loss = opt.step(self._closure)
-            torch.cuda.current_stream().wait_stream(self.stream)
+            loss = self._warmup_step()
         elif phase not in self.graphs:
-            graph = torch.cuda.CUDAGraph()
-            torch.cuda.synchronize()
-            with torch.cuda.graph(graph, pool=self.pool, stream=self.stream):
-                loss = opt.step(self._closure)  # recorded, not run: host effects happen once here
-            self.graphs[phase] = graph
-            self.outputs[phase] = (loss, dict(opt.info))
-            graph.replay()
+            loss = self._capture(phase)
+            if loss is None:  # capture failed: this and every later step run eagerly
+                return self._eager(inputs)
         else:
             self.graphs[phase].replay()
             loss, info = self.outputs[phase]
@@ -82,6 +91,61 @@ class GraphedStep:
         if self.check_finite:
             opt.raise_if_nonfinite()
         return loss
+
+    def _closure(self) -> Tensor:
+        return self.loss_fn(*self.static_inputs)
+
+    def _eager(self, inputs: tuple[Tensor, ...]) -> Tensor:
+        loss = self.opt.step(lambda: self.loss_fn(*inputs))
+        if self.check_finite:
+            self.opt.raise_if_nonfinite()
+        return loss
+
+    def _warmup_step(self) -> Tensor:
+        stream = _side_stream(self.opt.players[0].device)
+        stream.wait_stream(torch.cuda.current_stream())
+        with torch.cuda.stream(stream):
+            loss = self.opt.step(self._closure)
+        torch.cuda.current_stream().wait_stream(stream)
+        return loss
+
+    def _capture(self, phase: int) -> Optional[Tensor]:
+        """Capture this phase's step and replay it once (that is the step); None if the capture
+        failed, after undoing what it changed on the host."""
+        opt = self.opt
+        game = dict(opt.state["game"])  # host values (which player is solved next) a capture may change
+        try:
+            graph, loss = self._record()
+        except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: fall back, saying why)
+            opt.state["game"].update(game)  # the recorded kernels never ran
+            self.eager_reason = f"capturing the step failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
+            warnings.warn(f"make_graphed_step: {self.eager_reason}; this and all later steps run eagerly",
+                          stacklevel=3)
+            return None
+        self.graphs[phase] = graph
+        self.outputs[phase] = (loss, dict(opt.info))
+        graph.replay()
+        return loss
+
+    def _record(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
+        """Record one step into a new graph (in the shared pool); nothing runs on the device."""
+        device = self.opt.players[0].device
+        current = torch.cuda.current_stream()
+        if self._pool is None:
+            self._pool = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        torch.cuda.synchronize()
+        try:
+            with torch.cuda.graph(graph, pool=self._pool, stream=_side_stream(device)):
+                loss = self.opt.step(self._closure)  # host effects happen once, here
+        except BaseException:
+            # If capture_end raised, graph.__exit__ left the capture stream current, and the
+            # allocator may still route that stream's allocations to the failed graph's pool:
+            # restore the stream and retire it for later captures.
+            torch.cuda.set_stream(current)
+            _SIDE_STREAMS.pop(_cuda_device(device), None)
+            raise
+        return graph, loss
 
 
 def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], *static_inputs: Tensor,
@@ -94,15 +158,17 @@ def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], 
             iterations, those after convergence being no-ops).
         loss_fn: ``loss_fn(*static_inputs)`` returns the game's scalar loss.
         static_inputs: tensors the loss reads (e.g. a real batch and a latent batch);
-            each call's inputs are copied into them, so shapes must not change.
+            each call's inputs are copied into them (inputs of other shapes, e.g. a
+            short last batch, are stepped eagerly).
         warmup: eager steps before capture.
         check_finite: after each step, read whether it was finite and raise
             ``FloatingPointError`` if not (one host sync per step; the non-finite step
             itself was skipped on the device). False: no sync, see ``opt.info["finite"]``.
 
     Returns:
-        ``step(*inputs) -> loss``. Without CUDA (or with CPU tensors) this warns and
-        returns an eager equivalent.
+        a :class:`GraphedStep`, ``step(*inputs) -> loss``. Without CUDA (or with CPU
+        tensors) it warns and steps eagerly; it also steps eagerly, with a warning, on
+        inputs whose shapes differ from the static ones and after a capture that failed.
     """
     if not isinstance(opt, CompetitiveGradient):
         raise ValueError(f"make_graphed_step needs an ACGD or BCGD optimizer, got {type(opt).__name__}")
@@ -114,26 +180,11 @@ def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], 
         if not isinstance(t, Tensor):
             raise ValueError(f"static inputs must be tensors, got {type(t).__name__}")
     on_cuda = opt.players[0].device.type == "cuda" and all(t.device.type == "cuda" for t in static_inputs)
+    reason = None
     if not (on_cuda and torch.cuda.is_available()):
-        warnings.warn("make_graphed_step: CUDA graphs need CUDA parameters and inputs; running the step eagerly",
-                      stacklevel=2)
-        return _EagerStep(opt, loss_fn, static_inputs, check_finite)
-    return GraphedStep(opt, loss_fn, tuple(static_inputs), warmup, check_finite)
-
-
-class _EagerStep:
-    """The same interface as :class:`GraphedStep`, stepping eagerly (no CUDA)."""
-
-    def __init__(self, opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], static_inputs, check_finite: bool):
-        self.opt, self.loss_fn, self.n_inputs, self.check_finite = opt, loss_fn, len(static_inputs), check_finite
-
-    def __call__(self, *inputs: Tensor) -> Tensor:
-        if len(inputs) != self.n_inputs:
-            raise ValueError(f"expected {self.n_inputs} inputs, got {len(inputs)}")
-        loss = self.opt.step(lambda: self.loss_fn(*inputs))
-        if self.check_finite:
-            self.opt.raise_if_nonfinite()
-        return loss
+        reason = "CUDA graphs need CUDA parameters and inputs"
+        warnings.warn(f"make_graphed_step: {reason}; running the step eagerly", stacklevel=2)
+    return GraphedStep(opt, loss_fn, tuple(static_inputs), warmup, check_finite, eager_reason=reason)
 
 
 __all__ = ["make_graphed_step", "GraphedStep"]

@@ -52,8 +52,15 @@ def test_rows_sane(result):
             assert "autograd call count disagrees" not in (r.get("note") or "")
         if r["optimizer"] == "cgds":
             assert r["hvp_passes"] == pytest.approx(5 + 2 * r["cg_iters"]) and r["grad_passes"] == 2
+        if r["optimizer"] == "fastgame-bf16":  # autocast forward and HVPs, fp32 CG state
+            assert r["hvp_passes"] == pytest.approx(2 + 2 * r["cg_iters"])
+            assert 0 < r["step_err_vs_fp32"] <= r["step_err_vs_fp32_max"] < 0.1  # bf16-sized, not garbage
+            assert 1e-4 < r["dtheta_vs_cgds"] < 0.5
+            assert r.get("floor_ms") is None  # the floor is fp32's
+    assert "fastgame-bf16" in names
     # graphed rows need CUDA: skipped with a reason here
-    graphed = [r for r in rows.values() if r["optimizer"] == "fastgame-graphed"]
+    graphed = [r for r in rows.values() if r["optimizer"].startswith("fastgame-graphed")]
+    assert len(graphed) >= 2  # each backend, and bf16
     assert all(r["status"] in ("skipped", "ok") for r in graphed)
     floor = result["floors"]["mlp-b64-w32"]["eager"]
     assert all(v > 0 and math.isfinite(v) for v in floor.values())

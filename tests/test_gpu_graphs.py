@@ -95,3 +95,34 @@ def test_eager_cuda_parity_with_cpu():
         a.step(loss_fn(G, D, real, z))
         b.step(loss_fn(G2, D2, real.cuda(), z.cuda()))
     torch.testing.assert_close(flat(D2, G2).cpu(), flat(D, G), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("mixed", [False, True], ids=["fp32", "bf16-autocast"])
+def test_graphed_step_other_shapes_run_eagerly_and_bf16(mixed, deterministic_cuda):
+    """A short batch after both phases are captured runs eagerly (one warning) and the graphs
+    replay on as before; with the loss under bf16 autocast, graphed equals eager as well."""
+    G, D, batches, loss_fn = cases()["mlp"]
+    G, D = G.cuda(), D.cuda()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    batches = [(r.cuda(), z.cuda()) for r, z in batches]
+    if mixed:
+        def loss_fn(G, D, r, z, _f=loss_fn):  # noqa: E306
+            with torch.autocast("cuda", dtype=torch.bfloat16):
+                return _f(G, D, r, z)
+    kw = dict(lr_max=1e-3, lr_min=1e-3, capturable=True, max_iter=30, tol=1e-8)
+    eager = fastgame.ACGD(D.parameters(), G.parameters(), **kw)
+    graphed = fastgame.ACGD(D2.parameters(), G2.parameters(), **kw)
+    step = fastgame.make_graphed_step(graphed, lambda r, z: loss_fn(G2, D2, r, z),
+                                      torch.empty_like(batches[0][0]), torch.empty_like(batches[0][1]), warmup=2)
+    for i, (real, z) in enumerate(batches):
+        if i == 6:  # both phases captured by now
+            real, z = real[:100], z[:100]
+            with pytest.warns(UserWarning, match="differ from the captured"):
+                step(real, z)
+        else:
+            step(real, z)
+        eager.step(loss_fn(G, D, real, z))
+        eager.raise_if_nonfinite()
+    assert len(step.graphs) == 2 and step.eager_reason is None
+    torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-6, atol=0)
+    assert int(graphed.state["game"]["step"]) == 12

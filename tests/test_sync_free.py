@@ -162,6 +162,60 @@ def test_graphed_step_falls_back_to_eager_on_cpu():
         step(real0)
 
 
+def _twin_steppers(static_batch=None, warmup=3):
+    """A GraphedStep on CPU tensors (CUDA parts never reached in these tests) and an eager
+    capturable twin on a copy of the models."""
+    from fastgame.graphs import GraphedStep
+
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    kw = dict(lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50)
+    opt, ref = fastgame.ACGD(D.parameters(), G.parameters(), **kw), fastgame.ACGD(D2.parameters(), G2.parameters(), **kw)
+    real0, z0 = static_batch or batches[0]
+    step = GraphedStep(opt, lambda r, z: gan_loss(G, D, r, z), (real0.clone(), z0.clone()), warmup, True)
+    return step, lambda real, z: ref.step(gan_loss(G2, D2, real, z)), batches, (D, G), (D2, G2), opt, ref
+
+
+def test_graphed_step_runs_other_shapes_eagerly_with_one_warning():
+    gen = torch.Generator().manual_seed(5)
+    static = (ring_data(8, gen), torch.randn(8, 3, generator=gen))  # the batches below have 32 rows
+    step, ref_step, batches, models, ref_models, opt, ref = _twin_steppers(static)
+    with pytest.warns(UserWarning, match=r"differ from the captured .*run eagerly") as record:
+        for real, z in batches[:4]:
+            assert torch.equal(step(real, z), ref_step(real, z))
+    assert len([w for w in record if "differ from the captured" in str(w.message)]) == 1  # once per shape
+    assert step.calls == 0 and not step.graphs  # nothing counted towards warm-up or captured
+    assert torch.equal(flat(*models), flat(*ref_models))
+    assert opt.state["game"]["solve_x"] == ref.state["game"]["solve_x"]
+    with pytest.raises(ValueError, match="inputs must be tensors"):
+        step(batches[0][0], 3.0)
+
+
+def test_graphed_step_falls_back_to_eager_when_capture_fails(monkeypatch):
+    from fastgame.graphs import GraphedStep
+
+    step, ref_step, batches, models, ref_models, opt, ref = _twin_steppers(warmup=2)
+    attempts = []
+
+    def failing_record(self):  # what a capture that fails at capture_end leaves on the host
+        attempts.append(1)
+        self.opt.state["game"]["solve_x"] = not self.opt.state["game"]["solve_x"]
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(GraphedStep, "_warmup_step", lambda self: self.opt.step(self._closure))
+    monkeypatch.setattr(GraphedStep, "_record", failing_record)
+    with pytest.warns(UserWarning, match="capturing the step failed .*not permitted.* run eagerly"):
+        for real, z in batches[:6]:  # 2 warm-up steps, a failed capture, then eager steps
+            assert torch.equal(step(real, z), ref_step(real, z))
+    assert len(attempts) == 1 and "RuntimeError" in step.eager_reason
+    assert torch.equal(flat(*models), flat(*ref_models))
+    for name in ("max", "min"):
+        for k, v in ref.state[name].items():
+            assert torch.equal(opt.state[name][k], v), (name, k)
+    assert opt.state["game"]["solve_x"] == ref.state["game"]["solve_x"]
+    assert int(opt.state["game"]["step"]) == int(ref.state["game"]["step"]) == 6
+
+
 def test_capturable_state_round_trip_between_modes():
     G, D, batches = make_case()
     capt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=50)
@@ -201,3 +255,28 @@ def test_bf16_autocast_hvps_stay_close_to_fp32(cls):
             for p, q in zip(list(D.parameters()) + list(G.parameters()), list(D2.parameters()) + list(G2.parameters())):
                 q.copy_(p)
         mixed.load_state_dict(ref.state_dict())
+
+
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD, fastgame.GACGD])
+def test_step_under_autocast_keeps_solver_arithmetic_in_fp32(cls):
+    """Calling step() inside torch.autocast changes nothing but the loss's own precision:
+    CG/GMRES (whose Gram-Schmidt uses matmuls autocast would take to bf16) stay fp32."""
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    if cls is fastgame.GACGD:
+        opts = [cls(list(D.parameters()), list(G.parameters()), lr_x=1e-2, lr_y=1e-2),
+                cls(list(D2.parameters()), list(G2.parameters()), lr_x=1e-2, lr_y=1e-2)]
+    else:
+        opts = [cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2),
+                cls(D2.parameters(), G2.parameters(), lr_max=1e-2, lr_min=1e-2)]
+    for real, z in batches[:4]:
+        for opt, (g, d), inside in zip(opts, [(G, D), (G2, D2)], [False, True]):
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                loss = gan_loss(g, d, real, z)
+                if inside:
+                    opt.step(*((-loss, loss) if cls is fastgame.GACGD else (loss,)))
+            if not inside:
+                opt.step(*((-loss, loss) if cls is fastgame.GACGD else (loss,)))
+    assert torch.equal(flat(D, G), flat(D2, G2))
+    for name in opts[1].player_names:
+        assert all(v.dtype == torch.float32 for v in opts[1].state[name].values() if isinstance(v, torch.Tensor))

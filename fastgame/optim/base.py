@@ -7,6 +7,7 @@ general-sum games) of ``self.state`` as flat tensors, and game-wide counters und
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import math
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
@@ -48,6 +49,14 @@ def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
         raise ValueError(f"{what} has no autograd graph (requires_grad=False): compute it from the "
                          "parameters with grad enabled and do not detach it")
     return loss.reshape(())
+
+
+def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
+    """A context in which fastgame's own arithmetic (step sizes, CG/GMRES vectors, updates)
+    stays in the parameters' dtype even if ``step`` is called under ``torch.autocast``; the
+    loss's graph, and so every HVP, keeps the precision it was built with."""
+    available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
+    return torch.autocast(device.type, enabled=False) if available(device.type) else contextlib.nullcontext()
 
 
 def _capturing() -> bool:

@@ -10,7 +10,7 @@ from torch import Tensor
 
 from ..hvp import MixedHVP, all_reduce_mean
 from ..solver import CGDSolution, Preconditioner, solve_cgd
-from .base import GameOptimizer, LossOrClosure, check_max_iter, check_nonnegative, resolve_loss
+from .base import GameOptimizer, LossOrClosure, autocast_off, check_max_iter, check_nonnegative, resolve_loss
 
 
 class CompetitiveGradient(GameOptimizer):
@@ -97,6 +97,10 @@ class CompetitiveGradient(GameOptimizer):
         (capturable: the step is skipped on the device instead, see the class doc).
         """
         loss = resolve_loss(loss)
+        with autocast_off(self.players[0].device):
+            return self._step(loss)
+
+    def _step(self, loss: Tensor) -> Tensor:
         self._ensure_flat()
         group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide; group 0 holds them
         capturable = self.capturable

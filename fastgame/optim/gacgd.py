@@ -11,7 +11,7 @@ from torch import Tensor
 from .. import ops
 from ..gmres import GMRESResult, gmres
 from ..hvp import MixedHVP, all_reduce_mean
-from .base import GameOptimizer, check_beta, check_max_iter, check_nonnegative, resolve_loss
+from .base import GameOptimizer, autocast_off, check_beta, check_max_iter, check_nonnegative, resolve_loss
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 
@@ -113,6 +113,10 @@ class GACGD(GameOptimizer):
         if loss_y is None:
             raise ValueError("GACGD.step needs loss_y (the loss y minimises) besides loss_x")
         loss_x, loss_y = resolve_loss(loss_x, "loss_x"), resolve_loss(loss_y, "loss_y")
+        with autocast_off(self.players[0].device):
+            return self._step(loss_x, loss_y)
+
+    def _step(self, loss_x: Tensor, loss_y: Tensor) -> tuple[Tensor, Tensor]:
         self._ensure_flat()
         timer = time.perf_counter()
         group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide; group 0 holds them
