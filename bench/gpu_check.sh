@@ -1,12 +1,13 @@
 #!/usr/bin/env bash
 # All GPU verification in one command, on a GPU machine (torch with CUDA, nvcc, triton):
 # build fastgame with its C++/CUDA extensions, run the gpu-marked tests and the kernel tests,
-# the kernel benchmark, and the GPU benchmark suite (fastgame vs CGDs 0.4.5 vs Adam).
+# the kernel benchmark, the GPU benchmark suite (fastgame vs CGDs 0.4.5 vs Adam) and the
+# measurements behind the defaults (bench/gpu_diag.py).
 # Everything printed also goes to bench/results/gpu_check_<UTC time>.txt, next to the
 # benchmarks' CSV and JSON; commit those files.
 #
 #   bash bench/gpu_check.sh                     # all stages
-#   bash bench/gpu_check.sh build tests         # some: build tests kernels suite
+#   bash bench/gpu_check.sh build tests         # some: build tests kernels suite diag
 #
 # env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
 # OUT (a folder the log and results are also copied to). A wheel folder .whl/ (e.g. CGDs, which
@@ -14,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-stages="${*:-build tests kernels suite}"
+stages="${*:-build tests kernels suite diag}"
 want() { [[ " $stages " == *" $1 "* ]]; }
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results
@@ -71,6 +72,10 @@ if want suite; then
     echo "## benchmark suite (python -m bench --suite gpu ${SUITE_ARGS:-})"
     # shellcheck disable=SC2086
     "$PY" -m bench --suite gpu --out "$out" --tag "$stamp" ${SUITE_ARGS:-} || status=1
+fi
+if want diag; then
+    echo "## diagnostics (python bench/gpu_diag.py)"
+    "$PY" bench/gpu_diag.py || status=1
 fi
 echo "# gpu_check exit status $status"
 exit $status
