@@ -76,6 +76,8 @@ fi
 if want diag; then
     echo "## diagnostics (python bench/gpu_diag.py)"
     "$PY" bench/gpu_diag.py || status=1
+    echo "## BatchNorm in mixed-HVP passes: native vs plain ops (python bench/batchnorm_hvp.py)"
+    "$PY" bench/batchnorm_hvp.py || status=1
 fi
 echo "# gpu_check exit status $status"
 exit $status
