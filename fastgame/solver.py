@@ -120,7 +120,7 @@ def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every)
             break
         q = hvp(b, sp)
         ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
-        rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, torch.zeros_like(rr)), pap)
+        rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, 0.0), pap)
         iterations += active
         active = active & (rr_new >= threshold)
         sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)

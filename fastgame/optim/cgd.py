@@ -149,7 +149,7 @@ class CompetitiveGradient(GameOptimizer):
         ok = flags.all()
         for player, d in zip(self.players, deltas):
             if d is not None:
-                player.flat.add_(torch.where(ok, d, torch.zeros_like(d)))
+                player.flat.add_(torch.where(ok, d, 0.0))
         for player in self.players:
             for k, new in pending[player.name].items():
                 old = self.state[player.name][k]
