@@ -30,7 +30,8 @@ if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastgame  # noqa: E402
-from bench.run import Config, build_case, measure_floor  # noqa: E402
+from bench.cases import Config, build_case  # noqa: E402
+from bench.measure import measure_floor  # noqa: E402
 from fastgame.hvp import MixedHVP  # noqa: E402
 
 # layout ops that launch no kernel (views, allocations)

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 import fastgame
 from fastgame.hvp import MixedHVP
-from bench.models import (ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, gan_loss,
+from bench.models import (WGANGPDiscriminator, WGANGPGenerator, gan_loss,
                           image_data, mlp_gan, ring_data, wgan_loss)
 
 dev = torch.device("cuda")

@@ -19,7 +19,8 @@ import torch
 pytest.importorskip("pytest_benchmark")
 
 import fastgame  # noqa: E402
-from bench.run import MIXED_DTYPE, SUITES, autocast_loss, build_case  # noqa: E402
+from bench.cases import SUITES, build_case  # noqa: E402
+from bench.rows import MIXED_DTYPE, autocast_loss  # noqa: E402
 
 CONFIGS = {c.label: c for c in SUITES["quick"]["configs"]}
 OPTIMIZERS = ["adam", "adam-fused", "cgds", "fastgame-torch", "fastgame-cpp", "fastgame-bf16"]

@@ -1,0 +1,83 @@
+"""The benchmark cases: models, sizes, batches and learning rates of each suite (DESIGN.md §7)."""
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable
+
+import torch
+from torch import nn
+
+from .models import (DCGAN64Discriminator, DCGAN64Generator, WGANGPDiscriminator, WGANGPGenerator, gan_loss,
+                     image_data, mlp_gan, ring_data, wgan_loss)
+
+
+@dataclasses.dataclass
+class Config:
+    """One benchmark case: a model, its size knobs, batch size, loss and learning rate."""
+    model: str                      # "mlp", "dcgan32" or "dcgan64"
+    batch: int
+    width: int                      # mlp: hidden width; dcgan32: dim; dcgan64: ngf = ndf
+    lr: float
+    depth: int = 3                  # mlp hidden layers
+    latent: int = 0                 # 0: the model's default
+
+    @property
+    def label(self) -> str:
+        return f"{self.model}-b{self.batch}" + ("" if self.width == _FULL_WIDTH[self.model] else f"-w{self.width}")
+
+
+_FULL_WIDTH = {"mlp": 128, "dcgan32": 64, "dcgan64": 64}
+
+SUITES: dict[str, dict[str, Any]] = {
+    # the issue's configurations (a), (b), (c) at full size, for one GPU
+    "gpu": dict(device="cuda", warmup=10, steps=50, configs=[
+        Config("mlp", 512, 128, 1e-3), Config("dcgan32", 64, 64, 1e-4), Config("dcgan32", 256, 64, 1e-4),
+        Config("dcgan64", 64, 64, 1e-4)]),
+    # the same models on the CPU; conv models at smaller batch and width
+    "cpu": dict(device="cpu", warmup=3, steps=10, configs=[
+        Config("mlp", 512, 128, 1e-3), Config("dcgan32", 16, 64, 1e-4), Config("dcgan64", 8, 32, 1e-4)]),
+    # a couple of minutes on a 2-core CPU
+    "quick": dict(device="cpu", warmup=2, steps=6, threads=1, configs=[
+        Config("mlp", 256, 128, 1e-3), Config("dcgan32", 8, 32, 1e-4), Config("dcgan64", 4, 16, 1e-4)]),
+    # seconds: the smoke test (tests/test_bench_suite.py)
+    "tiny": dict(device="cpu", warmup=1, steps=3, threads=1, configs=[
+        Config("mlp", 64, 32, 1e-3, depth=2), Config("dcgan32", 4, 8, 1e-4)]),
+}
+
+
+@dataclasses.dataclass
+class Case:
+    G: nn.Module
+    D: nn.Module
+    batches: list[tuple[torch.Tensor, torch.Tensor]]
+    loss_fn: Callable[[nn.Module, nn.Module, torch.Tensor, torch.Tensor], torch.Tensor]
+    loss_name: str
+
+
+# image models: generator, discriminator, image size, default latent size, loss, its name
+_IMAGE_MODELS = {
+    "dcgan32": (WGANGPGenerator, WGANGPDiscriminator, 32, 128, wgan_loss, "WGAN (zero-sum, no penalty)"),
+    "dcgan64": (DCGAN64Generator, DCGAN64Discriminator, 64, 100, gan_loss, "minimax GAN"),
+}
+
+
+def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0) -> Case:
+    """Seeded models (each row deep-copies these) and a fixed list of batches on ``device``."""
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed + 1)
+    if cfg.model == "mlp":
+        latent = cfg.latent or 2
+        G, D = mlp_gan(cfg.width, cfg.depth, latent)
+        batches = [(ring_data(cfg.batch, gen), torch.randn(cfg.batch, latent, generator=gen)) for _ in range(n_batches)]
+        loss_fn, loss_name = gan_loss, "minimax GAN"
+    elif cfg.model in _IMAGE_MODELS:
+        make_g, make_d, size, default_latent, loss_fn, loss_name = _IMAGE_MODELS[cfg.model]
+        latent = cfg.latent or default_latent
+        G, D = make_g(cfg.width, latent), make_d(cfg.width)
+        batches = [(image_data(cfg.batch, size, gen), torch.randn(cfg.batch, latent, generator=gen))
+                   for _ in range(n_batches)]
+    else:
+        raise ValueError(f"unknown model {cfg.model!r}")
+    G, D = G.to(device), D.to(device)
+    batches = [(r.to(device), z.to(device)) for r, z in batches]
+    return Case(G, D, batches, loss_fn, loss_name)
