@@ -187,4 +187,6 @@ def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], 
     return GraphedStep(opt, loss_fn, tuple(static_inputs), warmup, check_finite, eager_reason=reason)
 
 
-__all__ = ["make_graphed_step", "GraphedStep"]
+graphed_step = make_graphed_step  # the shorter name; the long one follows torch.cuda.make_graphed_callables
+
+__all__ = ["make_graphed_step", "graphed_step", "GraphedStep"]
