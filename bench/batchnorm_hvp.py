@@ -1,4 +1,4 @@
-"""Experiment: what BatchNorm costs the mixed-HVP passes, native vs written as plain torch ops.
+"""What BatchNorm costs the mixed-HVP passes: native vs fastgame.nn.PlainBatchNorm (plain torch ops).
 
 On DCGAN-32 a D_xy pass (through the generator's BatchNorm double backward) costs 3.3× a
 D_yx pass when graphed on an H100 (bench/results/gpu_*): autograd's double backward of
@@ -8,8 +8,7 @@ about half the ops, at the price of a longer forward and D_yx pass. Whether that
 GPU question: this script measures, for each model, F (forward + create_graph backward) and
 one pass each way (eager; also graphed on CUDA, as bench/run.py's floor), the ops autograd
 runs per pass (torch.profiler, leaf aten ops that do arithmetic), and each one's HVP error
-against float64. It changes nothing in fastgame; if plain BatchNorm wins on the GPU it
-belongs in the library as an opt-in module conversion.
+against float64.
 
     python bench/batchnorm_hvp.py                       # CUDA if available, else CPU (small sizes)
     python bench/batchnorm_hvp.py --device cpu --models dcgan32-b8-w32
@@ -24,12 +23,12 @@ import os
 import sys
 
 import torch
-from torch import nn
 
 if __package__ in (None, ""):
     sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastgame  # noqa: E402
+from fastgame.nn import convert_batchnorm  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
 from bench.measure import measure_floor  # noqa: E402
 from fastgame.hvp import MixedHVP  # noqa: E402
@@ -39,51 +38,6 @@ _NO_KERNEL = {"aten::as_strided", "aten::view", "aten::empty", "aten::empty_stri
               "aten::as_strided_", "aten::resolve_conj", "aten::t", "aten::transpose", "aten::expand",
               "aten::unsqueeze", "aten::reshape", "aten::_unsafe_view", "aten::squeeze", "aten::permute",
               "aten::alias", "aten::detach", "aten::_reshape_alias", "aten::lift_fresh"}
-
-
-class PlainBatchNorm(nn.modules.batchnorm._BatchNorm):
-    """BatchNorm whose training forward is plain torch ops (so autograd derives a short
-    double backward); eval mode and the running statistics behave as nn.BatchNorm*d."""
-
-    def _check_input_dim(self, x: torch.Tensor) -> None:
-        if x.dim() < 2:
-            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if not (self.training or self.running_mean is None):
-            return super().forward(x)
-        dims = [0] + list(range(2, x.dim()))
-        shape = [1, -1] + [1] * (x.dim() - 2)
-        mean = x.mean(dims, keepdim=True)
-        xc = x - mean
-        var = (xc * xc).mean(dims, keepdim=True)
-        if self.track_running_stats and self.training:
-            with torch.no_grad():
-                self.num_batches_tracked.add_(1)
-                m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-                n = x.numel() / x.shape[1]
-                self.running_mean.lerp_(mean.reshape(-1), m)
-                self.running_var.lerp_(var.reshape(-1) * (n / max(n - 1, 1)), m)
-        y = xc * torch.rsqrt(var + self.eps)
-        return y * self.weight.reshape(shape) + self.bias.reshape(shape) if self.affine else y
-
-
-def to_plain_batchnorm(module: nn.Module) -> nn.Module:
-    """Replace every nn.BatchNorm{1,2,3}d in ``module`` (in place) by a PlainBatchNorm with
-    the same parameters and buffers."""
-    for name, child in module.named_children():
-        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, PlainBatchNorm):
-            plain = PlainBatchNorm(child.num_features, child.eps, child.momentum, child.affine,
-                                   child.track_running_stats)
-            like = next((t for t in list(child.parameters()) + list(child.buffers()) if t.is_floating_point()), None)
-            if like is not None:
-                plain.to(like.device, like.dtype)
-            plain.load_state_dict(child.state_dict())
-            plain.train(child.training)
-            setattr(module, name, plain)
-        else:
-            to_plain_batchnorm(child)
-    return module
 
 
 def ops_per_pass(case, device: torch.device) -> tuple[dict[int, int], list[torch.Tensor]]:
@@ -131,8 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     for cfg in configs:
         base = build_case(cfg, dev, 1)
         cases = {"native": base,
-                 "plain": dataclasses.replace(base, G=to_plain_batchnorm(copy.deepcopy(base.G)),
-                                              D=to_plain_batchnorm(copy.deepcopy(base.D)))}
+                 "plain": dataclasses.replace(base, G=convert_batchnorm(copy.deepcopy(base.G)),
+                                              D=convert_batchnorm(copy.deepcopy(base.D)))}
         products: dict[str, list[torch.Tensor]] = {}
         rows = collections.defaultdict(dict)
         for kind, case in cases.items():

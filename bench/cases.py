@@ -7,6 +7,8 @@ from typing import Any, Callable
 import torch
 from torch import nn
 
+from fastgame.nn import convert_batchnorm
+
 from .models import (DCGAN64Discriminator, DCGAN64Generator, WGANGPDiscriminator, WGANGPGenerator, gan_loss,
                      image_data, mlp_gan, ring_data, wgan_loss)
 
@@ -61,8 +63,12 @@ _IMAGE_MODELS = {
 }
 
 
-def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0) -> Case:
-    """Seeded models (each row deep-copies these) and a fixed list of batches on ``device``."""
+def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0, batchnorm: str = "native") -> Case:
+    """Seeded models (each row deep-copies these) and a fixed list of batches on ``device``;
+    ``batchnorm="plain"``: the models' BatchNorm layers as fastgame.nn.PlainBatchNorm (the same
+    function and parameters, cheaper second derivatives)."""
+    if batchnorm not in ("native", "plain"):
+        raise ValueError(f"batchnorm must be 'native' or 'plain', got {batchnorm!r}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     if cfg.model == "mlp":
@@ -79,5 +85,7 @@ def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0)
     else:
         raise ValueError(f"unknown model {cfg.model!r}")
     G, D = G.to(device), D.to(device)
+    if batchnorm == "plain":
+        G, D = convert_batchnorm(G), convert_batchnorm(D)
     batches = [(r.to(device), z.to(device)) for r, z in batches]
     return Case(G, D, batches, loss_fn, loss_name)

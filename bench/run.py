@@ -136,7 +136,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
               tol: float = 1e-10, atol: float = 1e-20, device: Optional[str] = None, threads: Optional[int] = None,
               graph_max_iter: Optional[int] = None, count_steps: Optional[int] = -1, floor: bool = True,
               tag: Optional[str] = None, verbose: bool = True, interleave: Optional[bool] = None,
-              algo: str = "ACGD") -> dict[str, Any]:
+              algo: str = "ACGD", batchnorm: str = "native") -> dict[str, Any]:
     """Run a suite; write ``<out>/<suite>_<UTC time>.json`` and ``.csv`` (``out`` None: nothing)
     and return ``{"meta", "floors", "rows", "files"}``. ``interleave`` (default: on the CPU) runs
     the timed steps of all rows round-robin (see :func:`drive`)."""
@@ -161,10 +161,10 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
         raise ValueError(f"unknown optimizers {sorted(unknown)}; choose from {OPTIMIZERS}")
     log = print if verbose else (lambda *a, **k: None)
     meta = environment(dev)
-    meta.update(suite=suite, algo=algo, steps=steps, warmup=warmup, tol=tol, atol=atol, tag=tag, interleaved=interleave,
+    meta.update(suite=suite, algo=algo, batchnorm=batchnorm, steps=steps, warmup=warmup, tol=tol, atol=atol, tag=tag, interleaved=interleave,
                 timing="CUDA events per step, no host sync between steps" if dev.type == "cuda"
                 else "time.perf_counter per step", statistic="median over timed steps (warm-up excluded)")
-    log(f"# fastgame bench --suite {suite} --algo {algo}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
+    log(f"# fastgame bench --suite {suite} --algo {algo} --batchnorm {batchnorm}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
         f"CGDs {meta['cgds']}, fastgame {meta['fastgame']}, {meta['threads']} threads, "
         f"{steps} timed steps after {warmup} warm-up, tol {tol:g}, {'interleaved' if interleave else 'sequential'} rows")
     rows: list[dict[str, Any]] = []
@@ -174,7 +174,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
         if not _matches(cfg, models):
             continue
         n_batches = max(warmup, 6) + steps  # graphed rows warm up for at least 6 steps
-        full = build_case(cfg, dev, n_batches)
+        full = build_case(cfg, dev, n_batches, batchnorm=batchnorm)
         case = dataclasses.replace(full, batches=full.batches[:warmup + steps])  # eager rows: warmup + steps
         base = _row_base(suite, cfg, case, dev, tol)
         log(f"## {cfg.label}: G {base['params_G']:,} D {base['params_D']:,} params, {case.loss_name}, lr {cfg.lr:g}")
@@ -379,6 +379,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int, help="timed steps (default: the suite's)")
     ap.add_argument("--warmup", type=int, help="untimed warm-up steps (default: the suite's)")
     ap.add_argument("--algo", choices=("ACGD", "BCGD"), default="ACGD", help="the competitive optimizer compared")
+    ap.add_argument("--batchnorm", choices=("native", "plain"), default="native",
+                    help="plain: every row's models with fastgame.nn.PlainBatchNorm (cheaper double backward)")
     ap.add_argument("--tol", type=float, default=1e-10, help="CG tolerance, the same for CGDs and fastgame")
     ap.add_argument("--atol", type=float, default=1e-20)
     ap.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:1)")
@@ -394,7 +396,7 @@ def main(argv: Optional[list[str]] = None) -> int:
     args = ap.parse_args(argv)
     run_suite(args.suite, args.out or None, args.models, args.optimizers, args.steps, args.warmup, args.tol,
               args.atol, args.device, args.threads, args.graph_max_iter, args.count_steps, not args.no_floor, args.tag,
-              interleave=args.interleave, algo=args.algo)
+              interleave=args.interleave, algo=args.algo, batchnorm=args.batchnorm)
     return 0
 
 

@@ -94,3 +94,22 @@ def test_bcgd_rows(tmp_path):
         assert r["hvp_passes"] == pytest.approx(passes)
         if r["optimizer"] == "fastgame":
             assert r["dtheta_vs_cgds"] < 1e-3
+
+
+def test_plain_batchnorm_rows():
+    """--batchnorm plain: every row's models converted; fastgame still matches CGDs."""
+    threads = torch.get_num_threads()
+    try:
+        res = run.run_suite("tiny", out=None, models=["dcgan32"], optimizers=["cgds", "fastgame"], steps=2, warmup=1,
+                            verbose=False, batchnorm="plain", floor=False)
+    finally:
+        torch.set_num_threads(threads)
+    assert res["meta"]["batchnorm"] == "plain"
+    rows = [r for r in res["rows"] if r["status"] == "ok"]
+    assert {r["optimizer"] for r in rows} == {"cgds", "fastgame"}
+    for r in rows:
+        if r["optimizer"] == "fastgame":
+            assert r["dtheta_vs_cgds"] < 1e-3
+    with pytest.raises(ValueError, match="batchnorm"):
+        run.run_suite("tiny", out=None, models=["mlp"], optimizers=["adam"], steps=1, warmup=1, verbose=False,
+                      batchnorm="fused")
