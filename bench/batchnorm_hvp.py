@@ -1,10 +1,10 @@
-"""What BatchNorm costs the mixed-HVP passes: native vs fastgame.nn.PlainBatchNorm (plain torch ops).
+"""What BatchNorm costs the mixed-HVP passes: native vs fastgame.nn.BatchNorm.
 
 On DCGAN-32 a D_xy pass (through the generator's BatchNorm double backward) costs 3.3× a
 D_yx pass when graphed on an H100 (bench/results/gpu_*): autograd's double backward of
-``native_batch_norm`` is a composite of about 120 ops per layer. Writing BatchNorm's training
-forward as plain ops (mean, subtract, rsqrt, scale) gives autograd a double backward with
-about half the ops, at the price of a longer forward and D_yx pass. Whether that pays is a
+``native_batch_norm`` is a composite of about 120 ops per layer. fastgame.nn.BatchNorm keeps
+the native forward and plain backward but gives a create_graph backward a short differentiable
+formula, so the double backward autograd derives is a fraction of that. Whether it pays is a
 GPU question: this script measures, for each model, F (forward + create_graph backward) and
 one pass each way (eager; also graphed on CUDA, as bench/run.py's floor), the ops autograd
 runs per pass (torch.profiler, leaf aten ops that do arithmetic), and each one's HVP error
@@ -78,14 +78,14 @@ def main(argv: list[str] | None = None) -> int:
         configs = [c for c in configs if c.label in args.models] or [
             Config(m.split("-")[0], int(m.split("-b")[1].split("-")[0]), int(m.split("-w")[1]) if "-w" in m else 64,
                    1e-4) for m in args.models]
-    print(f"# BatchNorm in mixed-HVP passes: native vs plain ops, {dev} "
+    print(f"# BatchNorm in mixed-HVP passes: native vs fastgame.nn, {dev} "
           f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), torch {torch.__version__}")
     print(f"{'config':<16}{'BatchNorm':<10}{'mode':<9}{'F ms':>8}{'D_xy ms':>9}{'D_yx ms':>9}"
           f"{'floor ms':>10}{'ops D_xy':>9}{'ops D_yx':>9}{'err vs fp64':>14}")
     for cfg in configs:
         base = build_case(cfg, dev, 1)
         cases = {"native": base,
-                 "plain": dataclasses.replace(base, G=convert_batchnorm(copy.deepcopy(base.G)),
+                 "fastgame": dataclasses.replace(base, G=convert_batchnorm(copy.deepcopy(base.G)),
                                               D=convert_batchnorm(copy.deepcopy(base.D)))}
         products: dict[str, list[torch.Tensor]] = {}
         rows = collections.defaultdict(dict)

@@ -65,10 +65,10 @@ _IMAGE_MODELS = {
 
 def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0, batchnorm: str = "native") -> Case:
     """Seeded models (each row deep-copies these) and a fixed list of batches on ``device``;
-    ``batchnorm="plain"``: the models' BatchNorm layers as fastgame.nn.PlainBatchNorm (the same
+    ``batchnorm="fastgame"``: the models' BatchNorm layers as fastgame.nn.BatchNorm (the same
     function and parameters, cheaper second derivatives)."""
-    if batchnorm not in ("native", "plain"):
-        raise ValueError(f"batchnorm must be 'native' or 'plain', got {batchnorm!r}")
+    if batchnorm not in ("native", "fastgame"):
+        raise ValueError(f"batchnorm must be 'native' or 'fastgame', got {batchnorm!r}")
     torch.manual_seed(seed)
     gen = torch.Generator().manual_seed(seed + 1)
     if cfg.model == "mlp":
@@ -85,7 +85,7 @@ def build_case(cfg: Config, device: torch.device, n_batches: int, seed: int = 0,
     else:
         raise ValueError(f"unknown model {cfg.model!r}")
     G, D = G.to(device), D.to(device)
-    if batchnorm == "plain":
+    if batchnorm == "fastgame":
         G, D = convert_batchnorm(G), convert_batchnorm(D)
     batches = [(r.to(device), z.to(device)) for r, z in batches]
     return Case(G, D, batches, loss_fn, loss_name)

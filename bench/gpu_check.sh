@@ -7,7 +7,7 @@
 # benchmarks' CSV and JSON; commit those files.
 #
 #   bash bench/gpu_check.sh                     # all stages
-#   bash bench/gpu_check.sh build tests         # some: build tests kernels suite plainbn diag
+#   bash bench/gpu_check.sh build tests         # some: build tests kernels suite fastgamebn diag
 #
 # env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
 # OUT (a folder the log and results are also copied to). A wheel folder .whl/ (e.g. CGDs, which
@@ -15,7 +15,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-stages="${*:-build tests kernels suite plainbn diag}"
+stages="${*:-build tests kernels suite fastgamebn diag}"
 want() { [[ " $stages " == *" $1 "* ]]; }
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results
@@ -73,15 +73,15 @@ if want suite; then
     # shellcheck disable=SC2086
     "$PY" -m bench --suite gpu --out "$out" --tag "$stamp" ${SUITE_ARGS:-} || status=1
 fi
-if want plainbn; then
-    echo "## benchmark suite, conv models with fastgame.nn.PlainBatchNorm (python -m bench --batchnorm plain)"
-    "$PY" -m bench --suite gpu --batchnorm plain --models dcgan32 dcgan64 \
-        --optimizers cgds fastgame fastgame-graphed --out "$out" --tag "${stamp}_plainbn" ${SUITE_ARGS:-} || status=1
+if want fastgamebn; then
+    echo "## benchmark suite, conv models with fastgame.nn.BatchNorm (python -m bench --batchnorm fastgame)"
+    "$PY" -m bench --suite gpu --batchnorm fastgame --models dcgan32 dcgan64 \
+        --optimizers cgds fastgame fastgame-graphed --out "$out" --tag "${stamp}_fastgamebn" ${SUITE_ARGS:-} || status=1
 fi
 if want diag; then
     echo "## diagnostics (python bench/gpu_diag.py)"
     "$PY" bench/gpu_diag.py || status=1
-    echo "## BatchNorm in mixed-HVP passes: native vs plain ops (python bench/batchnorm_hvp.py)"
+    echo "## BatchNorm in mixed-HVP passes: native vs fastgame.nn (python bench/batchnorm_hvp.py)"
     "$PY" bench/batchnorm_hvp.py || status=1
 fi
 echo "# gpu_check exit status $status"

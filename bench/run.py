@@ -379,8 +379,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--steps", type=int, help="timed steps (default: the suite's)")
     ap.add_argument("--warmup", type=int, help="untimed warm-up steps (default: the suite's)")
     ap.add_argument("--algo", choices=("ACGD", "BCGD"), default="ACGD", help="the competitive optimizer compared")
-    ap.add_argument("--batchnorm", choices=("native", "plain"), default="native",
-                    help="plain: every row's models with fastgame.nn.PlainBatchNorm (cheaper double backward)")
+    ap.add_argument("--batchnorm", choices=("native", "fastgame"), default="native",
+                    help="fastgame: every row's models with fastgame.nn.BatchNorm (cheaper second derivatives)")
     ap.add_argument("--tol", type=float, default=1e-10, help="CG tolerance, the same for CGDs and fastgame")
     ap.add_argument("--atol", type=float, default=1e-20)
     ap.add_argument("--device", help="override the suite's device (cpu, cuda, cuda:1)")

@@ -1,4 +1,4 @@
-"""bench/batchnorm_hvp.py, the native-vs-plain BatchNorm measurement, runs and reports."""
+"""bench/batchnorm_hvp.py, the native-vs-fastgame.nn BatchNorm measurement, runs and reports."""
 import torch
 
 from bench.batchnorm_hvp import main
@@ -11,4 +11,4 @@ def test_batchnorm_experiment_runs(capsys):
     finally:
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
-    assert "native" in out and "plain" in out and "ops D_xy" in out and "err vs fp64" in out
+    assert "native" in out and "fastgame" in out and "ops D_xy" in out and "err vs fp64" in out

@@ -97,14 +97,14 @@ def test_bcgd_rows(tmp_path):
 
 
 def test_plain_batchnorm_rows():
-    """--batchnorm plain: every row's models converted; fastgame still matches CGDs."""
+    """--batchnorm fastgame: every row's models converted; fastgame still matches CGDs."""
     threads = torch.get_num_threads()
     try:
         res = run.run_suite("tiny", out=None, models=["dcgan32"], optimizers=["cgds", "fastgame"], steps=2, warmup=1,
-                            verbose=False, batchnorm="plain", floor=False)
+                            verbose=False, batchnorm="fastgame", floor=False)
     finally:
         torch.set_num_threads(threads)
-    assert res["meta"]["batchnorm"] == "plain"
+    assert res["meta"]["batchnorm"] == "fastgame"
     rows = [r for r in res["rows"] if r["status"] == "ok"]
     assert {r["optimizer"] for r in rows} == {"cgds", "fastgame"}
     for r in rows:

@@ -39,11 +39,11 @@ def cases():
     from fastgame.nn import convert_batchnorm
 
     plain = (convert_batchnorm(copy.deepcopy(conv[0])), convert_batchnorm(copy.deepcopy(conv[1])), conv[2], conv[3])
-    return {"mlp": mlp, "conv_bn": conv, "conv_plain_bn": plain}
+    return {"mlp": mlp, "conv_bn": conv, "conv_fastgame_bn": plain}
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
-@pytest.mark.parametrize("name", ["mlp", "conv_bn", "conv_plain_bn"])
+@pytest.mark.parametrize("name", ["mlp", "conv_bn", "conv_fastgame_bn"])
 @pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD])
 def test_graphed_equals_eager(name, cls, dtype, deterministic_cuda):
     G, D, batches, loss_fn = cases()[name]

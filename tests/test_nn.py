@@ -1,4 +1,4 @@
-"""fastgame.nn: PlainBatchNorm is the same module as nn.BatchNorm*d (outputs, gradients,
+"""fastgame.nn: BatchNorm is the same module as nn.BatchNorm*d (outputs, gradients,
 second derivatives, running statistics, eval mode, state_dict), and convert_batchnorm swaps
 it in without changing the model's parameters."""
 import copy
@@ -11,7 +11,7 @@ from torch import nn
 import fastgame
 from bench.models import ConvDiscriminator, ConvGenerator, wgan_loss
 from fastgame.hvp import MixedHVP
-from fastgame.nn import PlainBatchNorm, convert_batchnorm
+from fastgame.nn import BatchNorm, convert_batchnorm
 
 NATIVE = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
@@ -27,10 +27,11 @@ def test_same_as_native(shape, momentum, affine, track):
             native.weight.uniform_(0.5, 1.5)
             native.bias.uniform_(-0.5, 0.5)
     plain = convert_batchnorm(copy.deepcopy(native))
-    assert isinstance(plain, PlainBatchNorm)
+    assert isinstance(plain, BatchNorm)
     for _ in range(3):  # training: outputs, first and second derivatives, running statistics
         x = (torch.randn(shape, dtype=torch.float64) * 3 + 1).requires_grad_()
         ys = [m(x) for m in (native, plain)]
+        assert ys[1].grad_fn is not None
         torch.testing.assert_close(ys[1], ys[0])
         v = torch.randn(shape, dtype=torch.float64)
         params = [x] + list(native.parameters()), [x] + list(plain.parameters())
@@ -39,6 +40,9 @@ def test_same_as_native(shape, momentum, affine, track):
             torch.testing.assert_close(b, a)
         gg = [torch.autograd.grad(gi[0].square().sum(), p, materialize_grads=True) for gi, p in zip(g, params)]
         for a, b in zip(*gg):
+            torch.testing.assert_close(b, a)
+        plain_grads = [torch.autograd.grad((y * v).sum(), p) for y, p in zip(ys, params)]  # no graph: native kernel
+        for a, b in zip(*plain_grads):
             torch.testing.assert_close(b, a)
     for name, buf in native.named_buffers():
         torch.testing.assert_close(dict(plain.named_buffers())[name], buf)
@@ -53,7 +57,7 @@ def test_convert_keeps_parameters_buffers_and_modes():
     model[4].eval()
     params, buffers, keys = list(model.parameters()), list(model.buffers()), list(model.state_dict())
     assert convert_batchnorm(model) is model
-    assert [type(m).__name__ for m in model] == ["Conv2d", "PlainBatchNorm", "ReLU", "Flatten", "PlainBatchNorm",
+    assert [type(m).__name__ for m in model] == ["Conv2d", "BatchNorm", "ReLU", "Flatten", "BatchNorm",
                                                  "SyncBatchNorm"]
     assert all(a is b for a, b in zip(model.parameters(), params)) and len(list(model.parameters())) == len(params)
     assert all(a is b for a, b in zip(model.buffers(), buffers))
@@ -64,7 +68,7 @@ def test_convert_keeps_parameters_buffers_and_modes():
     with pytest.raises(ValueError, match="more than 1 value per channel"):
         model[1](torch.randn(1, 4, 1, 1))
     clone = pickle.loads(pickle.dumps(model))  # torch.save of a whole model pickles it
-    assert type(clone[1]) is PlainBatchNorm
+    assert type(clone[1]) is BatchNorm
 
 
 def test_autocast_statistics_in_float32():
