@@ -3,8 +3,8 @@ from .ops import backends, get_backend, set_backend
 from .graphs import graphed_step, make_graphed_step
 from .optim import ACGD, BCGD, GACGD, GameOptimizer
 
-from . import diagnostics, games, losses
+from . import diagnostics, games, losses, nn
 
 __version__ = "0.1.0"
 
-__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer", "backends", "diagnostics", "games", "losses", "get_backend", "graphed_step", "make_graphed_step", "set_backend"]
+__all__ = ["ACGD", "BCGD", "GACGD", "GameOptimizer", "backends", "diagnostics", "games", "losses", "get_backend", "graphed_step", "make_graphed_step", "nn", "set_backend"]
