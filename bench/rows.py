@@ -176,8 +176,8 @@ class FastgameRunner(Runner):
                  graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False) -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
         name = ("fastgame-graphed" if graphed else "fastgame") + ("-bf16" if mixed else "")
-        row = {"optimizer": name, "algo": f"fastgame {algo}", "backend": backend,
-               "mode": "graphed" if graphed else "eager"}
+        row = {"optimizer": name, "algo": f"fastgame {algo}" + (" (bf16 autocast)" if mixed else ""),
+               "backend": backend, "mode": "graphed" if graphed else "eager"}
         super().__init__(row, G, D, case.batches, max(warmup, 6) if graphed else warmup, count_calls=not graphed)
         self.backend, self.graphed = backend, graphed
         self.loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE) if mixed else case.loss_fn
