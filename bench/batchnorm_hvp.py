@@ -29,7 +29,7 @@ if __package__ in (None, ""):
 
 import fastgame  # noqa: E402
 from fastgame.nn import convert_batchnorm  # noqa: E402
-from bench.cases import Config, build_case  # noqa: E402
+from bench.cases import SUITES, Config, build_case  # noqa: E402
 from bench.measure import measure_floor  # noqa: E402
 from fastgame.hvp import MixedHVP  # noqa: E402
 
@@ -74,10 +74,12 @@ def main(argv: list[str] | None = None) -> int:
     else:
         torch.set_num_threads(1)
         configs = [Config("dcgan32", 8, 32, 1e-4), Config("dcgan32", 64, 64, 1e-4), Config("dcgan64", 4, 16, 1e-4)]
-    if args.models:
-        configs = [c for c in configs if c.label in args.models] or [
-            Config(m.split("-")[0], int(m.split("-b")[1].split("-")[0]), int(m.split("-w")[1]) if "-w" in m else 64,
-                   1e-4) for m in args.models]
+    if args.models:  # labels of these defaults or of any suite's configurations
+        known = {c.label: c for c in configs + [c for spec in SUITES.values() for c in spec["configs"]]}
+        unknown = [m for m in args.models if m not in known]
+        if unknown:
+            raise SystemExit(f"unknown config labels {unknown}; known: {sorted(known)}")
+        configs = [known[m] for m in args.models]
     print(f"# BatchNorm in mixed-HVP passes: native vs fastgame.nn, {dev} "
           f"({torch.cuda.get_device_name(dev) if dev.type == 'cuda' else 'CPU'}), torch {torch.__version__}")
     print(f"{'config':<16}{'BatchNorm':<10}{'mode':<9}{'F ms':>8}{'D_xy ms':>9}{'D_yx ms':>9}"

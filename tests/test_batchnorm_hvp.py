@@ -12,3 +12,10 @@ def test_batchnorm_experiment_runs(capsys):
         torch.set_num_threads(threads)
     out = capsys.readouterr().out
     assert "native" in out and "fastgame" in out and "ops D_xy" in out and "err vs fp64" in out
+
+
+def test_batchnorm_experiment_rejects_unknown_labels():
+    import pytest
+
+    with pytest.raises(SystemExit, match="unknown config labels"):
+        main(["--device", "cpu", "--models", "dcgan32-b3-w5"])
