@@ -3,11 +3,11 @@
 Each parameter of a player becomes a view into a single flat tensor allocated once, so the
 solver works on flat vectors without ``torch.cat`` and applying an update is one ``add_``.
 If something re-binds a parameter's storage later (``module.to(...)``, ``p.data = ...``),
-:meth:`Player.ensure_flat` notices and flattens again.
+:meth:`Player.needs_flatten` notices and the optimizer flattens again.
 """
 from __future__ import annotations
 
-from typing import Iterable, Sequence
+from typing import Iterable, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -41,6 +41,47 @@ def as_param_list(params: Iterable[Tensor], name: str) -> list[Tensor]:
     return params
 
 
+def _memory_span(p: Tensor) -> tuple[int, int]:
+    """The byte range [start, end) a tensor's elements occupy."""
+    extent = 1 + sum((size - 1) * abs(stride) for size, stride in zip(p.shape, p.stride()))
+    start = p.data_ptr() - sum((size - 1) * abs(stride) for size, stride in zip(p.shape, p.stride())
+                               if stride < 0) * p.element_size()
+    return start, start + extent * p.element_size()
+
+
+def check_players(players: Sequence[Sequence[Tensor]], names: Sequence[str],
+                  shapes: Optional[Sequence[Sequence[torch.Size]]] = None) -> None:
+    """Checks across both players: one dtype and device for the game, no two parameters
+    sharing memory (each is optimised as its own variable, so sharing would be silently
+    untied), and, with ``shapes``, that no parameter changed shape since construction."""
+    for params, name in zip(players, names):
+        as_param_list(params, name)
+    shared = {id(p) for p in players[0]} & {id(p) for p in players[1]}
+    if shared:
+        raise ValueError(f"{len(shared)} parameter(s) appear in both {names[0]} and {names[1]}; "
+                         "each parameter belongs to exactly one player")
+    first = players[0][0]
+    for params, name in zip(players, names):
+        p = params[0]
+        if p.dtype != first.dtype or p.device != first.device:
+            raise ValueError(f"the players differ in dtype or device ({names[0]}: {first.dtype} on {first.device}, "
+                             f"{name}: {p.dtype} on {p.device}); both players' parameters must share one "
+                             "dtype and device (cast the models with .to() first)")
+    if shapes is not None:
+        for params, name, old in zip(players, names, shapes):
+            for i, (p, s) in enumerate(zip(params, old)):
+                if p.shape != s:
+                    raise ValueError(f"parameter {i} of the {name} changed shape from {tuple(s)} to "
+                                     f"{tuple(p.shape)} since the optimizer was built; build a new optimizer")
+    spans = sorted((*_memory_span(p), name, i) for params, name in zip(players, names)
+                   for i, p in enumerate(params) if p.numel() > 0 and p.data_ptr() != 0)
+    for (s0, e0, n0, i0), (s1, e1, n1, i1) in zip(spans, spans[1:]):
+        if s1 < e0:
+            raise ValueError(f"{n0}[{i0}] and {n1}[{i1}] share memory (e.g. tied weights as two parameters); "
+                             "fastgame optimises each parameter as its own variable, which would untie them: "
+                             "pass the shared tensor once")
+
+
 class Player:
     """The parameters of one player of a two-player game, viewed as one flat buffer."""
 
@@ -52,7 +93,7 @@ class Player:
         self.numel = sum(self.numels)
         self.flat: Tensor = torch.empty(0)
         self._ptrs: list[int] = []
-        self._flatten()
+        self.flatten()
 
     @property
     def dtype(self) -> torch.dtype:
@@ -62,7 +103,9 @@ class Player:
     def device(self) -> torch.device:
         return self.flat.device
 
-    def _flatten(self) -> None:
+    def flatten(self) -> None:
+        """Copy the parameters into a new flat buffer and make them views of it (validate
+        first: see :func:`check_players`)."""
         p0 = self.params[0]
         flat = torch.empty(self.numel, dtype=p0.dtype, device=p0.device)
         with torch.no_grad():
@@ -72,13 +115,9 @@ class Player:
         self.flat = flat
         self._ptrs = [p.data_ptr() for p in self.params]
 
-    def ensure_flat(self) -> bool:
-        """Re-flatten if a parameter no longer lives in the flat buffer; True if it did."""
-        if all(p.data_ptr() == ptr for p, ptr in zip(self.params, self._ptrs)):
-            return False
-        as_param_list(self.params, self.name)  # a .to() may have mixed dtypes or devices
-        self._flatten()
-        return True
+    def needs_flatten(self) -> bool:
+        """Whether a parameter no longer lives in the flat buffer (``module.to()``, ``p.data = ...``)."""
+        return not all(p.data_ptr() == ptr for p, ptr in zip(self.params, self._ptrs))
 
     def split(self, vec: Tensor) -> list[Tensor]:
         """Views of a flat vector (last dimension) shaped like the parameters."""

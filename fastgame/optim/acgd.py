@@ -8,7 +8,7 @@ from torch import Tensor
 
 from .. import ops
 from ..solver import Preconditioner
-from .base import check_beta, check_nonnegative
+from .base import nonnegative, unit_interval
 from .cgd import CompetitiveGradient
 
 
@@ -27,7 +27,8 @@ class ACGD(CompetitiveGradient):
             all-reduces gradients and HVPs itself when torch.distributed is initialised.
         lr_max, lr_min: learning rates (param groups 0 and 1: schedulers may change them).
         eps: added to sqrt(v), outside the bias correction.
-        beta: decay of the second-moment average.
+        beta: decay of the second-moment average. ``lr``, ``eps`` and ``beta`` may differ
+            between the two param groups (players); the other hyperparameters are game-wide.
         tol, atol: CG stops when ||r||^2 < tol ||b||^2 or ||r||^2 < atol.
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms in :meth:`get_info` (host syncs).
@@ -43,19 +44,18 @@ class ACGD(CompetitiveGradient):
                  lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
                  tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
                  max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False) -> None:
-        check_nonnegative(eps=eps)
-        check_beta(beta)
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
                          check_every, capturable, eps=eps, beta=beta)
+
+    hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
+    state_keys = frozenset({"warm_start", "square_avg"})
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}
 
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
-        group = self.param_groups[0]
-        lrs = self._lr_tensors()
         pre, pending = [], {}
-        for player, g, lr in zip(self.players, grads, lrs):
+        for player, group, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
             square_avg = self.state[player.name].get("square_avg")
             if square_avg is None:
                 square_avg = torch.zeros_like(g)

@@ -1,43 +1,90 @@
-"""What every fastgame optimizer shares: two players as two param groups, input checks,
-closures, the all-or-nothing commit of a step, and a state_dict that is a real copy.
+"""What every fastgame optimizer shares: two players as two param groups, validated
+hyperparameters and state, closures, the finiteness verdict and all-or-nothing commit of a
+step, a state_dict that is a real copy, and copies (``copy.deepcopy``, pickle) that work.
 
 Per-player state lives under the string keys ``"max"``/``"min"`` (``"x"``/``"y"`` for
 general-sum games) of ``self.state`` as flat tensors, and game-wide counters under
 ``"game"``; torch's Optimizer carries string keys through ``state_dict`` unchanged.
+
+The promise every step keeps: a bad input raises ``ValueError``, a non-finite value
+anywhere in the step (loss, gradients, step sizes, mixed HVPs, the solve, the updates, the
+new state) raises ``FloatingPointError`` naming the player and stage, and a step that raises
+changes no parameter and no optimizer state. To keep it, a step computes everything into
+temporaries, checks them all with one host read (:meth:`GameOptimizer._check_finite`), and
+only then commits.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
 import math
+import numbers
 from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 import torch
+import torch.distributed as dist
 from torch import Tensor
 
-from .._params import Player, as_param_list
+from .._params import Player, as_param_list, check_players
 
 LossOrClosure = Union[Tensor, Callable[[], Tensor]]
+Validator = Callable[[str, Any], None]
+
+# Marks an autograd node whose loss a fastgame step has used (Node.metadata is a dict that
+# lives as long as the node): the parameters moved since, so the graph is stale.
+_STEPPED = "fastgame.stepped"
+
+
+# ---- hyperparameter validators: each raises ValueError naming the value -------------------
+def _is_number(v: Any) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def nonnegative(name: str, v: Any) -> None:
+    if not (_is_number(v) and math.isfinite(v) and v >= 0):
+        raise ValueError(f"invalid {name}: {v!r} (must be a finite number >= 0)")
+
+
+def unit_interval(name: str, v: Any) -> None:
+    if not (_is_number(v) and 0.0 <= v < 1.0):
+        raise ValueError(f"invalid {name}: {v!r} (must be in [0, 1))")
+
+
+def optional_count(name: str, v: Any) -> None:
+    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 0)")
+
+
+def positive_int(name: str, v: Any) -> None:
+    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise ValueError(f"invalid {name}: {v!r} (must be an int >= 1)")
+
+
+def boolean(name: str, v: Any) -> None:
+    if not isinstance(v, bool):
+        raise ValueError(f"invalid {name}: {v!r} (must be True or False)")
+
+
+def optional_bool(name: str, v: Any) -> None:
+    if v not in (None, True, False) or isinstance(v, numbers.Number) and not isinstance(v, bool):
+        raise ValueError(f"invalid {name}: {v!r} (must be None, True or False)")
 
 
 def check_nonnegative(**values: float) -> None:
     for name, v in values.items():
-        if not (isinstance(v, (int, float)) and math.isfinite(v) and v >= 0):
-            raise ValueError(f"invalid {name}: {v!r} (must be a finite number >= 0)")
+        nonnegative(name, v)
 
 
-def check_beta(beta: float) -> None:
-    if not (isinstance(beta, (int, float)) and 0.0 <= beta < 1.0):
-        raise ValueError(f"invalid beta: {beta!r} (must be in [0, 1))")
+def check_beta(beta: float, name: str = "beta") -> None:
+    unit_interval(name, beta)
 
 
 def check_max_iter(max_iter: Optional[int]) -> None:
-    if max_iter is not None and (not isinstance(max_iter, int) or max_iter < 0):
-        raise ValueError(f"invalid max_iter: {max_iter!r} (must be None or an int >= 0)")
+    optional_count("max_iter", max_iter)
 
 
 def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
-    """Evaluate a closure (under grad mode) and check the loss is a scalar with a graph."""
+    """Evaluate a closure (under grad mode) and check the loss is a fresh scalar with a graph."""
     if callable(loss) and not isinstance(loss, Tensor):
         with torch.enable_grad():
             loss = loss()
@@ -48,7 +95,17 @@ def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
     if not loss.requires_grad:
         raise ValueError(f"{what} has no autograd graph (requires_grad=False): compute it from the "
                          "parameters with grad enabled and do not detach it")
-    return loss.reshape(())
+    if loss.grad_fn is not None and _STEPPED in loss.grad_fn.metadata:
+        raise ValueError(f"{what} was already used by a previous step: its graph holds the parameters of "
+                         "before that step; compute the loss again (or pass a closure that does)")
+    return loss
+
+
+def mark_stepped(*losses: Tensor) -> None:
+    """Record that a step used these losses' graphs (see :func:`resolve_loss`)."""
+    for loss in losses:
+        if loss.grad_fn is not None:
+            loss.grad_fn.metadata[_STEPPED] = True
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -63,6 +120,27 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
+def _distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
+    """One bool per tensor, on ``device``: is every element finite? No host read.
+
+    The max-abs norm is finite exactly when every element is (NaN propagates through max),
+    and ``torch._foreach_norm`` takes it for all tensors in one fused pass per dtype. Under
+    torch.distributed the flags are AND-ed across ranks, so a non-finite value on one rank
+    makes every rank refuse the step (and none runs ahead into a collective the others skip).
+    """
+    norms = torch._foreach_norm([t.detach().reshape(-1) for t in tensors], float("inf"))
+    flags = torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms]))
+    if _distributed():
+        as_int = flags.to(torch.int32)
+        dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
+        flags = as_int.bool()
+    return flags
+
+
 def _clone_tree(obj: Any) -> Any:
     if isinstance(obj, Tensor):
         return obj.detach().clone()
@@ -75,31 +153,110 @@ def _clone_tree(obj: Any) -> Any:
 
 class GameOptimizer(torch.optim.Optimizer):
     """Base of the two-player optimizers: param group 0 is player x, group 1 is player y,
-    each with its own ``lr`` (so ``torch.optim.lr_scheduler`` works unchanged)."""
+    each with its own ``lr`` (so ``torch.optim.lr_scheduler`` works unchanged).
+
+    A subclass declares its hyperparameters (``hyperparameters``: name -> validator), which
+    of them are game-wide (``game_wide``: must be equal in both groups), the per-player state
+    it keeps (``state_keys``) and the game-wide state entries (``game_state``: name ->
+    validator). Every value is validated at construction, at every step (so values set
+    through ``param_groups`` are checked too) and by :meth:`load_state_dict`.
+    """
 
     player_names: tuple[str, str] = ("max", "min")
+    hyperparameters: dict[str, Validator] = {"lr": nonnegative}
+    game_wide: frozenset[str] = frozenset()
+    state_keys: frozenset[str] = frozenset()
+    game_state: dict[str, Validator] = {}
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str]) -> None:
         check_nonnegative(**{lr_names[0]: lr_x, lr_names[1]: lr_y})
+        for key, value in defaults.items():
+            self.hyperparameters[key](key, value)
         px = as_param_list(params_x, arg_names[0])
         py = as_param_list(params_y, arg_names[1])
-        shared = {id(p) for p in px} & {id(p) for p in py}
-        if shared:
-            raise ValueError(f"{len(shared)} parameter(s) appear in both {arg_names[0]} and {arg_names[1]}; "
-                             "each parameter belongs to exactly one player")
+        check_players((px, py), arg_names)
         groups = [{"params": px, "lr": lr_x, "player": self.player_names[0]},
                   {"params": py, "lr": lr_y, "player": self.player_names[1]}]
         super().__init__(groups, defaults)
-        self.players = (Player(px, self.player_names[0]), Player(py, self.player_names[1]))
+        self._groups_fixed = True
+        self._init_runtime()
+
+    def _init_runtime(self) -> None:
+        """The host-side objects derived from param_groups (rebuilt after a copy or unpickle)."""
+        self.players = tuple(Player(g["params"], name) for g, name in zip(self.param_groups, self.player_names))
         self.info: dict[str, Any] = {}
+        self._lr_t: list[Optional[Tensor]] = [None, None]
+        self._step_t: Optional[Tensor] = None
+        # A capturable step's checks: (stages, device flags, host flags once read).
+        self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
+
+    # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update({k: v for k, v in self.__dict__.items() if k in self._config_attrs()})
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        super().__setstate__(state)
+        self._groups_fixed = True
+        self._init_runtime()  # re-flattens the (copied) parameters, so the copy is independent
+
+    def _config_attrs(self) -> tuple[str, ...]:
+        """Plain attributes (besides defaults/state/param_groups) a copy must keep."""
+        return ()
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Refused after construction: a game optimizer has exactly one group per player."""
+        if getattr(self, "_groups_fixed", False):
+            raise ValueError(f"{type(self).__name__} has exactly two param groups, one per player; "
+                             "add_param_group is not supported: build a new optimizer with all the parameters")
+        super().add_param_group(param_group)
+
+    # ---- validation ---------------------------------------------------------------------
+    def _validate_groups(self, groups: Sequence[dict[str, Any]], where: str) -> None:
+        """Check every hyperparameter of both groups, and that game-wide ones agree."""
+        if len(groups) != 2:
+            raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
+        for i, (group, name) in enumerate(zip(groups, self.player_names)):
+            if group.get("player", name) != name:
+                raise ValueError(f"{where}: param group {i} is the {group.get('player')!r} player, expected {name!r}")
+            missing = sorted(set(self.hyperparameters) - set(group))  # extra keys: e.g. a scheduler's
+            if missing:
+                raise ValueError(f"{where}: param group {i} lacks {missing}, which {type(self).__name__} takes "
+                                 f"({sorted(self.hyperparameters)}); is it another optimizer's?")
+            for key, check in self.hyperparameters.items():
+                value = group[key]
+                if key == "lr" and isinstance(value, Tensor) and value.numel() == 1 and not _capturing():
+                    value = float(value)
+                check(f"param_groups[{i}][{key!r}] ({name} player)", value)
+        for key in sorted(self.game_wide):
+            if groups[0][key] != groups[1][key]:
+                raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
+                                 f"({groups[0][key]!r} and {groups[1][key]!r}); set it to one value in both")
+        self._check_combination(groups[0], where)
+
+    def _check_combination(self, group: dict[str, Any], where: str) -> None:
+        """Rules between game-wide hyperparameters (e.g. capturable needs max_iter)."""
+
+    def _begin_step(self) -> None:
+        """Host-side checks and preparation before a step computes anything."""
+        self._validate_groups(self.param_groups, "step")
+        self._ensure_flat()
 
     # ---- players and per-player state -------------------------------------------------
     def _ensure_flat(self) -> None:
-        for player in self.players:
-            if player.ensure_flat():  # moved or cast: bring the state along
+        moved = [p.needs_flatten() for p in self.players]
+        if not any(moved):
+            return
+        # Validate both players before re-binding any storage, so a refusal changes nothing.
+        check_players([p.params for p in self.players], [f"{p.name} player" for p in self.players],
+                      shapes=[p.shapes for p in self.players])
+        for player, m in zip(self.players, moved):
+            if m:
+                player.flatten()
                 st = self.state[player.name]
-                for k, v in st.items():
+                for k, v in st.items():  # moved or cast: bring the state along
                     if isinstance(v, Tensor):
                         st[k] = v.to(device=player.device, dtype=player.dtype)
 
@@ -112,27 +269,72 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def _lr_tensors(self) -> tuple[Tensor, Tensor]:
         """The groups' learning rates as 0-dim float64 device tensors (no host sync to use)."""
-        lrs = self.__dict__.setdefault("_lr_t", [None, None])
         for i, player in enumerate(self.players):
-            if lrs[i] is None or lrs[i].device != player.device:
-                lrs[i] = torch.zeros((), dtype=torch.float64, device=player.device)
+            if self._lr_t[i] is None or self._lr_t[i].device != player.device:
+                self._lr_t[i] = torch.zeros((), dtype=torch.float64, device=player.device)
             if not _capturing():  # a graph replays the lr tensors; the caller refreshes them
-                lrs[i].fill_(float(self.param_groups[i]["lr"]))
-        return lrs[0], lrs[1]
+                self._lr_t[i].fill_(float(self.param_groups[i]["lr"]))
+        return self._lr_t[0], self._lr_t[1]
+
+    def _finite_flags(self, checks: Sequence[tuple[str, Tensor]]) -> Tensor:
+        return finite_flags([t for _, t in checks], self.players[0].device)
 
     def _check_finite(self, checks: Sequence[tuple[str, Tensor]]) -> None:
         """Raise FloatingPointError naming the first non-finite (stage, tensor); one host read."""
-        flags = torch.stack([torch.isfinite(t).all().to(self.players[0].device) for _, t in checks]).tolist()
-        for (what, _), ok in zip(checks, flags):
+        self._raise_first(checks, self._finite_flags(checks).tolist(), "was not applied")
+
+    def _raise_first(self, checks: Sequence[tuple[str, Any]], flags: Sequence[bool], what: str) -> None:
+        for (stage, _), ok in zip(checks, flags):
             if not ok:
-                raise FloatingPointError(f"{type(self).__name__}: non-finite {what}; the step was not applied "
+                raise FloatingPointError(f"{type(self).__name__}: non-finite {stage}; the step {what} "
                                          "(parameters and optimizer state are unchanged)")
 
-    def _apply(self, deltas: Sequence[Tensor]) -> None:
+    def _apply(self, deltas: Sequence[Optional[Tensor]]) -> None:
         with torch.no_grad():
             for player, d in zip(self.players, deltas):
                 if d is not None:
                     player.flat.add_(d)
+
+    def _commit_masked(self, checks: Sequence[tuple[str, Tensor]], deltas: Sequence[Optional[Tensor]],
+                       pending: dict[str, dict[str, Tensor]]) -> Tensor:
+        """Apply the step in place only if every check is finite, without a host read.
+
+        Every pending state entry must already exist (preallocated) so it can be updated in place.
+        """
+        flags = self._finite_flags(checks)
+        ok = flags.all()
+        for player, d in zip(self.players, deltas):
+            if d is not None:
+                player.flat.add_(torch.where(ok, d, 0.0))
+        for player in self.players:
+            for k, new in pending[player.name].items():
+                old = self.state[player.name][k]
+                old.copy_(torch.where(ok, new, old))
+        self._verdict = ([stage for stage, _ in checks], flags, None)
+        return ok
+
+    def _read_verdict(self) -> Optional[list[bool]]:
+        """The last capturable step's checks as host bools (one read, the first time), or None.
+        Reading them lets the host undo what it did optimistically for a skipped step."""
+        if self._verdict is None:
+            return None
+        stages, flags, host = self._verdict
+        if host is None:
+            host = flags.tolist()
+            self._verdict = (stages, flags, host)
+            if not all(host):
+                self._undo_host_step()
+        return host
+
+    def _undo_host_step(self) -> None:
+        """Undo the host-side part of a capturable step the device skipped (e.g. the phase)."""
+
+    def raise_if_nonfinite(self) -> None:
+        """After a capturable step: raise FloatingPointError naming the stage if it was
+        skipped as non-finite (one host read)."""
+        host = self._read_verdict()
+        if host is not None:
+            self._raise_first(list(zip(self._verdict[0], host)), host, "was skipped")
 
     # ---- torch.optim.Optimizer API ----------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -141,24 +343,35 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
+        if not _capturing():
+            self._read_verdict()  # a skipped capturable step must not show in the state
         sd = super().state_dict()
         return {"state": _clone_tree(sd["state"]), "param_groups": _clone_tree(sd["param_groups"])}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
 
-        Validates everything first: on a mismatch it raises ``ValueError`` and changes nothing.
+        Validates everything first (structure, hyperparameters, counters, every tensor's
+        dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
         if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
             raise ValueError("not an optimizer state_dict: expected keys 'state' and 'param_groups'")
-        groups = state_dict["param_groups"]
-        if len(groups) != 2 or [len(g["params"]) for g in groups] != [len(p.params) for p in self.players]:
+        groups, state = state_dict["param_groups"], state_dict["state"]
+        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
+            raise ValueError("state_dict['param_groups'] must be a list of dicts")
+        if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in self.players]:
             raise ValueError("state_dict has a different number of parameters per player than this optimizer")
+        self._validate_groups(groups, "load_state_dict")
+        if not isinstance(state, dict):
+            raise ValueError("state_dict['state'] must be a dict")
+        unknown = set(state) - {*self.player_names, "game"}
+        if unknown:
+            raise ValueError(f"state_dict['state'] has unknown entries {sorted(map(str, unknown))}; "
+                             f"{type(self).__name__} keeps {list(self.player_names)} and 'game'")
+        self._validate_game_state(state.get("game"))
         for player in self.players:
-            for k, v in state_dict["state"].get(player.name, {}).items():
-                if isinstance(v, Tensor) and v.numel() != player.numel:
-                    raise ValueError(f"state_dict entry {player.name}.{k} has {v.numel()} elements; "
-                                     f"the {player.name} player has {player.numel} parameters")
+            self._validate_player_state(player, state.get(player.name, {}))
+        self._verdict = None
         super().load_state_dict(_clone_tree(state_dict))
         for player in self.players:
             st = self.state[player.name]
@@ -166,10 +379,40 @@ class GameOptimizer(torch.optim.Optimizer):
                 if isinstance(v, Tensor):
                     st[k] = v.to(device=player.device, dtype=player.dtype)
 
+    def _validate_game_state(self, game: Any) -> None:
+        if not isinstance(game, dict):
+            raise ValueError("state_dict['state'] has no 'game' entry (the step count and game-wide state)")
+        if set(game) != set(self.game_state):
+            raise ValueError(f"state_dict['state']['game'] has entries {sorted(game)}, but "
+                             f"{type(self).__name__} keeps {sorted(self.game_state)}; is it another optimizer's?")
+        for key, check in self.game_state.items():
+            check(f"state_dict['state']['game'][{key!r}]", game[key])
+
+    def _validate_player_state(self, player: Player, st: Any) -> None:
+        where = f"state_dict entry {player.name}"
+        if not isinstance(st, dict):
+            raise ValueError(f"{where} must be a dict of tensors")
+        for k, v in st.items():
+            if k not in self.state_keys:
+                raise ValueError(f"{where}.{k} is not state {type(self).__name__} keeps "
+                                 f"({sorted(self.state_keys)}); is it another optimizer's?")
+            if not isinstance(v, Tensor):
+                raise ValueError(f"{where}.{k} must be a Tensor, got {type(v).__name__}")
+            if v.numel() != player.numel:
+                raise ValueError(f"{where}.{k} has {v.numel()} elements; "
+                                 f"the {player.name} player has {player.numel} parameters")
+            if v.dim() != 1:
+                raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected a flat ({player.numel},) tensor")
+            if not v.is_floating_point():
+                raise ValueError(f"{where}.{k} has dtype {v.dtype}; expected a floating-point tensor")
+            if not bool(torch.isfinite(v).all()):
+                raise ValueError(f"{where}.{k} has non-finite values")
+            if k == "square_avg" and bool((v < 0).any()):
+                raise ValueError(f"{where}.{k} has negative values (a second-moment average is >= 0)")
+
     def get_info(self) -> dict[str, Any]:
-        """Diagnostics of the last step (CG iterations, HVP passes, norms with collect_info)."""
-        if not self.info:
-            print("Warning! No update information stored yet: call step() first")
+        """Diagnostics of the last step (solver iterations, HVP passes, norms with collect_info);
+        empty before the first step."""
         return dict(self.info)
 
     def set_lr(self, lr_x: float, lr_y: float) -> None:
@@ -177,3 +420,16 @@ class GameOptimizer(torch.optim.Optimizer):
         check_nonnegative(lr_x=lr_x, lr_y=lr_y)
         self.param_groups[0]["lr"] = lr_x
         self.param_groups[1]["lr"] = lr_y
+
+
+def step_count(name: str, v: Any) -> None:
+    """A step count: an int >= 0, or (capturable) a 0-dim float tensor holding one."""
+    if isinstance(v, Tensor):
+        ok = v.numel() == 1 and v.is_floating_point() and bool(torch.isfinite(v).all())
+        if ok:
+            f = float(v)
+            ok = f >= 0 and f == int(f)
+        if not ok:
+            raise ValueError(f"invalid {name}: {v!r} (must be a step count >= 0)")
+    elif not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
+        raise ValueError(f"invalid {name}: {v!r} (must be an int >= 0)")

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..solver import CGDSolution, Preconditioner
-from .base import check_beta, check_nonnegative
+from .base import optional_bool, unit_interval
 from .cgd import CompetitiveGradient
 
 
@@ -24,7 +24,8 @@ class BCGD(CompetitiveGradient):
         update_max: None updates both players; True only the max player (solving for it);
             False only the min player.
         tol, atol: CG stops when ||r||^2 < tol ||b||^2 or ||r||^2 < atol.
-        momentum: exponential moving average of the updates with bias correction (0: off).
+        momentum: exponential moving average of the updates with bias correction (0: off;
+            may differ between the param groups, i.e. per player).
             Unlike CGDs 0.4.5, whose buffer never accumulates, the average is real; the first
             step is identical.
         device: accepted for compatibility; the parameters' device is used.
@@ -39,16 +40,17 @@ class BCGD(CompetitiveGradient):
                  tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
                  solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None,
                  check_every: int = 1, capturable: bool = False) -> None:
-        if update_max not in (None, True, False):
-            raise ValueError(f"update_max must be None, True or False, got {update_max!r}")
-        check_nonnegative(momentum=momentum)
-        check_beta(momentum)
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
                          check_every, capturable, momentum=momentum, update_max=update_max)
 
+    hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
+                       "update_max": optional_bool}
+    game_wide = CompetitiveGradient.game_wide | {"update_max"}
+    state_keys = frozenset({"warm_start", "momentum_buffer"})
+
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         state = super()._initial_state(player)
-        if self.param_groups[0]["momentum"] != 0:
+        if self.param_groups[self.players.index(player)]["momentum"] != 0:
             state["momentum_buffer"] = torch.zeros_like(player.flat)
         return state
 
@@ -70,12 +72,10 @@ class BCGD(CompetitiveGradient):
         deltas = list(sol.delta)
         if group["update_max"] is not None:  # one player only
             deltas[1 if group["update_max"] else 0] = None
-        m = group["momentum"]
-        if m == 0:
-            return deltas, {}
         pending = {}
         for i, player in enumerate(self.players):
-            if deltas[i] is None:
+            m = self.param_groups[i]["momentum"]
+            if deltas[i] is None or m == 0:
                 continue
             buf = self.state[player.name].get("momentum_buffer")
             buf = deltas[i] * (1 - m) if buf is None else buf * m + deltas[i] * (1 - m)

@@ -1,5 +1,6 @@
 """The step shared by the zero-sum CGD family (ACGD, BCGD): gradients, step sizes, the
-CG solve of :mod:`fastgame.solver`, one finiteness check, then an all-or-nothing commit."""
+CG solve of :mod:`fastgame.solver`, one finiteness check of everything the step computed,
+then an all-or-nothing commit."""
 from __future__ import annotations
 
 import time
@@ -10,7 +11,8 @@ from torch import Tensor
 
 from ..hvp import MixedHVP, all_reduce_mean
 from ..solver import CGDSolution, Preconditioner, solve_cgd
-from .base import GameOptimizer, LossOrClosure, autocast_off, check_max_iter, check_nonnegative, resolve_loss
+from .base import (GameOptimizer, LossOrClosure, autocast_off, boolean, mark_stepped, nonnegative, optional_count,
+                   positive_int, resolve_loss, step_count)
 
 
 class CompetitiveGradient(GameOptimizer):
@@ -27,22 +29,33 @@ class CompetitiveGradient(GameOptimizer):
     device instead of raising (``info["finite"]`` tells; :meth:`raise_if_nonfinite` raises).
     """
 
+    hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
+                       "check_every": positive_int, "capturable": boolean}
+    game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable"})
+    state_keys = frozenset({"warm_start"})
+    game_state = {"step": step_count, "solve_x": boolean}
+
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
                  check_every: int = 1, capturable: bool = False, **defaults: Any) -> None:
-        check_nonnegative(tol=tol, atol=atol)
-        check_max_iter(max_iter)
-        if not (isinstance(check_every, int) and check_every >= 1):
-            raise ValueError(f"invalid check_every: {check_every!r} (must be an int >= 1)")
-        if capturable and max_iter is None:
-            raise ValueError("capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
+        self._check_combination({"capturable": capturable, "max_iter": max_iter}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
                               capturable=bool(capturable), **defaults),
                          ("max_params", "min_params"), ("lr_max", "lr_min"))
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
-        self._finite_stages: list[str] = []
+
+    def _config_attrs(self) -> tuple[str, ...]:
+        return ("collect_info",)
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self._flipped = False  # whether the last step flipped the solved player (undone if skipped)
+
+    def _check_combination(self, group: dict[str, Any], where: str) -> None:
+        if group["capturable"] and group["max_iter"] is None:
+            raise ValueError("capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
 
     # ---- hooks ------------------------------------------------------------------------
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
@@ -64,6 +77,13 @@ class CompetitiveGradient(GameOptimizer):
     def _after_step(self) -> None:
         game = self.state["game"]
         game["solve_x"] = not game["solve_x"]
+        self._flipped = True
+
+    def _undo_host_step(self) -> None:
+        if self._flipped:  # the skipped step's player is solved again next
+            game = self.state["game"]
+            game["solve_x"] = not game["solve_x"]
+            self._flipped = False
 
     # ---- the step ---------------------------------------------------------------------
     @property
@@ -83,30 +103,37 @@ class CompetitiveGradient(GameOptimizer):
         count = self.state["game"]["step"]
         if isinstance(count, Tensor):
             return count + 1
-        t = self.__dict__.setdefault("_step_t", torch.zeros((), dtype=torch.float64, device=self.players[0].device))
-        return t.fill_(count + 1)
+        device = self.players[0].device
+        if self._step_t is None or self._step_t.device != device:
+            self._step_t = torch.zeros((), dtype=torch.float64, device=device)
+        return self._step_t.fill_(count + 1)
 
     def step(self, loss: LossOrClosure, trigger: Any = None) -> Tensor:
         """One competitive step on ``loss`` (x maximises it, y minimises it).
 
         ``loss`` is the scalar loss tensor (with its graph) or a closure returning it; no
-        ``backward()`` is needed. ``trigger`` is accepted for compatibility with CGDs and
-        ignored (gradients are all-reduced explicitly under torch.distributed).
-        Returns the loss. Raises ``ValueError`` on bad input and ``FloatingPointError`` on
-        a non-finite loss, gradient or HVP, leaving parameters and state unchanged
-        (capturable: the step is skipped on the device instead, see the class doc).
+        ``backward()`` is needed, and grad mode is on inside the step even if the caller
+        disabled it. ``trigger`` is accepted for compatibility with CGDs and ignored
+        (gradients are all-reduced explicitly under torch.distributed).
+        Returns the loss. Raises ``ValueError`` on bad input (including a loss a previous
+        step already used, and invalid values set through ``param_groups``) and
+        ``FloatingPointError`` on a non-finite value anywhere in the step, leaving
+        parameters and state unchanged (capturable: the step is skipped on the device
+        instead, see the class doc).
         """
-        loss = resolve_loss(loss)
-        with autocast_off(self.players[0].device):
-            return self._step(loss)
+        with torch.enable_grad():
+            loss = resolve_loss(loss)
+            self._begin_step()
+            with autocast_off(self.players[0].device):
+                return self._step(loss)
 
     def _step(self, loss: Tensor) -> Tensor:
-        self._ensure_flat()
-        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide; group 0 holds them
+        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
         capturable = self.capturable
         if capturable:
             self._prepare_capturable()
         timer = time.perf_counter()
+        self._flipped = False
         step = self._step_tensor()
         gx, gy = self._grads(loss)
         with torch.no_grad():
@@ -122,15 +149,10 @@ class CompetitiveGradient(GameOptimizer):
             for i, name in enumerate(names):
                 pending.setdefault(name, {}).update(pending_updates.get(name, {}))
                 pending[name]["warm_start"] = sol.warm_start[i]
-            checks = [
-                ("loss (stage: forward)", loss.detach()),
-                (f"gradient of the {names[0]} player (stage: gradient)", grads[0]),
-                (f"gradient of the {names[1]} player (stage: gradient)", grads[1]),
-                (f"CG solution for the {names[a]} player (stage: mixed HVP / CG solve)", sol.warm_start[a]),
-                (f"update of the {names[1 - a]} player (stage: mixed HVP back-substitution)", sol.delta[1 - a]),
-            ]
+            checks = self._checks(loss, grads, pre, sol, deltas, pending, a)
             if capturable:
                 finite = self._commit_masked(checks, deltas, pending)
+                self.state["game"]["step"].add_(finite.to(torch.float64))
             else:
                 self._check_finite(checks)
                 finite = None
@@ -140,35 +162,32 @@ class CompetitiveGradient(GameOptimizer):
                     self.state[name].update(pending[name])
                 self.state["game"]["step"] += 1
         self._after_step()
+        mark_stepped(loss)
         self._record_info(sol, hvp.passes, a, grads, deltas, time.perf_counter() - timer, finite)
-        return loss.detach()
+        return loss.detach().reshape(())
 
-    def _commit_masked(self, checks, deltas, pending) -> Tensor:
-        """Apply the step in place only if every check is finite, without a host read."""
-        flags = torch.stack([torch.isfinite(t).all() for _, t in checks])
-        ok = flags.all()
-        for player, d in zip(self.players, deltas):
-            if d is not None:
-                player.flat.add_(torch.where(ok, d, 0.0))
-        for player in self.players:
-            for k, new in pending[player.name].items():
-                old = self.state[player.name][k]
-                old.copy_(torch.where(ok, new, old))
-        self.state["game"]["step"].add_(ok.to(torch.float64))
-        self._finite_stages = [what for what, _ in checks]
-        self._finite_flags = flags
-        return ok
-
-    def raise_if_nonfinite(self) -> None:
-        """After a capturable step: raise FloatingPointError naming the stage if it was
-        skipped as non-finite (one host read)."""
-        flags = self.__dict__.get("_finite_flags")
-        if flags is None:
-            return
-        for what, ok in zip(self._finite_stages, flags.tolist()):
-            if not ok:
-                raise FloatingPointError(f"{type(self).__name__}: non-finite {what}; the step was skipped "
-                                         "(parameters and optimizer state are unchanged)")
+    def _checks(self, loss: Tensor, grads, pre: list[Preconditioner], sol: CGDSolution, deltas, pending,
+                a: int) -> list[tuple[str, Tensor]]:
+        """Every value the step computed, in the order a non-finite value propagates, so the
+        first failing check names where it arose. Each mixed HVP result reaches the
+        right-hand side, the CG residual, the solution or the back-substituted update, so
+        these cover them all (a NaN residual stops CG early but is still caught here)."""
+        names = [p.name for p in self.players]
+        b = 1 - a
+        checks = [("loss (stage: forward)", loss.detach())]
+        checks += [(f"gradient of the {n} player (stage: gradient)", g) for n, g in zip(names, grads)]
+        checks += [(f"step sizes of the {n} player (stage: step sizes; check lr and eps)", p.eta)
+                   for n, p in zip(names, pre)]
+        checks += [
+            (f"CG right-hand side for the {names[a]} player (stage: mixed HVP)", sol.rhs_sq),
+            (f"CG residual for the {names[a]} player (stage: mixed HVP / CG solve)", sol.residual_sq),
+            (f"CG solution for the {names[a]} player (stage: mixed HVP / CG solve)", sol.warm_start[a]),
+            (f"update of the {names[b]} player (stage: mixed HVP back-substitution)", sol.delta[b]),
+        ]
+        checks += [(f"update of the {n} player (stage: update)", d) for n, d in zip(names, deltas) if d is not None]
+        checks += [(f"new {k} of the {n} player (stage: optimizer state)", t)
+                   for n in names for k, t in pending[n].items()]
+        return checks
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)

@@ -11,7 +11,9 @@ from torch import Tensor
 from .. import ops
 from ..gmres import GMRESResult, gmres
 from ..hvp import MixedHVP, all_reduce_mean
-from .base import GameOptimizer, autocast_off, check_beta, check_max_iter, check_nonnegative, resolve_loss
+from .base import (GameOptimizer, boolean, mark_stepped, nonnegative, optional_count, positive_int, resolve_loss,
+                   step_count, unit_interval)
+from .base import autocast_off
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 
@@ -73,19 +75,17 @@ class GACGD(GameOptimizer):
     """
 
     player_names = ("x", "y")
+    hyperparameters = {"lr": nonnegative, "eps": nonnegative, "beta": unit_interval, "tol": nonnegative,
+                       "atol": nonnegative, "max_iter": optional_count, "restart": positive_int, "warm_start": boolean}
+    game_wide = frozenset({"tol", "atol", "max_iter", "restart", "warm_start"})
+    state_keys = frozenset({"square_avg", "warm_start"})
+    game_state = {"step": step_count}
 
     def __init__(self, x_params: Iterable[Tensor], y_params: Iterable[Tensor],
                  x_reducer: Any = None, y_reducer: Any = None, lr_x: float = 1e-3, lr_y: float = 1e-3,
                  eps: float = 1e-6, beta: float = 0.99, tol: float = 1e-5, atol: float = 1e-6,
                  max_iter: Optional[int] = None, track_cond: Any = None, *, restart: int = 40,
                  warm_start: bool = False) -> None:
-        check_nonnegative(eps=eps, tol=tol, atol=atol)
-        check_beta(beta)
-        check_max_iter(max_iter)
-        if not (isinstance(restart, int) and not isinstance(restart, bool) and restart >= 1):
-            raise ValueError(f"invalid restart: {restart!r} (must be an int >= 1)")
-        if not isinstance(warm_start, bool):
-            raise ValueError(f"invalid warm_start: {warm_start!r} (must be a bool)")
         super().__init__(x_params, y_params, lr_x, lr_y,
                          dict(eps=eps, beta=beta, tol=tol, atol=atol, max_iter=max_iter, restart=restart,
                               warm_start=warm_start),
@@ -101,25 +101,25 @@ class GACGD(GameOptimizer):
         and ``FloatingPointError`` on a non-finite loss, gradient or solution; either way
         parameters and optimizer state are unchanged.
         """
-        if callable(loss_x) and not isinstance(loss_x, Tensor):
-            if loss_y is not None:
-                raise ValueError("pass either a closure returning (loss_x, loss_y) or the two losses, not both")
-            with torch.enable_grad():
+        with torch.enable_grad():
+            if callable(loss_x) and not isinstance(loss_x, Tensor):
+                if loss_y is not None:
+                    raise ValueError("pass either a closure returning (loss_x, loss_y) or the two losses, not both")
                 losses = loss_x()
-            if not (isinstance(losses, (tuple, list)) and len(losses) == 2):
-                raise ValueError("a GACGD closure must return the pair (loss_x, loss_y), got "
-                                 f"{type(losses).__name__}")
-            loss_x, loss_y = losses
-        if loss_y is None:
-            raise ValueError("GACGD.step needs loss_y (the loss y minimises) besides loss_x")
-        loss_x, loss_y = resolve_loss(loss_x, "loss_x"), resolve_loss(loss_y, "loss_y")
-        with autocast_off(self.players[0].device):
-            return self._step(loss_x, loss_y)
+                if not (isinstance(losses, (tuple, list)) and len(losses) == 2):
+                    raise ValueError("a GACGD closure must return the pair (loss_x, loss_y), got "
+                                     f"{type(losses).__name__}")
+                loss_x, loss_y = losses
+            if loss_y is None:
+                raise ValueError("GACGD.step needs loss_y (the loss y minimises) besides loss_x")
+            loss_x, loss_y = resolve_loss(loss_x, "loss_x"), resolve_loss(loss_y, "loss_y")
+            self._begin_step()
+            with autocast_off(self.players[0].device):
+                return self._step(loss_x, loss_y)
 
     def _step(self, loss_x: Tensor, loss_y: Tensor) -> tuple[Tensor, Tensor]:
-        self._ensure_flat()
         timer = time.perf_counter()
-        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide; group 0 holds them
+        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
         x, y = self.players
         step = self.state["game"]["step"] + 1
         # One create_graph backward per loss gives ∇ₓf and ∇ᵧg for the step and ∇ᵧf, ∇ₓg to
@@ -131,30 +131,39 @@ class GACGD(GameOptimizer):
             del fx, gy  # their graphs are not differentiated again
             step_t = torch.full((), step, dtype=torch.float64, device=x.device)
             pre, new_avgs = [], {}
-            for player, g, lr in zip(self.players, grads, self._lr_tensors()):
+            for player, pgroup, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
                 avg = self.state[player.name].get("square_avg")
                 new_avg, eta, _, eta_grad = ops.precondition(
-                    g, torch.zeros_like(g) if avg is None else avg, lr, step_t, group["beta"], group["eps"])
+                    g, torch.zeros_like(g) if avg is None else avg, lr, step_t, pgroup["beta"], pgroup["eps"])
                 pre.append((eta, eta_grad))
                 new_avgs[player.name] = new_avg
             hvp = MixedHVP(self.players, (gx, fy))  # hvp(0, ·) = D_xy f ·, hvp(1, ·) = D_yx g ·
             s, result = self._solve(hvp, pre, group)
+            # Every mixed HVP result reaches the GMRES residual or the solution (a NaN
+            # residual stops GMRES early, so it is checked itself).
+            residual = torch.tensor(result.residual_norm, dtype=torch.float64)
             self._check_finite([
                 ("loss_x (stage: forward)", loss_x.detach()), ("loss_y (stage: forward)", loss_y.detach()),
                 ("gradient of player x (stage: gradient)", grads[0]),
                 ("gradient of player y (stage: gradient)", grads[1]),
+                ("step sizes of player x (stage: step sizes; check lr and eps)", pre[0][0]),
+                ("step sizes of player y (stage: step sizes; check lr and eps)", pre[1][0]),
+                ("GMRES residual (stage: mixed HVP / GMRES solve)", residual),
                 ("GMRES solution for player x (stage: mixed HVP / GMRES solve)", s[0]),
                 ("GMRES solution for player y (stage: mixed HVP / GMRES solve)", s[1]),
+                ("new square_avg of player x (stage: optimizer state)", new_avgs["x"]),
+                ("new square_avg of player y (stage: optimizer state)", new_avgs["y"]),
             ])
             # Commit: nothing above has touched parameters or state.
             self._apply([-s[0], -s[1]])
             for player, part in zip(self.players, s):
                 self.state[player.name].update(square_avg=new_avgs[player.name], warm_start=part)
         self.state["game"]["step"] = step
+        mark_stepped(loss_x, loss_y)
         self.info = {"iter_num": result.iterations, "residual": result.residual_norm,
                      "converged": result.converged, "restarts": result.restarts, "hvp_passes": hvp.passes,
                      "time": time.perf_counter() - timer}
-        return loss_x.detach(), loss_y.detach()
+        return loss_x.detach().reshape(()), loss_y.detach().reshape(())
 
     def _solve(self, hvp: MixedHVP, pre: list[tuple[Tensor, Tensor]],
                group: dict[str, Any]) -> tuple[tuple[Tensor, Tensor], GMRESResult]:
