@@ -51,7 +51,7 @@ class GraphedStep:
         self.eager_reason = eager_reason
         self.calls = 0
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
-        self.outputs: dict[int, tuple[Tensor, dict]] = {}
+        self.outputs: dict[int, tuple[Tensor, dict, tuple]] = {}  # per phase: loss, info, checks
         self._pool = None  # the graphs' memory pool, made at the first capture
         self._warned_shapes: set[tuple] = set()
 
@@ -85,9 +85,8 @@ class GraphedStep:
                 return self._eager(inputs)
         else:
             self.graphs[phase].replay()
-            loss, info = self.outputs[phase]
-            opt.info = dict(info)
-            opt._after_step()  # the host half of a step: which player is solved next
+            loss, info, verdict = self.outputs[phase]
+            opt.replayed(info, verdict)  # the host half of the step
         if self.check_finite:
             opt.raise_if_nonfinite()
         return loss
@@ -123,7 +122,7 @@ class GraphedStep:
                           stacklevel=3)
             return None
         self.graphs[phase] = graph
-        self.outputs[phase] = (loss, dict(opt.info))
+        self.outputs[phase] = (loss, dict(opt.info), opt.verdict)
         graph.replay()
         return loss
 

@@ -56,7 +56,7 @@ class ACGD(CompetitiveGradient):
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
         pre, pending = [], {}
         for player, group, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
-            square_avg = self.state[player.name].get("square_avg")
+            square_avg = self.state.get(player.name, {}).get("square_avg")
             if square_avg is None:
                 square_avg = torch.zeros_like(g)
             new_avg, eta, sqrt_eta, eta_grad = ops.precondition(g, square_avg, lr, step,

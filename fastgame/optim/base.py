@@ -255,7 +255,7 @@ class GameOptimizer(torch.optim.Optimizer):
         for player, m in zip(self.players, moved):
             if m:
                 player.flatten()
-                st = self.state[player.name]
+                st = self.state.get(player.name, {})
                 for k, v in st.items():  # moved or cast: bring the state along
                     if isinstance(v, Tensor):
                         st[k] = v.to(device=player.device, dtype=player.dtype)
@@ -374,7 +374,7 @@ class GameOptimizer(torch.optim.Optimizer):
         self._verdict = None
         super().load_state_dict(_clone_tree(state_dict))
         for player in self.players:
-            st = self.state[player.name]
+            st = self.state.get(player.name, {})
             for k, v in st.items():
                 if isinstance(v, Tensor):
                     st[k] = v.to(device=player.device, dtype=player.dtype)

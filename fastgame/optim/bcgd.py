@@ -77,7 +77,7 @@ class BCGD(CompetitiveGradient):
             m = self.param_groups[i]["momentum"]
             if deltas[i] is None or m == 0:
                 continue
-            buf = self.state[player.name].get("momentum_buffer")
+            buf = self.state.get(player.name, {}).get("momentum_buffer")
             buf = deltas[i] * (1 - m) if buf is None else buf * m + deltas[i] * (1 - m)
             pending[player.name] = {"momentum_buffer": buf}
             deltas[i] = buf / (1 - m ** step)

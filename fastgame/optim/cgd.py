@@ -45,6 +45,8 @@ class CompetitiveGradient(GameOptimizer):
                          ("max_params", "min_params"), ("lr_max", "lr_min"))
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
+        if self.capturable:  # allocate now, so that even a skipped first step changes no state
+            self._prepare_capturable()
 
     def _config_attrs(self) -> tuple[str, ...]:
         return ("collect_info",)
@@ -78,6 +80,19 @@ class CompetitiveGradient(GameOptimizer):
         game = self.state["game"]
         game["solve_x"] = not game["solve_x"]
         self._flipped = True
+
+    @property
+    def verdict(self) -> Optional[tuple[list[str], Tensor]]:
+        """The last capturable step's checks: their names and a device bool tensor of flags."""
+        return None if self._verdict is None else self._verdict[:2]
+
+    def replayed(self, info: dict[str, Any], verdict: tuple[list[str], Tensor]) -> None:
+        """The host half of a step whose device half a CUDA graph just replayed: its info,
+        its (unread) verdict, and the move to the next solve phase."""
+        self.info = dict(info)
+        self._verdict = (*verdict, None)
+        self._flipped = False
+        self._after_step()
 
     def _undo_host_step(self) -> None:
         if self._flipped:  # the skipped step's player is solved again next
@@ -142,7 +157,7 @@ class CompetitiveGradient(GameOptimizer):
             hvp = MixedHVP(self.players, (gx, gy))
             a = self._solved_player()
             names = [p.name for p in self.players]
-            w0 = self.state[names[a]].get("warm_start")
+            w0 = self.state.get(names[a], {}).get("warm_start")
             sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
                             check_every=None if capturable else group["check_every"])
             deltas, pending_updates = self._updates(sol, step)

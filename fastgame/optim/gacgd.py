@@ -132,7 +132,7 @@ class GACGD(GameOptimizer):
             step_t = torch.full((), step, dtype=torch.float64, device=x.device)
             pre, new_avgs = [], {}
             for player, pgroup, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
-                avg = self.state[player.name].get("square_avg")
+                avg = self.state.get(player.name, {}).get("square_avg")
                 new_avg, eta, _, eta_grad = ops.precondition(
                     g, torch.zeros_like(g) if avg is None else avg, lr, step_t, pgroup["beta"], pgroup["eps"])
                 pre.append((eta, eta_grad))
@@ -184,7 +184,7 @@ class GACGD(GameOptimizer):
             u = eta_b * hvp(b, v)  # η_b D_ba v: GMRES tracks it, so s_b needs no extra pass
             return v - eta_a * hvp(a, u), u
 
-        w0 = self.state[self.players[a].name].get("warm_start") if group["warm_start"] else None
+        w0 = self.state.get(self.players[a].name, {}).get("warm_start") if group["warm_start"] else None
         if w0 is None:
             u0 = torch.zeros_like(c_b)
             r0 = c_a - eta_a * hvp(a, c_b)
