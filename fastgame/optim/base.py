@@ -220,7 +220,8 @@ class GameOptimizer(torch.optim.Optimizer):
             raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
         for i, (group, name) in enumerate(zip(groups, self.player_names)):
             if group.get("player", name) != name:
-                raise ValueError(f"{where}: param group {i} is the {group.get('player')!r} player, expected {name!r}")
+                raise ValueError(f"{where}: param group {i} is the {group.get('player')!r} player, expected {name!r}; "
+                                 "is it another optimizer's?")
             missing = sorted(set(self.hyperparameters) - set(group))  # extra keys: e.g. a scheduler's
             if missing:
                 raise ValueError(f"{where}: param group {i} lacks {missing}, which {type(self).__name__} takes "
