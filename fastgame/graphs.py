@@ -1,5 +1,8 @@
-"""A whole ACGD/BCGD step (forward, create_graph backward, CG solve, update) captured as
-CUDA graphs and replayed, for models too small to keep a GPU busy between launches."""
+"""A whole capturable game-optimizer step (forward, create_graph backward, solve, update)
+captured as CUDA graphs and replayed, for models too small to keep a GPU busy between
+launches. It drives the optimizer only through its public graph interface: ``capturable``,
+``graph_phase()``, ``refresh_device_hyperparameters()``, ``verdict``, ``replayed()`` and
+``raise_if_nonfinite()`` (see :class:`~fastgame.optim.GameOptimizer`)."""
 from __future__ import annotations
 
 import warnings
@@ -8,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .optim.cgd import CompetitiveGradient
+from .optim.base import GameOptimizer
 
 
 _SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
@@ -44,7 +47,7 @@ class GraphedStep:
     nothing, and every later call runs eagerly).
     """
 
-    def __init__(self, opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], static_inputs: tuple[Tensor, ...],
+    def __init__(self, opt: GameOptimizer, loss_fn: Callable[..., Tensor], static_inputs: tuple[Tensor, ...],
                  warmup: int, check_finite: bool, eager_reason: Optional[str] = None) -> None:
         self.opt, self.loss_fn, self.static_inputs = opt, loss_fn, static_inputs
         self.warmup, self.check_finite = warmup, check_finite
@@ -74,8 +77,8 @@ class GraphedStep:
         for static, new in zip(self.static_inputs, inputs):
             static.copy_(new, non_blocking=True)
         opt = self.opt
-        opt._lr_tensors()  # refresh the device learning rates the graphs read
-        phase = opt._solved_player()
+        opt.refresh_device_hyperparameters()  # e.g. learning rates a scheduler changed
+        phase = opt.graph_phase()
         self.calls += 1
         if self.calls <= self.warmup:
             loss = self._warmup_step()
@@ -147,9 +150,9 @@ class GraphedStep:
         return graph, loss
 
 
-def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], *static_inputs: Tensor,
+def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *static_inputs: Tensor,
                       warmup: int = 3, check_finite: bool = True) -> Callable[..., Tensor]:
-    """Capture whole ACGD/BCGD steps as CUDA graphs.
+    """Capture whole steps of a capturable game optimizer (ACGD, BCGD) as CUDA graphs.
 
     Args:
         opt: an :class:`~fastgame.ACGD` or :class:`~fastgame.BCGD` built with
@@ -169,10 +172,11 @@ def make_graphed_step(opt: CompetitiveGradient, loss_fn: Callable[..., Tensor], 
         tensors) it warns and steps eagerly; it also steps eagerly, with a warning, on
         inputs whose shapes differ from the static ones and after a capture that failed.
     """
-    if not isinstance(opt, CompetitiveGradient):
-        raise ValueError(f"make_graphed_step needs an ACGD or BCGD optimizer, got {type(opt).__name__}")
+    if not isinstance(opt, GameOptimizer):
+        raise ValueError(f"make_graphed_step needs a fastgame game optimizer, got {type(opt).__name__}")
     if not opt.capturable:
-        raise ValueError("make_graphed_step needs an optimizer built with capturable=True and max_iter")
+        raise ValueError("make_graphed_step needs an optimizer built with capturable=True and max_iter (ACGD, "
+                         "BCGD; GACGD's GMRES reads the host every iteration, so it cannot be captured)")
     if not isinstance(warmup, int) or warmup < 1:
         raise ValueError(f"warmup must be an int >= 1, got {warmup!r}")
     for t in static_inputs:

@@ -239,6 +239,21 @@ def test_skipped_capturable_step_keeps_the_solve_phase(cls):
     torch.testing.assert_close(x.detach(), x2.detach(), rtol=1e-5, atol=1e-6)
 
 
+def test_replayed_step_that_was_skipped_keeps_the_phase():
+    """The host half of a graph replay (what make_graphed_step calls on a GPU): the phase
+    moves on optimistically and moves back when the verdict shows the step was skipped."""
+    x, y, A, opt = make(fastgame.ACGD, capturable=True, max_iter=6)
+    step(opt, x, y, A)  # stands for the capture
+    names, flags = opt.verdict
+    phase = opt.graph_phase()
+    opt.replayed(dict(opt.info), (names, flags))
+    assert opt.graph_phase() != phase
+    flags[0] = False  # as if the replayed step's loss was non-finite
+    with pytest.raises(FloatingPointError, match="skipped"):
+        opt.raise_if_nonfinite()
+    assert opt.graph_phase() == phase
+
+
 # ---- parameters: dtypes, shared storage, shape changes ------------------------------------
 @pytest.mark.parametrize("cls", ALL)
 def test_players_of_different_dtypes_are_refused(cls):

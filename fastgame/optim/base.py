@@ -19,13 +19,16 @@ import contextlib
 import copy
 import math
 import numbers
-from typing import Any, Callable, Iterable, Optional, Sequence, Union
+import time
+from dataclasses import dataclass, field
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
 
 import torch
 import torch.distributed as dist
 from torch import Tensor
 
 from .._params import Player, as_param_list, check_players
+from ..hvp import MixedHVP, all_reduce_mean
 
 LossOrClosure = Union[Tensor, Callable[[], Tensor]]
 Validator = Callable[[str, Any], None]
@@ -151,9 +154,25 @@ def _clone_tree(obj: Any) -> Any:
     return copy.copy(obj)
 
 
+@dataclass
+class Proposal:
+    """What a method proposes for one step. The pipeline checks all of it, then commits it."""
+    deltas: list[Optional[Tensor]]  # added to (x, y); None leaves that player alone
+    state: dict[str, dict[str, Tensor]] = field(default_factory=dict)  # per-player entries to commit
+    checks: list[tuple[str, Tensor]] = field(default_factory=list)  # intermediate values, in the
+    # order a non-finite value propagates through them (the first failing one is reported)
+    info: dict[str, Any] = field(default_factory=dict)  # the method's part of get_info()
+
+
 class GameOptimizer(torch.optim.Optimizer):
     """Base of the two-player optimizers: param group 0 is player x, group 1 is player y,
     each with its own ``lr`` (so ``torch.optim.lr_scheduler`` works unchanged).
+
+    Every method runs one step pipeline (:meth:`_run_step`): check the input → gradients
+    (one create_graph backward per loss) → cross-rank averaging → the method's proposal
+    (:meth:`_propose`: step sizes, solve, updates and new state) → one finiteness verdict
+    over everything computed → commit (checked and all-or-nothing, or masked on the device
+    when ``capturable``) → info. A method supplies only :meth:`_propose` and its declarations.
 
     A subclass declares its hyperparameters (``hyperparameters``: name -> validator), which
     of them are game-wide (``game_wide``: must be equal in both groups), the per-player state
@@ -163,6 +182,8 @@ class GameOptimizer(torch.optim.Optimizer):
     """
 
     player_names: tuple[str, str] = ("max", "min")
+    player_label = "the {} player"  # how messages name a player
+    loss_names: tuple[str, ...] = ("loss",)  # one zero-sum loss, or (loss_x, loss_y) minimised by x and y
     hyperparameters: dict[str, Validator] = {"lr": nonnegative}
     game_wide: frozenset[str] = frozenset()
     state_keys: frozenset[str] = frozenset()
@@ -190,6 +211,7 @@ class GameOptimizer(torch.optim.Optimizer):
         self._step_t: Optional[Tensor] = None
         # A capturable step's checks: (stages, device flags, host flags once read).
         self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
+        self._flipped = False  # whether the last step's host half changed the phase (undone if skipped)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -244,6 +266,162 @@ class GameOptimizer(torch.optim.Optimizer):
         """Host-side checks and preparation before a step computes anything."""
         self._validate_groups(self.param_groups, "step")
         self._ensure_flat()
+
+    # ---- the step pipeline ----------------------------------------------------------------
+    @property
+    def capturable(self) -> bool:
+        """Whether :meth:`step` reads nothing from the device (so a CUDA graph can capture it)."""
+        return bool(self.param_groups[0].get("capturable", False))
+
+    def _resolve_losses(self, losses: tuple[Any, ...]) -> tuple[Tensor, ...]:
+        """The step's losses from what ``step`` was given: the loss tensors, or one closure
+        returning them (called under grad mode)."""
+        n = len(self.loss_names)
+        if len(losses) == 1 and callable(losses[0]) and not isinstance(losses[0], Tensor):
+            with torch.enable_grad():
+                out = losses[0]()
+            if n > 1:
+                if not (isinstance(out, (tuple, list)) and len(out) == n):
+                    raise ValueError(f"a {type(self).__name__} closure must return the pair ({', '.join(self.loss_names)}), "
+                                     f"got {type(out).__name__}")
+                losses = tuple(out)
+            else:
+                losses = (out,)
+        elif any(callable(t) and not isinstance(t, Tensor) for t in losses):
+            raise ValueError(f"pass either a closure returning ({', '.join(self.loss_names)}) or the losses, not both")
+        if len(losses) != n:
+            missing = ", ".join(self.loss_names[len(losses):])
+            raise ValueError(f"{type(self).__name__}.step needs {missing} besides {', '.join(self.loss_names[:len(losses)])}")
+        return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
+
+    def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
+        """One step of the pipeline; see the class docstring."""
+        with torch.enable_grad():  # the step differentiates, even if the caller disabled grad
+            losses = self._resolve_losses(losses)
+            self._begin_step()
+            with autocast_off(self.players[0].device):
+                self._step_pipeline(losses)
+        detached = tuple(t.detach().reshape(()) for t in losses)
+        return detached[0] if len(detached) == 1 else detached
+
+    def _step_pipeline(self, losses: tuple[Tensor, ...]) -> None:
+        timer = time.perf_counter()
+        capturable = self.capturable
+        if capturable:
+            self._prepare_capturable()
+        self._flipped = False
+        step = self._step_tensor()
+        grads, hvp = self._gradients(losses)
+        with torch.no_grad():
+            proposal = self._propose(grads, hvp, step)
+            checks = self._checks(losses, grads, proposal)
+            if capturable:
+                finite = self._commit_masked(checks, proposal.deltas, proposal.state)
+                self.state["game"]["step"].add_(finite.to(torch.float64))
+            else:
+                self._check_finite(checks)
+                finite = None
+                # Commit: nothing above has touched parameters or state.
+                self._apply(proposal.deltas)
+                for name, entries in proposal.state.items():
+                    self.state[name].update(entries)
+                self.state["game"]["step"] += 1
+        self._after_step()
+        mark_stepped(*losses)
+        self.info = {**proposal.info, "hvp_passes": hvp.passes, "time": time.perf_counter() - timer}
+        if finite is not None:
+            self.info["finite"] = finite
+        self._extend_info(grads, proposal.deltas, finite is not None)
+
+    def _gradients(self, losses: tuple[Tensor, ...]) -> tuple[tuple[Tensor, Tensor], MixedHVP]:
+        """The players' flat gradients (averaged across ranks) and the mixed HVPs of the game.
+
+        Zero-sum (one loss f): ∇ₓf and ∇ᵧf from one backward, which the mixed blocks D_xy f
+        and D_yx f differentiate again. General-sum (f for x, g for y): ∇ₓf and ∇ᵧg drive the
+        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss.
+        """
+        x, y = self.players
+        if len(losses) == 1:
+            gx, gy = self._grads(losses[0])
+            step_grads, cross = (gx, gy), (gx, gy)
+        else:
+            fx, fy = self._grads(losses[0])
+            gx, gy = self._grads(losses[1])
+            step_grads, cross = (fx, gy), (gx, fy)
+        with torch.no_grad():
+            flat = (all_reduce_mean(x.gather(step_grads[0])), all_reduce_mean(y.gather(step_grads[1])))
+        return flat, MixedHVP(self.players, cross)
+
+    def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
+        """The method: from the flat gradients, the mixed HVPs and this step's count (a 0-dim
+        float64 device tensor, from 1), the updates and new state, without changing anything."""
+        raise NotImplementedError
+
+    def _checks(self, losses: tuple[Tensor, ...], grads: tuple[Tensor, Tensor],
+                proposal: Proposal) -> list[tuple[str, Tensor]]:
+        """Every value the step computed, in the order a non-finite value propagates."""
+        labels = [self.player_label.format(p.name) for p in self.players]
+        checks = [(f"{name} (stage: forward)", t.detach()) for name, t in zip(self.loss_names, losses)]
+        checks += [(f"gradient of {lab} (stage: gradient)", g) for lab, g in zip(labels, grads)]
+        checks += proposal.checks
+        checks += [(f"update of {lab} (stage: update)", d) for lab, d in zip(labels, proposal.deltas) if d is not None]
+        checks += [(f"new {k} of {self.player_label.format(name)} (stage: optimizer state)", t)
+                   for name, entries in proposal.state.items() for k, t in entries.items()]
+        return checks
+
+    def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Sequence[Optional[Tensor]], capturable: bool) -> None:
+        """Add optional diagnostics to ``self.info`` after the commit."""
+
+    def _initial_state(self, player: Player) -> dict[str, Tensor]:
+        """Zero-initialised per-player state a capturable step updates in place."""
+        return {}
+
+    def _prepare_capturable(self) -> None:
+        game = self.state["game"]
+        if not isinstance(game["step"], Tensor):
+            game["step"] = torch.tensor(float(game["step"]), dtype=torch.float64, device=self.players[0].device)
+        for player in self.players:
+            for k, v in self._initial_state(player).items():
+                self.state[player.name].setdefault(k, v)
+
+    def _step_tensor(self) -> Tensor:
+        """This step's count (from 1) as a 0-dim float64 device tensor."""
+        count = self.state["game"]["step"]
+        if isinstance(count, Tensor):
+            return count + 1
+        device = self.players[0].device
+        if self._step_t is None or self._step_t.device != device:
+            self._step_t = torch.zeros((), dtype=torch.float64, device=device)
+        return self._step_t.fill_(count + 1)
+
+    def _after_step(self) -> None:
+        """The host half of a step, after the commit (e.g. which player is solved next)."""
+
+    def _undo_host_step(self) -> None:
+        """Undo :meth:`_after_step` for a capturable step the device skipped."""
+
+    # ---- the interface make_graphed_step uses -----------------------------------------
+    def graph_phase(self) -> Hashable:
+        """Which captured graph serves the next step: steps whose host-side branches differ
+        (e.g. which player CG solves) need graphs of their own."""
+        return 0
+
+    def refresh_device_hyperparameters(self) -> None:
+        """Copy the host hyperparameters a replayed graph reads (the learning rates) to the device."""
+        self._lr_tensors()
+
+    @property
+    def verdict(self) -> Optional[tuple[list[str], Tensor]]:
+        """The last capturable step's checks: their names and a device bool tensor of flags."""
+        return None if self._verdict is None else self._verdict[:2]
+
+    def replayed(self, info: dict[str, Any], verdict: tuple[list[str], Tensor]) -> None:
+        """The host half of a step whose device half a CUDA graph just replayed: its info,
+        its (unread) verdict, and the host-side state that follows (e.g. the next phase)."""
+        self.info = dict(info)
+        self._verdict = (*verdict, None)
+        self._flipped = False
+        self._after_step()
 
     # ---- players and per-player state -------------------------------------------------
     def _ensure_flat(self) -> None:
@@ -327,9 +505,6 @@ class GameOptimizer(torch.optim.Optimizer):
                 self._undo_host_step()
         return host
 
-    def _undo_host_step(self) -> None:
-        """Undo the host-side part of a capturable step the device skipped (e.g. the phase)."""
-
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was
         skipped as non-finite (one host read)."""
@@ -379,6 +554,10 @@ class GameOptimizer(torch.optim.Optimizer):
             for k, v in st.items():
                 if isinstance(v, Tensor):
                     st[k] = v.to(device=player.device, dtype=player.dtype)
+        game = self.state["game"]
+        if isinstance(game["step"], Tensor):  # saved by a capturable optimizer
+            game["step"] = (game["step"].to(device=self.players[0].device, dtype=torch.float64)
+                            if self.capturable else int(game["step"].item()))
 
     def _validate_game_state(self, game: Any) -> None:
         if not isinstance(game, dict):

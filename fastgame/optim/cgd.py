@@ -1,18 +1,16 @@
-"""The step shared by the zero-sum CGD family (ACGD, BCGD): gradients, step sizes, the
-CG solve of :mod:`fastgame.solver`, one finiteness check of everything the step computed,
-then an all-or-nothing commit."""
+"""The zero-sum CGD family's method (ACGD, BCGD) on the step pipeline: step sizes, the CG
+solve of :mod:`fastgame.solver` for one player and back-substitution for the other,
+alternating the solved player every step."""
 from __future__ import annotations
 
-import time
 from typing import Any, Iterable, Optional
 
 import torch
 from torch import Tensor
 
-from ..hvp import MixedHVP, all_reduce_mean
+from ..hvp import MixedHVP
 from ..solver import CGDSolution, Preconditioner, solve_cgd
-from .base import (GameOptimizer, LossOrClosure, autocast_off, boolean, mark_stepped, nonnegative, optional_count,
-                   positive_int, resolve_loss, step_count)
+from .base import GameOptimizer, LossOrClosure, Proposal, boolean, nonnegative, optional_count, positive_int, step_count
 
 
 class CompetitiveGradient(GameOptimizer):
@@ -51,10 +49,6 @@ class CompetitiveGradient(GameOptimizer):
     def _config_attrs(self) -> tuple[str, ...]:
         return ("collect_info",)
 
-    def _init_runtime(self) -> None:
-        super()._init_runtime()
-        self._flipped = False  # whether the last step flipped the solved player (undone if skipped)
-
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         if group["capturable"] and group["max_iter"] is None:
             raise ValueError("capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
@@ -65,7 +59,6 @@ class CompetitiveGradient(GameOptimizer):
         raise NotImplementedError
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
-        """Zero-initialised per-player state a capturable step updates in place."""
         return {"warm_start": torch.zeros_like(player.flat)}
 
     def _solved_player(self) -> int:
@@ -81,48 +74,16 @@ class CompetitiveGradient(GameOptimizer):
         game["solve_x"] = not game["solve_x"]
         self._flipped = True
 
-    @property
-    def verdict(self) -> Optional[tuple[list[str], Tensor]]:
-        """The last capturable step's checks: their names and a device bool tensor of flags."""
-        return None if self._verdict is None else self._verdict[:2]
-
-    def replayed(self, info: dict[str, Any], verdict: tuple[list[str], Tensor]) -> None:
-        """The host half of a step whose device half a CUDA graph just replayed: its info,
-        its (unread) verdict, and the move to the next solve phase."""
-        self.info = dict(info)
-        self._verdict = (*verdict, None)
-        self._flipped = False
-        self._after_step()
-
     def _undo_host_step(self) -> None:
         if self._flipped:  # the skipped step's player is solved again next
             game = self.state["game"]
             game["solve_x"] = not game["solve_x"]
             self._flipped = False
 
+    def graph_phase(self) -> int:
+        return self._solved_player()
+
     # ---- the step ---------------------------------------------------------------------
-    @property
-    def capturable(self) -> bool:
-        return bool(self.param_groups[0]["capturable"])
-
-    def _prepare_capturable(self) -> None:
-        game = self.state["game"]
-        if not isinstance(game["step"], Tensor):
-            game["step"] = torch.tensor(float(game["step"]), dtype=torch.float64, device=self.players[0].device)
-        for player in self.players:
-            for k, v in self._initial_state(player).items():
-                self.state[player.name].setdefault(k, v)
-
-    def _step_tensor(self) -> Tensor:
-        """This step's count (from 1) as a 0-dim float64 device tensor."""
-        count = self.state["game"]["step"]
-        if isinstance(count, Tensor):
-            return count + 1
-        device = self.players[0].device
-        if self._step_t is None or self._step_t.device != device:
-            self._step_t = torch.zeros((), dtype=torch.float64, device=device)
-        return self._step_t.fill_(count + 1)
-
     def step(self, loss: LossOrClosure, trigger: Any = None) -> Tensor:
         """One competitive step on ``loss`` (x maximises it, y minimises it).
 
@@ -136,90 +97,39 @@ class CompetitiveGradient(GameOptimizer):
         parameters and state unchanged (capturable: the step is skipped on the device
         instead, see the class doc).
         """
-        with torch.enable_grad():
-            loss = resolve_loss(loss)
-            self._begin_step()
-            with autocast_off(self.players[0].device):
-                return self._step(loss)
+        return self._run_step(loss)
 
-    def _step(self, loss: Tensor) -> Tensor:
+    def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
-        capturable = self.capturable
-        if capturable:
-            self._prepare_capturable()
-        timer = time.perf_counter()
-        self._flipped = False
-        step = self._step_tensor()
-        gx, gy = self._grads(loss)
-        with torch.no_grad():
-            grads = (all_reduce_mean(self.players[0].gather(gx)), all_reduce_mean(self.players[1].gather(gy)))
-            pre, pending = self._step_sizes(grads, step)
-            hvp = MixedHVP(self.players, (gx, gy))
-            a = self._solved_player()
-            names = [p.name for p in self.players]
-            w0 = self.state.get(names[a], {}).get("warm_start")
-            sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                            check_every=None if capturable else group["check_every"])
-            deltas, pending_updates = self._updates(sol, step)
-            for i, name in enumerate(names):
-                pending.setdefault(name, {}).update(pending_updates.get(name, {}))
-                pending[name]["warm_start"] = sol.warm_start[i]
-            checks = self._checks(loss, grads, pre, sol, deltas, pending, a)
-            if capturable:
-                finite = self._commit_masked(checks, deltas, pending)
-                self.state["game"]["step"].add_(finite.to(torch.float64))
-            else:
-                self._check_finite(checks)
-                finite = None
-                # Commit: nothing above has touched parameters or state.
-                self._apply(deltas)
-                for name in names:
-                    self.state[name].update(pending[name])
-                self.state["game"]["step"] += 1
-        self._after_step()
-        mark_stepped(loss)
-        self._record_info(sol, hvp.passes, a, grads, deltas, time.perf_counter() - timer, finite)
-        return loss.detach().reshape(())
-
-    def _checks(self, loss: Tensor, grads, pre: list[Preconditioner], sol: CGDSolution, deltas, pending,
-                a: int) -> list[tuple[str, Tensor]]:
-        """Every value the step computed, in the order a non-finite value propagates, so the
-        first failing check names where it arose. Each mixed HVP result reaches the
-        right-hand side, the CG residual, the solution or the back-substituted update, so
-        these cover them all (a NaN residual stops CG early but is still caught here)."""
+        pre, state = self._step_sizes(grads, step)
+        a = self._solved_player()
         names = [p.name for p in self.players]
+        w0 = self.state.get(names[a], {}).get("warm_start")
+        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
+                        check_every=None if self.capturable else group["check_every"])
+        deltas, updated = self._updates(sol, step)
+        for i, name in enumerate(names):
+            state.setdefault(name, {}).update(updated.get(name, {}))
+            state[name]["warm_start"] = sol.warm_start[i]
+        # Each mixed HVP result reaches the right-hand side, the CG residual, the solution or
+        # the back-substituted update, so these cover them all (a NaN residual stops CG early,
+        # which is why the residual itself is checked).
         b = 1 - a
-        checks = [("loss (stage: forward)", loss.detach())]
-        checks += [(f"gradient of the {n} player (stage: gradient)", g) for n, g in zip(names, grads)]
-        checks += [(f"step sizes of the {n} player (stage: step sizes; check lr and eps)", p.eta)
-                   for n, p in zip(names, pre)]
+        checks = [(f"step sizes of the {n} player (stage: step sizes; check lr and eps)", p.eta)
+                  for n, p in zip(names, pre)]
         checks += [
             (f"CG right-hand side for the {names[a]} player (stage: mixed HVP)", sol.rhs_sq),
             (f"CG residual for the {names[a]} player (stage: mixed HVP / CG solve)", sol.residual_sq),
             (f"CG solution for the {names[a]} player (stage: mixed HVP / CG solve)", sol.warm_start[a]),
             (f"update of the {names[b]} player (stage: mixed HVP back-substitution)", sol.delta[b]),
         ]
-        checks += [(f"update of the {n} player (stage: update)", d) for n, d in zip(names, deltas) if d is not None]
-        checks += [(f"new {k} of the {n} player (stage: optimizer state)", t)
-                   for n in names for k, t in pending[n].items()]
-        return checks
+        info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq}
+        return Proposal(deltas, state, checks, info)
 
-    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        super().load_state_dict(state_dict)
-        game = self.state["game"]
-        if isinstance(game["step"], Tensor):  # saved by a capturable optimizer
-            game["step"] = (game["step"].to(device=self.players[0].device, dtype=torch.float64)
-                            if self.capturable else int(game["step"].item()))
-
-    def _record_info(self, sol: CGDSolution, passes: int, a: int, grads, deltas, seconds: float,
-                     finite: Optional[Tensor]) -> None:
-        self.info = {"iter_num": sol.iterations, "hvp_passes": passes, "solved": self.players[a].name,
-                     "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq, "time": seconds}
-        if finite is not None:
-            self.info["finite"] = finite
+    def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable
             zero = torch.zeros((), device=grads[0].device)
             norms = {"grad_x": grads[0].norm(), "grad_y": grads[1].norm(),
                      "cg_x": deltas[0].norm() if deltas[0] is not None else zero,
                      "cg_y": deltas[1].norm() if deltas[1] is not None else zero}
-            self.info.update(norms if finite is not None else {k: v.item() for k, v in norms.items()})
+            self.info.update(norms if capturable else {k: v.item() for k, v in norms.items()})

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import math
-import time
 from typing import Any, Callable, Iterable, Optional, Union
 
 import torch
@@ -10,10 +9,8 @@ from torch import Tensor
 
 from .. import ops
 from ..gmres import GMRESResult, gmres
-from ..hvp import MixedHVP, all_reduce_mean
-from .base import (GameOptimizer, boolean, mark_stepped, nonnegative, optional_count, positive_int, resolve_loss,
-                   step_count, unit_interval)
-from .base import autocast_off
+from ..hvp import MixedHVP
+from .base import GameOptimizer, Proposal, boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 
@@ -75,6 +72,8 @@ class GACGD(GameOptimizer):
     """
 
     player_names = ("x", "y")
+    player_label = "player {}"
+    loss_names = ("loss_x", "loss_y")
     hyperparameters = {"lr": nonnegative, "eps": nonnegative, "beta": unit_interval, "tol": nonnegative,
                        "atol": nonnegative, "max_iter": optional_count, "restart": positive_int, "warm_start": boolean}
     game_wide = frozenset({"tol", "atol", "max_iter", "restart", "warm_start"})
@@ -98,72 +97,33 @@ class GACGD(GameOptimizer):
         Pass the two scalar losses (with their graphs; no ``backward()`` needed), or one
         closure returning ``(loss_x, loss_y)``. ``trigger`` is accepted for compatibility
         and ignored. Returns the two losses, detached. Raises ``ValueError`` on bad input
-        and ``FloatingPointError`` on a non-finite loss, gradient or solution; either way
+        and ``FloatingPointError`` on a non-finite value anywhere in the step; either way
         parameters and optimizer state are unchanged.
         """
-        with torch.enable_grad():
-            if callable(loss_x) and not isinstance(loss_x, Tensor):
-                if loss_y is not None:
-                    raise ValueError("pass either a closure returning (loss_x, loss_y) or the two losses, not both")
-                losses = loss_x()
-                if not (isinstance(losses, (tuple, list)) and len(losses) == 2):
-                    raise ValueError("a GACGD closure must return the pair (loss_x, loss_y), got "
-                                     f"{type(losses).__name__}")
-                loss_x, loss_y = losses
-            if loss_y is None:
-                raise ValueError("GACGD.step needs loss_y (the loss y minimises) besides loss_x")
-            loss_x, loss_y = resolve_loss(loss_x, "loss_x"), resolve_loss(loss_y, "loss_y")
-            self._begin_step()
-            with autocast_off(self.players[0].device):
-                return self._step(loss_x, loss_y)
+        return self._run_step(loss_x) if loss_y is None else self._run_step(loss_x, loss_y)
 
-    def _step(self, loss_x: Tensor, loss_y: Tensor) -> tuple[Tensor, Tensor]:
-        timer = time.perf_counter()
-        group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
-        x, y = self.players
-        step = self.state["game"]["step"] + 1
-        # One create_graph backward per loss gives ∇ₓf and ∇ᵧg for the step and ∇ᵧf, ∇ₓg to
-        # differentiate again (cheaper than CGDs' two plain plus two create_graph passes).
-        fx, fy = self._grads(loss_x)
-        gx, gy = self._grads(loss_y)
-        with torch.no_grad():
-            grads = (all_reduce_mean(x.gather(fx)), all_reduce_mean(y.gather(gy)))
-            del fx, gy  # their graphs are not differentiated again
-            step_t = torch.full((), step, dtype=torch.float64, device=x.device)
-            pre, new_avgs = [], {}
-            for player, pgroup, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
-                avg = self.state.get(player.name, {}).get("square_avg")
-                new_avg, eta, _, eta_grad = ops.precondition(
-                    g, torch.zeros_like(g) if avg is None else avg, lr, step_t, pgroup["beta"], pgroup["eps"])
-                pre.append((eta, eta_grad))
-                new_avgs[player.name] = new_avg
-            hvp = MixedHVP(self.players, (gx, fy))  # hvp(0, ·) = D_xy f ·, hvp(1, ·) = D_yx g ·
-            s, result = self._solve(hvp, pre, group)
-            # Every mixed HVP result reaches the GMRES residual or the solution (a NaN
-            # residual stops GMRES early, so it is checked itself).
-            residual = torch.tensor(result.residual_norm, dtype=torch.float64)
-            self._check_finite([
-                ("loss_x (stage: forward)", loss_x.detach()), ("loss_y (stage: forward)", loss_y.detach()),
-                ("gradient of player x (stage: gradient)", grads[0]),
-                ("gradient of player y (stage: gradient)", grads[1]),
-                ("step sizes of player x (stage: step sizes; check lr and eps)", pre[0][0]),
-                ("step sizes of player y (stage: step sizes; check lr and eps)", pre[1][0]),
-                ("GMRES residual (stage: mixed HVP / GMRES solve)", residual),
-                ("GMRES solution for player x (stage: mixed HVP / GMRES solve)", s[0]),
-                ("GMRES solution for player y (stage: mixed HVP / GMRES solve)", s[1]),
-                ("new square_avg of player x (stage: optimizer state)", new_avgs["x"]),
-                ("new square_avg of player y (stage: optimizer state)", new_avgs["y"]),
-            ])
-            # Commit: nothing above has touched parameters or state.
-            self._apply([-s[0], -s[1]])
-            for player, part in zip(self.players, s):
-                self.state[player.name].update(square_avg=new_avgs[player.name], warm_start=part)
-        self.state["game"]["step"] = step
-        mark_stepped(loss_x, loss_y)
-        self.info = {"iter_num": result.iterations, "residual": result.residual_norm,
-                     "converged": result.converged, "restarts": result.restarts, "hvp_passes": hvp.passes,
-                     "time": time.perf_counter() - timer}
-        return loss_x.detach().reshape(()), loss_y.detach().reshape(())
+    def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
+        # hvp(0, ·) = D_xy f ·, hvp(1, ·) = D_yx g · (see GameOptimizer._gradients)
+        pre, square_avgs = [], {}
+        for player, group, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
+            avg = self.state.get(player.name, {}).get("square_avg")
+            new_avg, eta, _, eta_grad = ops.precondition(
+                g, torch.zeros_like(g) if avg is None else avg, lr, step, group["beta"], group["eps"])
+            pre.append((eta, eta_grad))
+            square_avgs[player.name] = new_avg
+        s, result = self._solve(hvp, pre, self.param_groups[0])  # game-wide solver settings
+        state = {p.name: {"square_avg": square_avgs[p.name], "warm_start": part} for p, part in zip(self.players, s)}
+        # Every mixed HVP result reaches the GMRES residual or the solution (a NaN residual
+        # stops GMRES early, so it is checked itself).
+        checks = [(f"step sizes of player {p.name} (stage: step sizes; check lr and eps)", eta)
+                  for p, (eta, _) in zip(self.players, pre)]
+        checks.append(("GMRES residual (stage: mixed HVP / GMRES solve)",
+                       torch.tensor(result.residual_norm, dtype=torch.float64)))
+        checks += [(f"GMRES solution for player {p.name} (stage: mixed HVP / GMRES solve)", part)
+                   for p, part in zip(self.players, s)]
+        info = {"iter_num": result.iterations, "residual": result.residual_norm, "converged": result.converged,
+                "restarts": result.restarts}
+        return Proposal([-s[0], -s[1]], state, checks, info)
 
     def _solve(self, hvp: MixedHVP, pre: list[tuple[Tensor, Tensor]],
                group: dict[str, Any]) -> tuple[tuple[Tensor, Tensor], GMRESResult]:
