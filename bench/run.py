@@ -76,14 +76,8 @@ COLUMNS = ["suite", "config", "model", "batch", "device", "optimizer", "algo", "
 
 
 def _available_backends(device: torch.device) -> list[str]:
-    serves = {"torch": ("cpu", "cuda"), "cpp": ("cpu",), "cuda": ("cuda",), "triton": ("cuda",)}
-    out = []
-    for name, state in fastgame.backends().items():
-        if state.startswith("available") and device.type in serves.get(name, ()):
-            if name == "triton" and "interpreter" in state:
-                continue  # the Triton interpreter is for tests, not timing
-            out.append(name)
-    return out
+    # The Triton interpreter (auto=False) is for tests, not timing.
+    return [b.name for b in fastgame.backends().values() if b.auto and b.serves(device) is None]
 
 
 def _row_base(suite: str, cfg: Config, case: Case, device: torch.device, tol: float) -> dict[str, Any]:
@@ -105,7 +99,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             "fastgame": getattr(fastgame, "__version__", "?"), "python": platform.python_version(),
             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "fastgame_backends": fastgame.backends(),
+            "fastgame_backends": {name: str(b) for name, b in fastgame.backends().items()},
             "graphed_api": hasattr(fastgame, "make_graphed_step")}
     try:
         import subprocess
