@@ -33,9 +33,9 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from . import _ext, _triton, reference
+from . import _ext, reference
 from .interface import OPS, op
-from .registry import NAMES, Backend, record, records
+from .registry import Backend, record, records
 
 __all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", "precondition",
            "cg_matvec", "cg_step_", "cg_direction_"]
