@@ -1,6 +1,6 @@
 """The fastgame benchmark suite: ACGD (or BCGD, ``--algo``) step time of fastgame (eager and CUDA-graphed, each fused-op
 backend) vs CGDs 0.4.5 vs simultaneous Adam (eager and fused), on the same model, initial
-parameters, batches and tolerance, in one process (DESIGN.md §7).
+parameters, batches and tolerance, in one process (docs/design.md §7).
 
     python -m bench --suite quick                    # CPU, small sizes, < 2 minutes
     python -m bench --suite cpu  --out bench/results/

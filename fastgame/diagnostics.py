@@ -1,7 +1,7 @@
 r"""Diagnostics for two-player games: local stability at a point and two probes of trained GANs.
 
-Local analysis (seed 001). The gradient vector field of a game is
-v(z) = −(∇_max L_max, ∇_min L_min) at z = (max params, min params), each player descending
+Local analysis (Mescheder et al. 2018; docs/design.md §7). The gradient vector field of a
+game is v(z) = −(∇_max L_max, ∇_min L_min) at z = (max params, min params), each player descending
 its own loss (:meth:`Game.losses`); in a zero-sum game v = (∇_max f, −∇_min f). A point is
 locally attracting for the continuous dynamics if every eigenvalue of the Jacobian ∂v/∂z
 has a negative real part, and a discrete method z ← F(z) converges locally to a fixed point
@@ -11,11 +11,12 @@ iff the spectral radius of ∂F/∂z there is below 1.
   (Arnoldi on Jacobian-vector products, networks), :func:`arnoldi_eigenvalues`;
 * :func:`update_jacobian`, :func:`spectral_radius` of any optimizer's update map;
 * :func:`stackelberg_gradient`: the generator's total derivative along the discriminator's
-  best response (seed 002's best-response-manifold training).
+  best response (the best-response-manifold training of Ehab's report).
 
-Probes of a checkpoint. :func:`icr_probe` (seed 000): train only the discriminator versus
-both players, then let the generator counterattack. :func:`proximal_probe` (seed 004): fix
-the discriminator (or allow it a proximal response) and keep optimizing the generator.
+Probes of a checkpoint. :func:`icr_probe` (Schäfer et al. 2020): train only the
+discriminator versus both players, then let the generator counterattack.
+:func:`proximal_probe` (Farnia & Ozdaglar 2020): fix the discriminator (or allow it a
+proximal response) and keep optimizing the generator.
 
 Every function takes the point it analyses from the game (or ``point=``) and restores the
 game's parameters before returning.
@@ -191,7 +192,7 @@ def stackelberg_gradient(game: Game, point: Optional[Tensor] = None) -> Tensor:
     function theorem gives its best response x*(y) near the current y, and
     d/dy L_min(y, x*(y)) = ∇_y L_min − (∂²_xy L_max)ᵀ (∂²_xx L_max)⁻¹ ∇_x L_min.
     Its zeros with x at a local best response are the local Stackelberg (minimax) points that
-    best-response-manifold training (seed 002) converges to; a gradient step along it is
+    best-response-manifold training (Ehab's report) converges to; a gradient step along it is
     that method's projected generator step. Raises if ∂²_xx L_max is singular.
     """
     with _at(game, point):
@@ -247,7 +248,7 @@ def _record(game: Game, outputs: Callable[[], Tensor], out0: Tensor) -> tuple[fl
 
 def icr_probe(game: Game, lr_max: float, lr_min: float, steps: int = 100, counter_steps: int = 100,
               optimizer: OptimizerFactory = SimGD, outputs: Optional[Callable[[], Tensor]] = None) -> ICRProbe:
-    r"""Implicit competitive regularization probe of seed 000, from the game's current point.
+    r"""Implicit competitive regularization probe (Schäfer, Zheng & Anandkumar 2020), from the game's current point.
 
     Runs, each from the checkpoint (the current parameters, restored at the end):
 
@@ -313,7 +314,7 @@ class ProximalProbe:
 def proximal_probe(game: Game, lr: float, steps: int = 100, lam: float = math.inf, inner_steps: int = 10,
                    inner_lr: Optional[float] = None,
                    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD) -> ProximalProbe:
-    r"""Proximal-equilibrium probe of seed 004: fix the discriminator, keep optimizing the generator.
+    r"""Proximal-equilibrium probe (Farnia & Ozdaglar 2020): fix the discriminator, keep optimizing the generator.
 
     With ``lam=inf`` the discriminator D₀ stays fixed and the generator descends
     L_min(G, D₀); the gap is what it gains — positive unless (G, D₀) is a Nash equilibrium
