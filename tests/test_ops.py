@@ -22,6 +22,7 @@ if not torch.cuda.is_available():  # must precede the first import of the Triton
 import fastgame  # noqa: E402
 from fastgame import ops  # noqa: E402
 from fastgame.ops import _ext, _triton, reference  # noqa: E402
+from tests.helpers import flat  # noqa: E402
 
 REQUIRE_CPP = os.environ.get("FASTGAME_REQUIRE_CPP", "") not in ("", "0")
 HAVE_CUDA = torch.cuda.is_available()
@@ -412,7 +413,6 @@ def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
             ref.step(gan_loss(G, D, real, z))
             ours.step(gan_loss(G2, D2, real, z))
         assert ops._impl(next(D2.parameters())) is fastgame.backends()[name].module
-        flat = lambda *ms: torch.cat([p.detach().reshape(-1) for m in ms for p in m.parameters()])  # noqa: E731
         a, b = flat(D, G), flat(D2, G2)
         assert ((a - b).norm() / a.norm()).item() <= 1e-8
     finally:
