@@ -96,15 +96,16 @@ def _resolve(choice: str, device: torch.device, dtype: torch.dtype) -> ModuleTyp
     if dtype not in _KERNEL_DTYPES:
         return reference
     if choice != "auto":
-        why = record(choice).serves(device)
+        backend = record(choice)
+        why = backend.serves(device)
         if why:
             raise RuntimeError(f"fastgame backend {choice!r} cannot run on {device}: {why}")
-        return record(choice).module
-    candidates = [b.name for b in records().values()
-                  if b.name != "torch" and b.auto and b.serves(device) is None]
+        return backend.module
+    table = records()
+    kernels = [b.name for b in table.values() if b.name != "torch" and b.auto and b.serves(device) is None]
     if device.type == "cuda":
-        return records()[_fastest_on(device, candidates)].module
-    return records()[candidates[0] if candidates else "torch"].module
+        return table[_fastest_on(device, kernels)].module
+    return table[kernels[0] if kernels else "torch"].module
 
 
 def _impl(x: Tensor, choice: Optional[str] = None) -> ModuleType:
