@@ -48,7 +48,8 @@ class Backend:
             return self.reason
         if ANY_DEVICE in self.devices or device.type in self.devices:
             return None
-        return f"the {self.name} ops run on {' or '.join(self.devices)} tensors, not {device.type}"
+        how = "" if self.auto else " in the interpreter"
+        return f"the {self.name} ops run{how} on {' or '.join(self.devices)} tensors, not {device.type}"
 
     def __str__(self) -> str:
         if self.reason is not None:
@@ -69,7 +70,8 @@ def _triton_record() -> Backend:
 
 
 def records() -> dict[str, Backend]:
-    """Every backend's record, in the order ``"auto"`` prefers them on a device."""
+    """Every backend's record. ``"auto"`` takes the first kernel backend (after ``torch``) that
+    serves a device (on a GPU the faster of those), else the torch twins."""
     table = [
         Backend("torch", (ANY_DEVICE,), None, reference),
         Backend("cpp", ("cpu",), _ext.CPP_ERROR, _ext),
