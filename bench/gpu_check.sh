@@ -47,11 +47,11 @@ if want build; then
 fi
 # From the checkout, `import fastgame` takes the source tree and the installed build's
 # extensions (fastgame/ops/_ext.py finds them in site-packages).
-"$PY" -c "import fastgame, json; print(fastgame.__file__); print(json.dumps(fastgame.backends(), indent=1))"
+"$PY" -c "import fastgame; print(fastgame.__file__); [print(' ', b.name, b) for b in fastgame.backends().values()]"
 "$PY" -c "
 import fastgame, sys
 b = fastgame.backends()
-missing = [k for k in ('cpp', 'cuda', 'triton') if not b[k].startswith('available')]
+missing = [k for k in ('cpp', 'cuda', 'triton') if not b[k].available]
 sys.exit('backends unavailable: %s' % missing if missing else 0)" || status=1
 
 if want tests; then

@@ -27,9 +27,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastgame  # noqa: E402
-from fastgame import ops  # noqa: E402
 from fastgame.graphs import _side_stream  # noqa: E402
-from fastgame.ops import reference  # noqa: E402
 
 # Elements each op reads + writes, per element of the vectors (u, q the same size as w here).
 MOVED = {
@@ -131,7 +129,7 @@ def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backe
             n = 1 << log_n
             base, base_graph = {}, {}
             for backend in ["torch"] + backends:
-                impl = reference if backend == "torch" else ops._MODULES[backend]
+                impl = fastgame.backends()[backend].module
                 for op, call in op_calls(impl, make_inputs(n, dtype, device)).items():
                     sec = measure(call)
                     if backend == "torch":
@@ -200,12 +198,12 @@ def main() -> None:
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
     sizes = args.sizes or ([20, 24] if device.type == "cuda" else [20])
-    backends = args.backends or [b for b in ("cpp", "cuda", "triton")
-                                 if ops._unavailable(b, device) is None
-                                 and not (b == "triton" and device.type == "cpu")]  # interpreter: no timing
+    backends = args.backends or [b.name for b in fastgame.backends().values()  # interpreter: no timing
+                                 if b.name != "torch" and b.auto and b.serves(device) is None]
     env = dict(device=torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor()
                or platform.machine(), torch=torch.__version__, fastgame=fastgame.__version__,
-               threads=torch.get_num_threads(), backends=fastgame.backends(), python=platform.python_version())
+               threads=torch.get_num_threads(), python=platform.python_version(),
+               backends={name: str(b) for name, b in fastgame.backends().items()})
     try:
         import triton
         env["triton"] = triton.__version__

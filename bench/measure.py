@@ -13,6 +13,8 @@ from typing import Any, Callable, Optional
 
 import torch
 
+from fastgame.hvp import mixed_hvp
+
 from .cases import Case
 
 
@@ -163,16 +165,12 @@ def _floor_program(G, D, case: Case, real, z, vecs, n_xy: int, n_yx: int):
     g = torch.autograd.grad(loss, pD + pG, create_graph=True, materialize_grads=True)
     gD, gG = g[:len(pD)], g[len(pD):]
     vD, vG = vecs
-    liveD = [i for i, t in enumerate(gD) if t.requires_grad]
-    liveG = [i for i, t in enumerate(gG) if t.requires_grad]
     out = []
     for _ in range(n_xy):  # D_xy v: differentiate g_y·v w.r.t. x (the max player, D)
-        out.append(torch.autograd.grad([gG[i] for i in liveG], pD, [vG[i] for i in liveG], retain_graph=True,
-                                       allow_unused=True, materialize_grads=True))
+        out.append(mixed_hvp(gG, pD, vG))
     for _ in range(n_yx):  # D_yx v: differentiate g_x·v w.r.t. y (G)
-        out.append(torch.autograd.grad([gD[i] for i in liveD], pG, [vD[i] for i in liveD], retain_graph=True,
-                                       allow_unused=True, materialize_grads=True))
-    return loss, (gD, gG, liveD, liveG), out
+        out.append(mixed_hvp(gD, pG, vD))
+    return loss, (gD, gG), out
 
 
 def measure_floor(case: Case, device: torch.device, graphed: bool, reps: int = 7) -> dict[str, float]:
@@ -187,15 +185,11 @@ def measure_floor(case: Case, device: torch.device, graphed: bool, reps: int = 7
     if not graphed:
         inner = 5 if device.type == "cuda" else 1
         fwd_bwd = _median_block_ms(lambda: _floor_program(G, D, case, real, z, vecs, 0, 0), device, reps, inner)
-        _, (gD, gG, liveD, liveG), _ = _floor_program(G, D, case, real, z, vecs, 0, 0)
+        _, (gD, gG), _ = _floor_program(G, D, case, real, z, vecs, 0, 0)
         pD, pG = list(D.parameters()), list(G.parameters())
         vD, vG = vecs
-        xy = _median_block_ms(lambda: torch.autograd.grad(
-            [gG[i] for i in liveG], pD, [vG[i] for i in liveG], retain_graph=True, allow_unused=True,
-            materialize_grads=True), device, reps, inner)
-        yx = _median_block_ms(lambda: torch.autograd.grad(
-            [gD[i] for i in liveD], pG, [vD[i] for i in liveD], retain_graph=True, allow_unused=True,
-            materialize_grads=True), device, reps, inner)
+        xy = _median_block_ms(lambda: mixed_hvp(gG, pD, vG), device, reps, inner)
+        yx = _median_block_ms(lambda: mixed_hvp(gD, pG, vD), device, reps, inner)
         del gD, gG
     else:
         m = 4

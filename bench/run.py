@@ -1,6 +1,6 @@
 """The fastgame benchmark suite: ACGD (or BCGD, ``--algo``) step time of fastgame (eager and CUDA-graphed, each fused-op
 backend) vs CGDs 0.4.5 vs simultaneous Adam (eager and fused), on the same model, initial
-parameters, batches and tolerance, in one process (DESIGN.md §7).
+parameters, batches and tolerance, in one process (docs/design.md §7).
 
     python -m bench --suite quick                    # CPU, small sizes, < 2 minutes
     python -m bench --suite cpu  --out bench/results/
@@ -76,14 +76,8 @@ COLUMNS = ["suite", "config", "model", "batch", "device", "optimizer", "algo", "
 
 
 def _available_backends(device: torch.device) -> list[str]:
-    serves = {"torch": ("cpu", "cuda"), "cpp": ("cpu",), "cuda": ("cuda",), "triton": ("cuda",)}
-    out = []
-    for name, state in fastgame.backends().items():
-        if state.startswith("available") and device.type in serves.get(name, ()):
-            if name == "triton" and "interpreter" in state:
-                continue  # the Triton interpreter is for tests, not timing
-            out.append(name)
-    return out
+    # The Triton interpreter (auto=False) is for tests, not timing.
+    return [b.name for b in fastgame.backends().values() if b.auto and b.serves(device) is None]
 
 
 def _row_base(suite: str, cfg: Config, case: Case, device: torch.device, tol: float) -> dict[str, Any]:
@@ -105,7 +99,7 @@ def environment(device: torch.device) -> dict[str, Any]:
             "fastgame": getattr(fastgame, "__version__", "?"), "python": platform.python_version(),
             "platform": platform.platform(), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "cpu_count": os.cpu_count(),
-            "fastgame_backends": fastgame.backends(),
+            "fastgame_backends": {name: str(b) for name, b in fastgame.backends().items()},
             "graphed_api": hasattr(fastgame, "make_graphed_step")}
     try:
         import subprocess

@@ -59,7 +59,7 @@ def _stepper(name: str, case, lr: float, tol: float = 1e-10):
         return lambda real, z: opt.step(loss_fn(G, D, real, z))
     else:
         backend = name.split("-", 1)[1]
-        if not fastgame.backends()[backend].startswith("available"):
+        if not fastgame.backends()[backend].available:
             pytest.skip(f"fastgame backend {backend}: {fastgame.backends()[backend]}")
         fastgame.set_backend(backend)
         opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr, lr_min=lr, tol=tol)

@@ -1,4 +1,4 @@
-"""Phase portrait of the Dirac-GAN (seed 001): SimGD, SimGD + R1 and ACGD from the same start.
+"""Phase portrait of the Dirac-GAN (Mescheder et al. 2018): SimGD, SimGD + R1 and ACGD from the same start.
 
 The unregularised vector field only rotates around the equilibrium (θ, ψ) = (0, 0), so
 simultaneous gradient descent-ascent spirals outwards; the R1 penalty adds damping and the

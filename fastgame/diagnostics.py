@@ -1,7 +1,7 @@
 r"""Diagnostics for two-player games: local stability at a point and two probes of trained GANs.
 
-Local analysis (seed 001). The gradient vector field of a game is
-v(z) = −(∇_max L_max, ∇_min L_min) at z = (max params, min params), each player descending
+Local analysis (Mescheder et al. 2018; docs/design.md §7). The gradient vector field of a
+game is v(z) = −(∇_max L_max, ∇_min L_min) at z = (max params, min params), each player descending
 its own loss (:meth:`Game.losses`); in a zero-sum game v = (∇_max f, −∇_min f). A point is
 locally attracting for the continuous dynamics if every eigenvalue of the Jacobian ∂v/∂z
 has a negative real part, and a discrete method z ← F(z) converges locally to a fixed point
@@ -11,11 +11,12 @@ iff the spectral radius of ∂F/∂z there is below 1.
   (Arnoldi on Jacobian-vector products, networks), :func:`arnoldi_eigenvalues`;
 * :func:`update_jacobian`, :func:`spectral_radius` of any optimizer's update map;
 * :func:`stackelberg_gradient`: the generator's total derivative along the discriminator's
-  best response (seed 002's best-response-manifold training).
+  best response (the best-response-manifold training of Ehab's report).
 
-Probes of a checkpoint. :func:`icr_probe` (seed 000): train only the discriminator versus
-both players, then let the generator counterattack. :func:`proximal_probe` (seed 004): fix
-the discriminator (or allow it a proximal response) and keep optimizing the generator.
+Probes of a checkpoint. :func:`icr_probe` (Schäfer et al. 2020): train only the
+discriminator versus both players, then let the generator counterattack.
+:func:`proximal_probe` (Farnia & Ozdaglar 2020): fix the discriminator (or allow it a
+proximal response) and keep optimizing the generator.
 
 Every function takes the point it analyses from the game (or ``point=``) and restores the
 game's parameters before returning.
@@ -31,8 +32,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .arnoldi import arnoldi_eigenvalues
+from .flat import flatten, split_like
 from .games.base import Game
 from .games.dynamics import SimGD
+from .hvp import mixed_hvp
 
 __all__ = [
     "vector_field", "jacobian", "jacobian_eigenvalues", "arnoldi_eigenvalues", "update_jacobian",
@@ -66,10 +70,6 @@ def _params(game: Game) -> list[Tensor]:
     return game.max_params + game.min_params
 
 
-def _flat(tensors: Sequence[Tensor]) -> Tensor:
-    return torch.cat([t.reshape(-1) for t in tensors])
-
-
 def _closure(game: Game) -> Callable[[], Any]:
     """What an optimizer's ``step`` gets: the zero-sum loss when it is exact, else both losses."""
     return game.loss if game.is_zero_sum else game.losses
@@ -94,21 +94,16 @@ class _Field:
             if game.is_zero_sum:
                 # v = S∇f with S = diag(I, −I), so J = S·Hess f: one double-backward per product.
                 self.full = [_grad(-loss_max, self.params, create_graph=True)]
-                g = _flat(self.full[0])
+                g = flatten(self.full[0])
                 self.value = torch.cat([g[:self.n_max], -g[self.n_max:]]).detach()
             else:
                 self.full = [_grad(loss_max, self.params, create_graph=True),
                              _grad(loss_min, self.params, create_graph=True)]
-                self.value = -torch.cat([_flat(self.full[0])[:self.n_max], _flat(self.full[1])[self.n_max:]]).detach()
+                self.value = -torch.cat([flatten(self.full[0])[:self.n_max], flatten(self.full[1])[self.n_max:]]).detach()
 
     def _hvp(self, grads: list[Tensor], u: Tensor) -> Tensor:
         """Hess(loss)·u for the loss whose full gradient (with graph) is ``grads``."""
-        live = [(g, piece) for g, piece in zip(grads, _split(u, self.params)) if g.requires_grad]
-        if not live:
-            return torch.zeros_like(u)
-        out = torch.autograd.grad([g for g, _ in live], self.params, grad_outputs=[p for _, p in live],
-                                  retain_graph=True, allow_unused=True, materialize_grads=True)
-        return _flat(out)
+        return flatten(mixed_hvp(grads, self.params, split_like(u, self.params)))
 
     def jvp(self, u: Tensor) -> Tensor:
         """J·u."""
@@ -118,14 +113,6 @@ class _Field:
                 return torch.cat([h[:self.n_max], -h[self.n_max:]])
             # Row block i of J is −∂(∇_i L_i)/∂z; Hess(L_i)·u restricted to block i gives it.
             return -torch.cat([self._hvp(self.full[0], u)[:self.n_max], self._hvp(self.full[1], u)[self.n_max:]])
-
-
-def _split(vec: Tensor, params: Sequence[Tensor]) -> list[Tensor]:
-    out, offset = [], 0
-    for p in params:
-        out.append(vec[offset:offset + p.numel()].view_as(p))
-        offset += p.numel()
-    return out
 
 
 # ---- local analysis -------------------------------------------------------------------------
@@ -144,56 +131,6 @@ def jacobian(game: Game, point: Optional[Tensor] = None) -> Tensor:
         field = _Field(game)
         eye = torch.eye(field.n, dtype=field.value.dtype, device=field.value.device)
         return torch.stack([field.jvp(eye[j]) for j in range(field.n)], dim=1)
-
-
-def arnoldi_eigenvalues(matvec: Callable[[Tensor], Tensor], dim: int, k: int = 6, num_iters: int = 30,
-                        which: str = "LM", start: Optional[Tensor] = None,
-                        dtype: torch.dtype = torch.float64, device: Any = None) -> Tensor:
-    r"""The k extreme eigenvalues of a linear operator from ``num_iters`` Arnoldi steps.
-
-    Builds an orthonormal Krylov basis Q (classical Gram-Schmidt, applied twice for
-    stability) and returns the Ritz values — eigenvalues of the small Hessenberg matrix
-    QᵀAQ — sorted by ``which``: ``"LM"`` largest magnitude, ``"LR"`` largest real part,
-    ``"SR"`` smallest real part. For a symmetric operator this is the Lanczos method (the
-    Hessenberg matrix is tridiagonal). Extreme, well-separated eigenvalues converge first;
-    with ``num_iters >= dim`` the result is exact up to rounding.
-
-    Args:
-        matvec: v ↦ A v on flat vectors of length ``dim``.
-        start: first Krylov vector (default: a fixed-seed random vector, so results repeat).
-    Returns:
-        a complex tensor of min(k, Krylov dimension) Ritz values.
-    """
-    if which not in ("LM", "LR", "SR"):
-        raise ValueError(f"which must be 'LM', 'LR' or 'SR', got {which!r}")
-    for name, v in (("dim", dim), ("k", k), ("num_iters", num_iters)):
-        if not (isinstance(v, int) and v >= 1):
-            raise ValueError(f"{name} must be an int >= 1, got {v!r}")
-    m = min(num_iters, dim)
-    if start is None:
-        start = torch.randn(dim, generator=torch.Generator().manual_seed(0), dtype=dtype).to(device)
-    if start.shape != (dim,) or not bool(start.norm() > 0):
-        raise ValueError(f"start must be a non-zero vector of shape ({dim},)")
-    Q = torch.zeros(m + 1, dim, dtype=start.dtype, device=start.device)
-    H = torch.zeros(m + 1, m, dtype=start.dtype, device=start.device)
-    Q[0] = start / start.norm()
-    size = m
-    for j in range(m):
-        w = matvec(Q[j])
-        scale = w.norm()
-        for _ in range(2):
-            h = Q[:j + 1] @ w
-            w = w - Q[:j + 1].T @ h
-            H[:j + 1, j] += h
-        H[j + 1, j] = w.norm()
-        # An invariant subspace: the Ritz values so far are exact eigenvalues.
-        if H[j + 1, j] <= 1e-12 * max(float(scale), float(H[:j + 1, j].norm()), 1e-300):
-            size = j + 1
-            break
-        Q[j + 1] = w / H[j + 1, j]
-    ritz = torch.linalg.eigvals(H[:size, :size])
-    key = {"LM": ritz.abs(), "LR": ritz.real, "SR": -ritz.real}[which]
-    return ritz[torch.argsort(key, descending=True)[:k]]
 
 
 def jacobian_eigenvalues(game: Game, k: int = 6, num_iters: int = 30, which: str = "LM",
@@ -255,7 +192,7 @@ def stackelberg_gradient(game: Game, point: Optional[Tensor] = None) -> Tensor:
     function theorem gives its best response x*(y) near the current y, and
     d/dy L_min(y, x*(y)) = ∇_y L_min − (∂²_xy L_max)ᵀ (∂²_xx L_max)⁻¹ ∇_x L_min.
     Its zeros with x at a local best response are the local Stackelberg (minimax) points that
-    best-response-manifold training (seed 002) converges to; a gradient step along it is
+    best-response-manifold training (Ehab's report) converges to; a gradient step along it is
     that method's projected generator step. Raises if ∂²_xx L_max is singular.
     """
     with _at(game, point):
@@ -264,10 +201,10 @@ def stackelberg_gradient(game: Game, point: Optional[Tensor] = None) -> Tensor:
         nx = sum(p.numel() for p in xs)
         with torch.enable_grad():
             loss_max, loss_min = game.losses()
-            g_max = _flat(_grad(loss_max, xs, create_graph=True))
+            g_max = flatten(_grad(loss_max, xs, create_graph=True))
             # Rows ∂(∇_x L_max)_i/∂(x, y): [H_xx | H_xy].
-            rows = torch.stack([_flat(_grad(g_max[i], params)) for i in range(nx)])
-            g_min = _flat(_grad(loss_min, params))
+            rows = torch.stack([flatten(_grad(g_max[i], params)) for i in range(nx)])
+            g_min = flatten(_grad(loss_min, params))
         h_xx, h_xy = rows[:, :nx], rows[:, nx:]
         return g_min[nx:] - h_xy.T @ torch.linalg.solve(h_xx, g_min[:nx])
 
@@ -303,7 +240,7 @@ class ICRProbe:
 def _record(game: Game, outputs: Callable[[], Tensor], out0: Tensor) -> tuple[float, float, float]:
     with torch.enable_grad():
         loss_max, loss_min = game.losses()
-        g = _flat(_grad(loss_min, game.min_params))
+        g = flatten(_grad(loss_min, game.min_params))
     with torch.no_grad():
         change = float((outputs().detach() - out0).abs().mean())
     return float(loss_max.detach()), change, float(g.norm())
@@ -311,7 +248,7 @@ def _record(game: Game, outputs: Callable[[], Tensor], out0: Tensor) -> tuple[fl
 
 def icr_probe(game: Game, lr_max: float, lr_min: float, steps: int = 100, counter_steps: int = 100,
               optimizer: OptimizerFactory = SimGD, outputs: Optional[Callable[[], Tensor]] = None) -> ICRProbe:
-    r"""Implicit competitive regularization probe of seed 000, from the game's current point.
+    r"""Implicit competitive regularization probe (Schäfer, Zheng & Anandkumar 2020), from the game's current point.
 
     Runs, each from the checkpoint (the current parameters, restored at the end):
 
@@ -337,7 +274,7 @@ def icr_probe(game: Game, lr_max: float, lr_min: float, steps: int = 100, counte
         if not (isinstance(v, int) and v >= 0):
             raise ValueError(f"{name} must be an int >= 0, got {v!r}")
     if outputs is None:
-        outputs = lambda: _flat(game.max_params)  # noqa: E731
+        outputs = lambda: flatten(game.max_params)  # noqa: E731
     closure = _closure(game)
 
     def run(lr_min_run: float) -> ProbeRun:
@@ -377,7 +314,7 @@ class ProximalProbe:
 def proximal_probe(game: Game, lr: float, steps: int = 100, lam: float = math.inf, inner_steps: int = 10,
                    inner_lr: Optional[float] = None,
                    optimizer: Callable[..., torch.optim.Optimizer] = torch.optim.SGD) -> ProximalProbe:
-    r"""Proximal-equilibrium probe of seed 004: fix the discriminator, keep optimizing the generator.
+    r"""Proximal-equilibrium probe (Farnia & Ozdaglar 2020): fix the discriminator, keep optimizing the generator.
 
     With ``lam=inf`` the discriminator D₀ stays fixed and the generator descends
     L_min(G, D₀); the gap is what it gains — positive unless (G, D₀) is a Nash equilibrium

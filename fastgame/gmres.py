@@ -6,12 +6,12 @@ i.e. (n+1)² when ``max_iter`` is None):
 
 * Memory is O(m·n): one Krylov basis of m + 1 vectors, allocated once per solve and reused
   by every restart cycle.
-* Orthogonalisation is classical Gram–Schmidt applied twice (CGS2). It is as stable as
-  modified Gram–Schmidt ("twice is enough", Giraud et al. 2005), but each pass is one
-  matrix-vector product with the basis (two GEMVs) instead of j dependent dot products and
-  axpys, which on a GPU means 4 kernels instead of 2j and on a CPU one read of the basis per
-  pass. It costs one extra pass over the basis, which is small next to a Hessian-vector
-  product.
+* Orthogonalisation is classical Gram–Schmidt applied twice (CGS2,
+  :func:`fastgame.arnoldi.arnoldi_step`). It is as stable as modified Gram–Schmidt ("twice
+  is enough", Giraud et al. 2005), but each pass is one matrix-vector product with the basis
+  (two GEMVs) instead of j dependent dot products and axpys, which on a GPU means 4 kernels
+  instead of 2j and on a CPU one read of the basis per pass. It costs one extra pass over
+  the basis, which is small next to a Hessian-vector product.
 * Each Arnoldi step reads the device once: the new Hessenberg column (j + 3 numbers,
   including ‖A v_j‖ for the breakdown test). The convergence test needs that read anyway,
   so the Givens rotations and the small triangular solve run on the host in float64 Python
@@ -27,6 +27,8 @@ from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
+
+from .arnoldi import arnoldi_step
 
 MatVec = Callable[[Tensor], Union[Tensor, tuple[Tensor, Tensor]]]
 
@@ -141,14 +143,10 @@ def _arnoldi_cycle(matvec: MatVec, basis: Tensor, images: Optional[Tensor], beta
         w = matvec(basis[j])
         if images is not None:
             w, images[j] = w
-        v = basis[: j + 1]
-        h = v @ w
         w_norm = w.norm()
-        w = w - h @ v
-        h2 = v @ w  # second Gram-Schmidt pass: orthogonality to rounding level
-        w -= h2 @ v
+        h, w = arnoldi_step(basis, j, w)
         norm = w.norm()
-        col = torch.cat([h + h2, norm.reshape(1), w_norm.reshape(1)]).tolist()  # the one host read
+        col = torch.cat([h, norm.reshape(1), w_norm.reshape(1)]).tolist()  # the one host read
         *col, a_norm = col
         # Breakdown: A v_j lies (to rounding) in the Krylov space, so the space is invariant
         # and the least-squares solution is exact; a further basis vector would be noise.

@@ -25,6 +25,26 @@ def all_reduce_mean(t: Tensor) -> Tensor:
     return t
 
 
+def mixed_hvp(grads: Sequence[Tensor], params: Sequence[Tensor], vecs: Sequence[Tensor],
+              batched: bool = False) -> tuple[Tensor, ...]:
+    """∂(Σ_i grads[i]·vecs[i])/∂params in one double-backward pass: with ``grads`` one player's
+    gradient (taken with ``create_graph=True``) and ``params`` the other player's parameters,
+    the mixed block times ``vecs`` (e.g. D_xy w = ∂(∇_y f·w)/∂x); with ``params`` all of them,
+    the Hessian-vector product.
+
+    ``vecs`` are shaped like ``grads`` (with a leading batch dimension when ``batched``: one
+    pass for all rows). Gradient entries without a graph do not depend on ``params`` and are
+    left out; with none left the product is zero and no pass is taken. Returns one tensor per
+    parameter (zeros where a parameter does not enter), the graph kept for further passes.
+    """
+    live = [i for i, g in enumerate(grads) if g.requires_grad]
+    if not live:
+        lead = (vecs[0].shape[0],) if batched and vecs else ()
+        return tuple(torch.zeros(lead + p.shape, dtype=p.dtype, device=p.device) for p in params)
+    return torch.autograd.grad([grads[i] for i in live], list(params), grad_outputs=[vecs[i] for i in live],
+                               retain_graph=True, materialize_grads=True, is_grads_batched=batched)
+
+
 class MixedHVP:
     """Products with the mixed blocks D_xy, D_yx from create_graph gradients.
 
@@ -36,7 +56,7 @@ class MixedHVP:
     def __init__(self, players: Sequence[Player], grads: Sequence[Sequence[Tensor]]) -> None:
         self.players = players
         # Only gradient entries that still carry a graph can be differentiated again.
-        self._live = [[i for i, g in enumerate(gs) if g.requires_grad] for gs in grads]
+        self._interacts = [any(g.requires_grad for g in gs) for gs in grads]
         self.grads = grads
         self.passes = 0
 
@@ -51,15 +71,10 @@ class MixedHVP:
     def _product(self, to: int, vec: Tensor, batch: int | None) -> Tensor:
         src = 1 - to
         target = self.players[to]
-        live = self._live[src]
-        if not live:  # the players do not interact: the mixed block is zero
+        if not self._interacts[src]:  # the players do not interact: the mixed block is zero
             shape = (target.numel,) if batch is None else (batch, target.numel)
             return torch.zeros(shape, dtype=target.dtype, device=target.device)
-        pieces = self.players[src].split(vec)
-        out = torch.autograd.grad(
-            [self.grads[src][i] for i in live], target.params,
-            grad_outputs=[pieces[i] for i in live],
-            retain_graph=True, materialize_grads=True, is_grads_batched=batch is not None)
+        out = mixed_hvp(self.grads[src], target.params, self.players[src].split(vec), batched=batch is not None)
         self.passes += 1
         with torch.no_grad():
             return all_reduce_mean(target.gather(out, batch))

@@ -272,10 +272,11 @@ def wgan_gp_penalty(critic: Discriminator, real: Tensor, fake: Tensor, weight: f
 
     ``t`` fixes the interpolation weights (one, or one per sample) instead of drawing them
     with ``generator``; fixed points keep the penalty, and so the critic's best response,
-    from changing between steps (seed 002 fixes them for that reason).
+    from changing between steps (Ehab's report fixes them for that reason; docs/design.md §1).
 
     Two-sided: it also pushes gradient norms below 1 up, which creates spurious local
-    best responses and equilibria (seed 002; :class:`fastgame.games.GaussianLocationGame`).
+    best responses and equilibria (Ehab's report, docs/design.md §1;
+    :class:`fastgame.games.GaussianLocationGame`).
     """
     _check_weight("weight", weight)
     g = input_gradient(critic, _interpolates(real, fake, t, generator))
@@ -284,7 +285,8 @@ def wgan_gp_penalty(critic: Discriminator, real: Tensor, fake: Tensor, weight: f
 
 def relu_gp_penalty(critic: Discriminator, real: Tensor, fake: Tensor, weight: float = 10.0,
                     t: Optional[Tensor] = None, generator: Optional[torch.Generator] = None) -> Tensor:
-    r"""One-sided linear penalty of seed 002: λ E ReLU(‖∇D(x̂)‖ − 1) on the WGAN-GP interpolates.
+    r"""One-sided linear penalty of Ehab's report (docs/design.md §1): λ E ReLU(‖∇D(x̂)‖ − 1)
+    on the WGAN-GP interpolates.
 
     No penalty inside the 1-Lipschitz ball and a slope λ outside, so for λ ≥ W₁(p_data, p_G)
     the critic's best response is the WGAN (1-Lipschitz) optimal critic. ``t`` and

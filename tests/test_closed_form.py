@@ -1,4 +1,4 @@
-"""One ACGD/BCGD step on the bilinear game f = xᵀAy equals the dense solve of DESIGN.md §2."""
+"""One ACGD/BCGD step on the bilinear game f = xᵀAy equals the dense solve of docs/design.md §2."""
 import pytest
 import torch
 
@@ -6,7 +6,7 @@ import fastgame
 
 
 def dense_step(A, x, y, eta_x, eta_y, solve_max):
-    """The CGD step of DESIGN.md §2 with dense matrices (D_xy = A, D_yx = Aᵀ)."""
+    """The CGD step of docs/design.md §2 with dense matrices (D_xy = A, D_yx = Aᵀ)."""
     gx, gy = A @ y, A.T @ x
     if solve_max:
         s = eta_x.sqrt()

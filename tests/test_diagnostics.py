@@ -1,5 +1,5 @@
 """fastgame.diagnostics against closed forms: Jacobians, Arnoldi, update maps, the
-Stackelberg gradient, and the ICR (seed 000) and proximal (seed 004) probes."""
+Stackelberg gradient, and the ICR and proximal probes (docs/design.md §7)."""
 import math
 from functools import partial
 
@@ -159,7 +159,7 @@ def test_stackelberg_gradient_of_a_quadratic_game(float64):
     torch.testing.assert_close(diagnostics.stackelberg_gradient(game), expect)
 
 
-# ---- ICR probe (seed 000) -------------------------------------------------------------------
+# ---- ICR probe (Schäfer et al. 2020) ---------------------------------------------------------
 X0, Y0, ETA_X, ETA_Y, N = 0.2, 0.1, 0.09, 0.01, 100
 
 
@@ -195,7 +195,7 @@ def test_icr_probe_on_the_quadratic_game_in_closed_form(float64):
     torch.testing.assert_close(probe.both.output_change, (z[:, 0] - Y0).abs())
     torch.testing.assert_close(probe.both.discriminator_loss, -f(z[:, 1], z[:, 0]))
 
-    # Seed 000's observations: alone the discriminator runs off, its loss drops and the
+    # The ICR paper's observations: alone the discriminator runs off, its loss drops and the
     # generator's gradient grows; trained together it barely moves; and the counterattack
     # on the lone discriminator raises its loss far more.
     alone, both = probe.discriminator_only, probe.both
@@ -238,7 +238,7 @@ def test_icr_probe_on_a_network_gan():
     assert all(torch.equal(v, state[k]) for k, v in game.state_dict().items())
 
 
-# ---- proximal probe (seed 004) --------------------------------------------------------------
+# ---- proximal probe (Farnia & Ozdaglar 2020) -------------------------------------------------
 THETA0, PSI0 = 0.5, 0.8
 
 

@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import fastgame
 from bench.models import mlp_gan, ring_data
+from tests.helpers import flat
 
 CGDs = pytest.importorskip("CGDs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -27,10 +28,6 @@ def ns_losses(G, D, real, z):
     """Non-saturating GAN: G minimises -log σ(D(G(z))), D minimises the usual cross-entropy."""
     fake = G(z)
     return F.softplus(-D(fake)).mean(), F.softplus(-D(real)).mean() + F.softplus(D(fake)).mean()
-
-
-def flat(*modules):
-    return torch.cat([p.detach().reshape(-1).clone() for m in modules for p in m.parameters()])
 
 
 def run_pair(steps, warm_start=False, restart=None, **kw):

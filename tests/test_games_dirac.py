@@ -1,4 +1,4 @@
-"""The Dirac-GAN of seed 001 (Mescheder et al. 2018): the Jacobian's eigenvalues at the
+"""The Dirac-GAN (Mescheder et al. 2018): the Jacobian's eigenvalues at the
 equilibrium against the paper's formulas, and which dynamics converge."""
 import cmath
 from functools import partial
@@ -36,7 +36,7 @@ def test_unregularised_eigenvalues_are_purely_imaginary(float64, loss):
 @pytest.mark.parametrize("penalty", ["r1", "r2"])
 @pytest.mark.parametrize("gamma", [0.3, 1.0, 3.0])
 def test_gradient_penalty_eigenvalues(float64, loss, penalty, gamma):
-    # Seed 001, Lemma 3.3: −γ/2 ± √(γ²/4 − f′(0)²); real (no rotation) once γ ≥ 2f′(0).
+    # Mescheder et al. 2018, Lemma 3.3: −γ/2 ± √(γ²/4 − f′(0)²); real (no rotation) once γ ≥ 2f′(0).
     game = DiracGAN(loss, penalty=penalty, penalty_weight=gamma)
     root = cmath.sqrt(gamma ** 2 / 4 - F1[loss] ** 2)
     expected = [-gamma / 2 + root, -gamma / 2 - root]
@@ -47,7 +47,7 @@ def test_gradient_penalty_eigenvalues(float64, loss, penalty, gamma):
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("sigma", [0.5, 2.5])
 def test_instance_noise_eigenvalues(float64, loss, sigma):
-    # Seed 001, Lemma 3.2: f″(0)σ² ± √(f″(0)²σ⁴ − f′(0)²): damping only where f″(0) ≠ 0.
+    # Mescheder et al. 2018, Lemma 3.2: f″(0)σ² ± √(f″(0)²σ⁴ − f′(0)²): damping only where f″(0) ≠ 0.
     game = DiracGAN(loss, noise_std=sigma)
     a = F2[loss] * sigma ** 2
     root = cmath.sqrt(a * a - F1[loss] ** 2)

@@ -1,5 +1,5 @@
-"""The Gaussian location game of seed 002: WGAN-GP's spurious equilibrium (θ, ψ) = (λ, ½) and
-the ReLU penalty, whose critic best response is the WGAN critic, with equilibrium θ = 0."""
+"""The Gaussian location game of Ehab's report (docs/design.md §1): WGAN-GP's spurious
+equilibrium (θ, ψ) = (λ, ½) and the ReLU penalty, whose critic best response is the WGAN critic, with equilibrium θ = 0."""
 import pytest
 import torch
 
@@ -56,7 +56,7 @@ def test_wgan_gp_spurious_equilibrium_is_locally_stable(float64, lam):
 
 
 def test_best_response_manifold_training_converges_to_the_spurious_equilibrium(float64):
-    # Seed 002's method: retract the critic to a local best response (gradient descent,
+    # The report's method: retract the critic to a local best response (gradient descent,
     # warm-started), then move the generator along the best response.
     lam = 1.0
     game = at(GaussianLocationGame("wgan_gp", weight=lam), 0.8, 0.4 * lam)

@@ -1,4 +1,4 @@
-"""The bilinear game and the ICR quadratic game of seed 000: the known behaviour of SimGD,
+"""The bilinear game and the ICR quadratic game (docs/design.md §7): the known behaviour of SimGD,
 AltGD, BCGD and ACGD, with the spectral radii of their update maps in closed form."""
 from functools import partial
 
@@ -101,7 +101,7 @@ def test_bilinear_players_and_losses(float64):
         game.set_point(torch.zeros(3))
 
 
-# ---- the ICR quadratic game (seed 000) ------------------------------------------------------
+# ---- the ICR quadratic game (docs/design.md §7) -----------------------------------------------
 def test_icr_simgd_with_a_slow_maximiser_converges(float64):
     game = ICRQuadratic()  # f = x² + 10xy + y², x minimises with η_x = 0.09, y maximises with η_y = 0.01
     opt = partial(SimGD, lr_max=0.01, lr_min=0.09)

@@ -6,6 +6,7 @@ import torch
 
 import fastgame
 from bench.models import ConvDiscriminator, ConvGenerator, gan_loss, mlp_gan, ring_data, wgan_loss
+from tests.helpers import flat
 
 pytestmark = [pytest.mark.gpu,
               pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")]
@@ -21,10 +22,6 @@ def deterministic_cuda():
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = False, True, False
     yield
     torch.backends.cudnn.allow_tf32, torch.backends.cudnn.deterministic, torch.backends.cudnn.benchmark = old
-
-
-def flat(*modules):
-    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
 
 
 def cases():

@@ -12,6 +12,7 @@ import fastgame
 from bench.models import ConvDiscriminator, ConvGenerator, wgan_loss
 from fastgame.hvp import MixedHVP
 from fastgame.nn import BatchNorm, convert_batchnorm
+from tests.helpers import flat
 
 NATIVE = {2: nn.BatchNorm1d, 3: nn.BatchNorm1d, 4: nn.BatchNorm2d, 5: nn.BatchNorm3d}
 
@@ -102,13 +103,12 @@ def test_mixed_hvps_and_acgd_steps_match_native():
                          for to in (0, 1)])
     for a, b in zip(*products):  # equal up to float64 rounding, relative to the vector's size
         assert ((b - a).norm() / a.norm()).item() < 1e-12
-    start = torch.cat([p.detach().reshape(-1) for p in list(G.parameters()) + list(D.parameters())])
+    start = flat(G, D)
     # CG to float64 rounding (tol is on ‖r‖²: the default 1e-12 leaves solutions 1e-6 apart)
     opts = [fastgame.ACGD(d.parameters(), g.parameters(), lr_max=1e-2, lr_min=1e-2, tol=1e-24, atol=1e-40)
             for g, d in [(G, D), (G2, D2)]]
     for real, z in batches:
         for opt, (g, d) in zip(opts, [(G, D), (G2, D2)]):
             opt.step(wgan_loss(g, d, real, z))
-    flat = [torch.cat([p.detach().reshape(-1) for p in list(g.parameters()) + list(d.parameters())])
-            for g, d in [(G, D), (G2, D2)]]
-    assert ((flat[1] - flat[0]).norm() / (flat[0] - start).norm()).item() < 1e-9
+    ends = [flat(G, D), flat(G2, D2)]
+    assert ((ends[1] - ends[0]).norm() / (ends[0] - start).norm()).item() < 1e-9

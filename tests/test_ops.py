@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ if not torch.cuda.is_available():  # must precede the first import of the Triton
 import fastgame  # noqa: E402
 from fastgame import ops  # noqa: E402
 from fastgame.ops import _ext, _triton, reference  # noqa: E402
+from tests.helpers import flat  # noqa: E402
 
 REQUIRE_CPP = os.environ.get("FASTGAME_REQUIRE_CPP", "") not in ("", "0")
 HAVE_CUDA = torch.cuda.is_available()
@@ -53,10 +55,11 @@ BACKENDS = _backend_params()
 def impl(request):
     """The backend's module of op functions, after checking it can run on its device."""
     name, device = request.param[:2]
-    why = ops._unavailable(name, torch.device(device))
+    backend = fastgame.backends()[name]
+    why = backend.serves(torch.device(device))
     if why:
         pytest.fail(f"backend {name} on {device} unavailable: {why}")
-    return ops._MODULES[name]
+    return backend.module
 
 
 def cases(fn):
@@ -277,18 +280,44 @@ def restore_backend():
 
 
 def test_backends_report():
-    report = fastgame.backends()
-    assert set(report) == {"torch", "cpp", "cuda", "triton"}
-    assert report["torch"].startswith("available")
-    for name, text in report.items():
-        assert text.startswith("available") or text.startswith("unavailable: "), (name, text)
+    table = fastgame.backends()
+    assert list(table) == ["torch", "cpp", "cuda", "triton"]
+    assert table["torch"].available and table["torch"].module is reference
+    for name, backend in table.items():
+        assert backend.name == name
+        assert backend.devices and all(isinstance(d, str) for d in backend.devices)
+        assert all(callable(getattr(backend.module, op)) for op in ops.OPS)
+        assert backend.available == (backend.reason is None)
+        text = str(backend)
+        assert text.startswith("available (") if backend.available else text == f"unavailable: {backend.reason}"
+    assert table["cpp"].devices == ("cpu",) and table["cuda"].devices == ("cuda",)
+
+
+def test_backend_serves_devices():
+    table = fastgame.backends()
+    assert table["torch"].serves(torch.device("cpu")) is None
+    assert table["torch"].serves(torch.device("meta")) is None
+    assert table["cuda"].serves(torch.device("cpu"))  # unavailable here, or CPU tensors
+    if table["cpp"].available:
+        assert table["cpp"].serves(torch.device("cpu")) is None
+        assert "not cuda" in table["cpp"].serves(torch.device("cuda"))
+
+
+def test_kernel_modules_follow_the_interface():
+    """Every backend module's ops carry the twins' signatures and docstrings."""
+    import inspect
+    for backend in fastgame.backends().values():
+        for op in ops.OPS:
+            fn, twin = getattr(backend.module, op), getattr(reference, op)
+            assert inspect.signature(fn) == inspect.signature(twin) and fn.__doc__ == twin.__doc__
+    assert inspect.signature(ops.cg_step_) == inspect.signature(reference.cg_step_)
 
 
 def test_cpp_required_in_ci():
     if not REQUIRE_CPP:
         pytest.skip("FASTGAME_REQUIRE_CPP is not set")
     assert _ext.CPP_ERROR is None, _ext.CPP_ERROR
-    assert fastgame.backends()["cpp"].startswith("available")
+    assert fastgame.backends()["cpp"].available
 
 
 def test_auto_picks_cpp_on_cpu(restore_backend):
@@ -299,11 +328,11 @@ def test_auto_picks_cpp_on_cpu(restore_backend):
 
 
 def test_forced_unavailable_backend_says_why(restore_backend):
-    with pytest.raises(ValueError, match="unknown fastgame backend"):
+    with pytest.raises(ValueError, match=r"unknown fastgame backend 'fortran'; choose one of .*'auto'.*'cpp'"):
         fastgame.set_backend("fortran")
-    for name, text in fastgame.backends().items():
-        if text.startswith("unavailable"):
-            with pytest.raises(RuntimeError, match=f"'{name}' is unavailable: "):
+    for name, backend in fastgame.backends().items():
+        if not backend.available:
+            with pytest.raises(RuntimeError, match=f"'{name}' is unavailable: {re.escape(backend.reason)}"):
                 fastgame.set_backend(name)
     if _ext.CPP_ERROR is None:
         fastgame.set_backend("cpp")
@@ -312,6 +341,28 @@ def test_forced_unavailable_backend_says_why(restore_backend):
                 ops.cg_matvec(*[torch.ones(3, device="cuda")] * 3)
     fastgame.set_backend("torch")
     assert ops._impl(torch.zeros(3)) is reference
+
+
+def test_dispatch_choice_is_per_call(restore_backend):
+    """ops.dispatch(name) runs its own choice whatever the process-wide setting."""
+    fastgame.set_backend("torch")
+    x = torch.ones(5, dtype=torch.float64)
+    assert ops.dispatch("auto").cg_matvec(x, x, x)[1].item() == 10.0
+    assert ops.dispatch() is ops.dispatch(None) and repr(ops.dispatch("torch")) == "fastgame.ops.dispatch('torch')"
+    if _ext.CPP_ERROR is None:
+        assert ops._impl(x, "auto") is _ext and ops._impl(x) is reference
+    with pytest.raises(ValueError, match="choose one of"):
+        ops.dispatch("fortran")
+    for name, backend in fastgame.backends().items():
+        if not backend.available:
+            with pytest.raises(RuntimeError, match=f"'{name}' is unavailable"):
+                ops.dispatch(name)
+
+
+def test_ops_take_keywords():
+    x = torch.ones(3, dtype=torch.float64)
+    ap, pap = ops.cg_matvec(p=x, sqrt_eta=x, t=x)
+    assert torch.equal(ap, 2 * x) and pap.item() == 6.0
 
 
 def test_env_var_forces_backend():
@@ -361,8 +412,7 @@ def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
         for real, z in batches:
             ref.step(gan_loss(G, D, real, z))
             ours.step(gan_loss(G2, D2, real, z))
-        assert ops._impl(next(D2.parameters())) is ops._MODULES[name]
-        flat = lambda *ms: torch.cat([p.detach().reshape(-1) for m in ms for p in m.parameters()])  # noqa: E731
+        assert ops._impl(next(D2.parameters())) is fastgame.backends()[name].module
         a, b = flat(D, G), flat(D2, G2)
         assert ((a - b).norm() / a.norm()).item() <= 1e-8
     finally:
@@ -376,9 +426,10 @@ def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
 @pytest.mark.parametrize("backend", ["cuda", "triton"])
 def test_ops_capture_in_cuda_graph(backend):
     """All four ops captured in one graph and replayed give the eager torch numbers."""
-    if ops._unavailable(backend, torch.device("cuda")):
-        pytest.skip(ops._unavailable(backend, torch.device("cuda")))
-    impl = ops._MODULES[backend]
+    why = fastgame.backends()[backend].serves(torch.device("cuda"))
+    if why:
+        pytest.skip(why)
+    impl = fastgame.backends()[backend].module
     n, dev = 4099, "cuda"
     g, v, w, u, r, p, q, t = _vecs(8, n, torch.float32, dev)
     v = v.abs()

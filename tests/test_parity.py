@@ -6,6 +6,7 @@ import torch
 
 import fastgame
 from bench.models import ConvDiscriminator, ConvGenerator, gan_loss, mlp_gan, ring_data, wgan_loss
+from tests.helpers import flat
 
 CGDs = pytest.importorskip("CGDs")
 
@@ -25,10 +26,6 @@ def _conv_case(batch=8):
     return G, D, batches, wgan_loss
 
 
-def _flat(*modules):
-    return torch.cat([p.detach().reshape(-1).clone() for m in modules for p in m.parameters()])
-
-
 def run_pair(case, cls, steps, **kw):
     """Run the reference and fastgame side by side; return per-step update relative errors
     and the final relative parameter error."""
@@ -39,12 +36,12 @@ def run_pair(case, cls, steps, **kw):
     ours = getattr(fastgame, cls)(max_params=D2.parameters(), min_params=G2.parameters(), **kw)
     errors = []
     for real, z in batches[:steps]:
-        before_ref, before_ours = _flat(D, G), _flat(D2, G2)
+        before_ref, before_ours = flat(D, G), flat(D2, G2)
         ref.step(loss_fn(G, D, real, z))
         ours.step(loss_fn(G2, D2, real, z))
-        d_ref, d_ours = _flat(D, G) - before_ref, _flat(D2, G2) - before_ours
+        d_ref, d_ours = flat(D, G) - before_ref, flat(D2, G2) - before_ours
         errors.append(((d_ref - d_ours).norm() / d_ref.norm()).item())
-    final = ((_flat(D, G) - _flat(D2, G2)).norm() / _flat(D, G).norm()).item()
+    final = ((flat(D, G) - flat(D2, G2)).norm() / flat(D, G).norm()).item()
     return errors, final
 
 
@@ -78,5 +75,5 @@ def test_parity_with_lr_schedule(float64):
         ours.step(loss_fn(G2, D2, real, z))
         sched.step()
     assert ours.param_groups[0]["lr"] == pytest.approx(1e-2 / 16)
-    ref_p, ours_p = _flat(D, G), _flat(D2, G2)
+    ref_p, ours_p = flat(D, G), flat(D2, G2)
     assert ((ref_p - ours_p).norm() / ref_p.norm()).item() <= 1e-8

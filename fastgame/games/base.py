@@ -19,6 +19,8 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
+from ..flat import flatten, split_like
+
 
 class PlayerLosses(NamedTuple):
     """Each player's loss, to be minimised by that player."""
@@ -81,7 +83,7 @@ class Game(nn.Module):
 
     def point(self) -> Tensor:
         """The current parameters as one detached flat vector ``(max params, min params)``."""
-        return torch.cat([p.detach().reshape(-1) for p in self.max_params + self.min_params])
+        return flatten([p.detach() for p in self.max_params + self.min_params])
 
     def set_point(self, point: Tensor) -> None:
         """Copy a flat vector ``(max params, min params)`` into the parameters (in place).
@@ -94,10 +96,8 @@ class Game(nn.Module):
             shape = tuple(point.shape) if isinstance(point, Tensor) else type(point).__name__
             raise ValueError(f"a point of this game is a flat tensor of shape ({n},), got {shape}")
         with torch.no_grad():
-            offset = 0
-            for p in params:
-                p.copy_(point[offset:offset + p.numel()].view_as(p))
-                offset += p.numel()
+            for p, piece in zip(params, split_like(point, params)):
+                p.copy_(piece)
 
     def equilibrium(self) -> Optional[Tensor]:
         """The known equilibrium as a point ``(max params, min params)``, or None if the game

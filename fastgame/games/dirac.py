@@ -1,5 +1,5 @@
 r"""The Dirac-GAN of Mescheder, Geiger & Nowozin, *Which training methods for GANs do actually
-converge?* (ICML 2018; seed 001): the smallest GAN on which unregularised training fails."""
+converge?* (ICML 2018): the smallest GAN on which unregularised training fails."""
 from __future__ import annotations
 
 import math
@@ -108,7 +108,7 @@ class DiracGAN(Game):
         return torch.zeros_like(self.point())
 
     def equilibrium_eigenvalues(self) -> Tensor:
-        r"""Closed-form eigenvalues of the vector field's Jacobian at (0, 0) (seed 001).
+        r"""Closed-form eigenvalues of the vector field's Jacobian at (0, 0) (Mescheder et al. 2018, Lemmas 3.2-3.3).
 
         The Jacobian is [[2σ²f″(0) − γ, −f′(0)], [f′(0), 0]] in the order (ψ, θ), with γ the
         R1/R2 weight (0 otherwise) and σ the instance-noise std, so the eigenvalues are

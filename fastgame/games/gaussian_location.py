@@ -1,5 +1,6 @@
-r"""The Gaussian location game of seed 002: where WGAN-GP has a spurious equilibrium and the
-one-sided ReLU penalty does not."""
+r"""The Gaussian location game of M. Ehab, *Towards Theoretically-Grounded GAN Training*
+(docs/design.md §1): where WGAN-GP has a spurious equilibrium and the one-sided ReLU penalty
+does not."""
 from __future__ import annotations
 
 import math
@@ -23,7 +24,7 @@ class GaussianLocationGame(Game):
     The zero-sum form ``loss() = −L_D`` gives both players the same gradients as these
     losses (the penalty does not depend on θ).
 
-    Known answers (seed 002; :meth:`critic_best_response`, :meth:`spurious_critic`):
+    Known answers (Ehab's report; :meth:`critic_best_response`, :meth:`spurious_critic`):
 
     * WGAN-GP: besides the best response ψ = (1 + r/2λ)·u (u = −θ/‖θ‖ points from the
       fakes to the data, r = ‖θ‖), the critic has a second stationary point ψ = −(1 − r/2λ)·u

@@ -80,7 +80,8 @@ class Bilinear(Game):
 
 
 class ICRQuadratic(Bilinear):
-    r"""The quadratic game of the ICR blog post (seed 000): f(x, y) = x² + 10xy + y².
+    r"""The quadratic game of the ICR paper and its blog post (docs/design.md §7):
+    f(x, y) = x² + 10xy + y².
 
     x minimises f, y maximises it. For every fixed x, y's best move is to run off to
     infinity, yet simultaneous gradient descent-ascent with η_x = 0.09, η_y = 0.01 converges

@@ -8,84 +8,52 @@ Three other backends implement the same ops, registered as torch ops (``torch.op
 * ``"triton"`` Triton kernels (``fastgame.triton_kernels``), for CUDA tensors, or CPU tensors
   under the Triton interpreter (``TRITON_INTERPRET=1``; slow, for tests).
 
-:func:`set_backend` (or the ``FASTGAME_BACKEND`` environment variable) picks one; ``"auto"``
-(the default) takes, per device, the C++ ops on the CPU and the faster of CUDA/Triton on a
-GPU (timed once per device), and the torch twins where no kernel applies. The kernels cover
-float32 and float64; other dtypes always use the torch twins. Forcing a backend that cannot
-serve a tensor's device raises an error that says why.
+:func:`backends` returns the backend table (:mod:`fastgame.ops.registry`: one record per
+backend, with the device types it serves and why it is unavailable); the op interface is
+declared once in :mod:`fastgame.ops.interface`. :func:`set_backend` (or the
+``FASTGAME_BACKEND`` environment variable) picks one backend for the process, and
+:func:`dispatch` gives the ops under a choice of their own (``dispatch("cpp").cg_step_(...)``).
+``"auto"`` (the default) takes, per device, the first kernel backend of the table that serves
+it — the C++ ops on the CPU, the faster of CUDA/Triton on a GPU (timed once per device) — and
+the torch twins where no kernel applies. The kernels cover float32 and float64; other dtypes
+always use the torch twins. Forcing a backend that cannot serve a tensor's device raises an
+error that says why.
 
 Applying the final update needs no kernel: each player's parameters are views into one flat
 buffer (:mod:`fastgame._params`), so it is a single ``add_``.
 """
 from __future__ import annotations
 
+import inspect
 import os
 import warnings
 from types import ModuleType
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
 from torch import Tensor
 
-from . import _ext, _triton, reference
+from . import _ext, reference
+from .interface import OPS, op
+from .registry import Backend, record, records
 
-__all__ = ["backends", "set_backend", "get_backend", "precondition", "cg_matvec", "cg_step_",
-           "cg_direction_"]
+__all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", "precondition",
+           "cg_matvec", "cg_step_", "cg_direction_"]
 
-_CHOICES = ("auto", "triton", "cuda", "cpp", "torch")
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 _backend = "auto"
-_impls: dict = {}        # (device, dtype) -> module with the four op functions
+_impls: dict = {}        # (choice, device, dtype) -> module implementing the ops
 _fastest: dict = {}      # CUDA device -> backend measured fastest there ("auto")
+_dispatchers: dict = {}  # backend choice -> its Ops
 
 _ext.load()
 
 
-def _unavailable(name: str, device: Optional[torch.device] = None) -> Optional[str]:
-    """Why backend ``name`` cannot run (on ``device`` if given), or None if it can."""
-    cuda_ok = torch.cuda.is_available()
-    if name == "torch":
-        return None
-    if name == "cpp":
-        if _ext.CPP_ERROR:
-            return _ext.CPP_ERROR
-        if device is not None and device.type != "cpu":
-            return f"the C++ ops run on CPU tensors, not {device.type}"
-        return None
-    if name == "cuda":
-        if _ext.CUDA_ERROR:
-            return _ext.CUDA_ERROR
-        if not cuda_ok:
-            return "no GPU (torch.cuda.is_available() is False)"
-        if device is not None and device.type != "cuda":
-            return f"the CUDA ops run on CUDA tensors, not {device.type}"
-        return None
-    if name == "triton":
-        why = _triton.error()
-        if why:
-            return why
-        if _triton.interpreter():
-            if device is not None and device.type != "cpu":
-                return "TRITON_INTERPRET=1 runs the Triton kernels on CPU tensors only"
-            return None
-        if not cuda_ok:
-            return "no GPU (and TRITON_INTERPRET is not set)"
-        if device is not None and device.type != "cuda":
-            return f"the Triton ops run on CUDA tensors, not {device.type}"
-        return None
-    raise ValueError(f"unknown fastgame backend {name!r}; choose one of {_CHOICES}")
-
-
-def backends() -> dict[str, str]:
-    """Each backend and whether it is usable on this machine: ``"available"`` (with the
-    device it serves) or ``"unavailable: <why>"`` (not built, no GPU, no Triton, ...)."""
-    where = {"torch": "any device", "cpp": "CPU", "cuda": "CUDA",
-             "triton": "CPU, interpreter" if _triton.interpreter() else "CUDA"}
-    out = {}
-    for name in ("torch", "cpp", "cuda", "triton"):
-        why = _unavailable(name)
-        out[name] = f"available ({where[name]})" if why is None else f"unavailable: {why}"
-    return out
+def backends() -> dict[str, Backend]:
+    """The backend table: each backend's :class:`~fastgame.ops.registry.Backend` record (name,
+    the device types it serves, whether it is usable here and why not, its module).
+    ``str(record)`` reads ``"available (CPU)"`` or ``"unavailable: <why>"``."""
+    return records()
 
 
 def set_backend(name: str) -> None:
@@ -95,14 +63,18 @@ def set_backend(name: str) -> None:
     _set(name, check=True)
 
 
+def _check_choice(name: str, check: bool) -> None:
+    """``ValueError`` for an unknown name; with ``check``, ``RuntimeError`` for an unusable backend."""
+    if name == "auto":
+        return
+    backend = record(name)
+    if check and not backend.available:
+        raise RuntimeError(f"fastgame backend {name!r} is unavailable: {backend.reason}")
+
+
 def _set(name: str, check: bool) -> None:
     global _backend
-    if name not in _CHOICES:
-        raise ValueError(f"unknown fastgame backend {name!r}; choose one of {_CHOICES}")
-    if check and name != "auto":
-        why = _unavailable(name)
-        if why:
-            raise RuntimeError(f"fastgame backend {name!r} is unavailable: {why}")
+    _check_choice(name, check)
     _backend = name
     _impls.clear()
 
@@ -118,46 +90,43 @@ try:
 except ValueError as _exc:  # a typo in the environment must not break `import fastgame`
     warnings.warn(f"FASTGAME_BACKEND ignored: {_exc}", stacklevel=1)
 
-_MODULES = {"torch": reference, "cpp": _ext, "cuda": _ext, "triton": _triton}
 
-
-def _resolve(device: torch.device, dtype: torch.dtype) -> ModuleType:
+def _resolve(choice: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
+    """The module that runs the ops on ``device``/``dtype`` under the backend choice ``choice``."""
     if dtype not in _KERNEL_DTYPES:
         return reference
-    name = _backend
-    if name == "auto":
-        if device.type == "cpu":
-            name = "cpp" if _unavailable("cpp", device) is None else "torch"
-        elif device.type == "cuda":
-            name = _fastest_on(device)
-        else:
-            name = "torch"
-    else:
-        why = _unavailable(name, device)
+    if choice != "auto":
+        backend = record(choice)
+        why = backend.serves(device)
         if why:
-            raise RuntimeError(f"fastgame backend {name!r} cannot run on {device}: {why}")
-    return _MODULES[name]
+            raise RuntimeError(f"fastgame backend {choice!r} cannot run on {device}: {why}")
+        return backend.module
+    table = records()
+    kernels = [b.name for b in table.values() if b.name != "torch" and b.auto and b.serves(device) is None]
+    if device.type == "cuda":
+        return table[_fastest_on(device, kernels)].module
+    return table[kernels[0] if kernels else "torch"].module
 
 
-def _impl(x: Tensor) -> ModuleType:
-    key = (x.device, x.dtype)
+def _impl(x: Tensor, choice: Optional[str] = None) -> ModuleType:
+    """The module that runs the ops on ``x`` (``choice`` None: the process-wide setting)."""
+    key = (choice or _backend, x.device, x.dtype)
     impl = _impls.get(key)
     if impl is None:
         impl = _impls[key] = _resolve(*key)
     return impl
 
 
-def _fastest_on(device: torch.device) -> str:
-    """The fastest available GPU backend on ``device``, timed once (cg_step and
-    precondition at 2^20 float32 elements); "cuda" without timing while a graph is captured."""
+def _fastest_on(device: torch.device, candidates: list[str]) -> str:
+    """The fastest of the GPU backends ``candidates`` on ``device``, timed once (cg_step and
+    precondition at 2^20 float32 elements); the first without timing while a graph is captured."""
     if device.index is None:
         device = torch.device("cuda", torch.cuda.current_device())
     if device in _fastest:
         return _fastest[device]
-    candidates = [b for b in ("cuda", "triton") if _unavailable(b, device) is None]
     if len(candidates) <= 1 or torch.cuda.is_current_stream_capturing():
         return candidates[0] if candidates else "torch"
-    times = {b: _time_backend(_MODULES[b], device) for b in candidates}
+    times = {b: _time_backend(record(b).module, device) for b in candidates}
     _fastest[device] = min(times, key=times.get)
     return _fastest[device]
 
@@ -185,25 +154,41 @@ def _time_backend(impl: ModuleType, device: torch.device, n: int = 1 << 20, reps
         return start.elapsed_time(end)
 
 
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _impl(grad).precondition(grad, square_avg, lr, step, beta, eps)
+def _dispatching(name: str, choice: Optional[str] = None) -> Callable:
+    """Op ``name``, run by the module that ``choice`` (None: the process-wide setting) picks
+    for the device and dtype of the op's first tensor."""
+    first = next(iter(inspect.signature(getattr(reference, name)).parameters))
+
+    def call(*args, **kwargs):
+        return getattr(_impl(args[0] if args else kwargs[first], choice), name)(*args, **kwargs)
+    return op(name, call)
 
 
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return _impl(p).cg_matvec(p, sqrt_eta, t)
+class Ops:
+    """The fused ops under one backend choice; see :func:`dispatch`."""
+
+    def __init__(self, backend: Optional[str]) -> None:
+        self.backend = backend
+        for name in OPS:
+            setattr(self, name, _dispatching(name, backend))
+
+    def __repr__(self) -> str:
+        return f"fastgame.ops.dispatch({self.backend!r})"
 
 
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
-             rr: Tensor, pap: Tensor) -> Tensor:
-    return _impl(w).cg_step_(w, u, r, p, q, ap, rr, pap)
+def dispatch(backend: Optional[str] = None) -> Ops:
+    """The fused ops (attributes named as in :data:`OPS`) under the backend choice ``backend``,
+    independent of :func:`set_backend`: ``"auto"`` or a backend name, per device as the
+    process-wide setting; None follows the process-wide setting (as the module's functions do).
+
+    Raises ``ValueError`` for an unknown name and ``RuntimeError`` (saying why) for a backend
+    that cannot run on this machine, as :func:`set_backend` does.
+    """
+    if backend not in _dispatchers:
+        if backend is not None:
+            _check_choice(backend, check=True)
+        _dispatchers[backend] = Ops(backend)
+    return _dispatchers[backend]
 
 
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return _impl(p).cg_direction_(p, r, rr_new, rr, sqrt_eta)
-
-
-precondition.__doc__ = reference.precondition.__doc__
-cg_matvec.__doc__ = reference.cg_matvec.__doc__
-cg_step_.__doc__ = reference.cg_step_.__doc__
-cg_direction_.__doc__ = reference.cg_direction_.__doc__
+precondition, cg_matvec, cg_step_, cg_direction_ = map(_dispatching, OPS)

@@ -1,5 +1,5 @@
 """The compiled ops (C++ CPU in ``fastgame._C``, CUDA in ``fastgame._cuda``): loading,
-fake kernels, and the op functions with the contract's signatures.
+fake kernels, and the interface's functions (:mod:`fastgame.ops.interface`) over them.
 
 Loading never raises: a missing or broken extension leaves ``CPP_ERROR`` / ``CUDA_ERROR``
 set to the reason, and :mod:`fastgame.ops` uses another backend. With ``FASTGAME_JIT=1`` a
@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-from torch import Tensor
+
+from .interface import OPS, op
 
 CPP_ERROR: Optional[str] = "not loaded"
 CUDA_ERROR: Optional[str] = "not loaded"
@@ -109,22 +110,15 @@ def load() -> None:
         CUDA_ERROR = _load("fastgame._cuda", "fastgame_cuda", ["cuda/ops.cu"], cuda=True)
 
 
-# The contract's functions over the registered ops (names without the trailing underscore,
-# see csrc/ops.cpp). Bound lazily: torch.ops.fastgame exists only once the library loaded.
+# The interface's functions over the registered ops, which csrc/ops.cpp names without the
+# trailing underscore. Looked up at call time: torch.ops.fastgame exists only once the library loaded.
 
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return torch.ops.fastgame.precondition.default(grad, square_avg, lr, step, beta, eps)
+def _registered(name: str) -> Callable:
+    schema = name.rstrip("_")
 
-
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.ops.fastgame.cg_matvec.default(p, sqrt_eta, t)
-
-
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
-             rr: Tensor, pap: Tensor) -> Tensor:
-    return torch.ops.fastgame.cg_step.default(w, u, r, p, q, ap, rr, pap)
+    def call(*args, **kwargs):
+        return getattr(torch.ops.fastgame, schema).default(*args, **kwargs)
+    return op(name, call)
 
 
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return torch.ops.fastgame.cg_direction.default(p, r, rr_new, rr, sqrt_eta)
+precondition, cg_matvec, cg_step_, cg_direction_ = map(_registered, OPS)

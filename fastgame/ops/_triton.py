@@ -1,4 +1,5 @@
-"""The Triton ops (``fastgame.triton_kernels``): availability and the contract's functions.
+"""The Triton ops (``fastgame.triton_kernels``): availability and the interface's functions
+(:mod:`fastgame.ops.interface`) over them.
 
 The kernel modules are imported on first use, not with fastgame: ``@triton.jit`` reads
 ``TRITON_INTERPRET`` when a kernel is defined, so a test can still set it after importing
@@ -9,10 +10,11 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
-from typing import Optional
+from typing import Callable, Optional
 
 import torch
-from torch import Tensor
+
+from .interface import OPS, op
 
 _kernels = None
 
@@ -65,19 +67,12 @@ def _import_from_source(name: str):
     return module
 
 
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return kernels().precondition(grad, square_avg, lr, step, beta, eps)
+def _kernel(name: str) -> Callable:
+    kernel = name.rstrip("_")  # the kernel package names them without the trailing underscore
+
+    def call(*args, **kwargs):
+        return getattr(kernels(), kernel)(*args, **kwargs)
+    return op(name, call)
 
 
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return kernels().cg_matvec(p, sqrt_eta, t)
-
-
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
-             rr: Tensor, pap: Tensor) -> Tensor:
-    return kernels().cg_step(w, u, r, p, q, ap, rr, pap)
-
-
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return kernels().cg_direction(p, r, rr_new, rr, sqrt_eta)
+precondition, cg_matvec, cg_step_, cg_direction_ = map(_kernel, OPS)
