@@ -1,4 +1,4 @@
-"""The benchmark cases: models, sizes, batches and learning rates of each suite (DESIGN.md §7)."""
+"""The benchmark cases: models, sizes, batches and learning rates of each suite (docs/design.md §7)."""
 from __future__ import annotations
 
 import dataclasses

@@ -1,5 +1,5 @@
 """Models and data shared by the benchmarks and the parity tests: small GANs whose
-sizes follow DESIGN.md §4 (a 2-D MLP GAN and DCGAN-style conv nets with BatchNorm)."""
+sizes follow docs/design.md §7 (a 2-D MLP GAN and DCGAN-style conv nets with BatchNorm)."""
 from __future__ import annotations
 
 import torch

@@ -1,13 +1,13 @@
 """The linear solve of a (A/B)CGD step on flat vectors, with the cheap pass schedule.
 
 Solving for player ``a`` (0 = x, the max player; 1 = y, the min player) with the other
-player ``b`` and sign ``s`` (-1 for a = x, +1 for a = y), the step (docs/design.md, "ACGD exactly") is
+player ``b`` and sign ``s`` (-1 for a = x, +1 for a = y), the step (docs/design.md §2) is
 
     rhs = √η_a (g_a + s D_ab η_b g_b),   A = I + √η_a D_ab η_b D_ba √η_a,   A w = rhs,
     Δa = -s √η_a w,   Δb = s η_b (g_b + D_ba Δa),
 
 and it is computed with 2 + 2k mixed-HVP passes (1 + 2k from a zero start): CG also
-tracks u = D_ba(√η_a w), so D_ba Δa = -s u costs no extra pass (docs/design.md, "Fewer passes").
+tracks u = D_ba(√η_a w), so D_ba Δa = -s u costs no extra pass (docs/design.md §3).
 """
 from __future__ import annotations
 
