@@ -31,7 +31,7 @@ import fastgame  # noqa: E402
 from fastgame.nn import convert_batchnorm  # noqa: E402
 from bench.cases import SUITES, Config, build_case  # noqa: E402
 from bench.measure import measure_floor  # noqa: E402
-from fastgame.hvp import MixedHVP  # noqa: E402
+from fastgame.linalg.hvp import MixedHVP  # noqa: E402
 
 # layout ops that launch no kernel (views, allocations)
 _NO_KERNEL = {"aten::as_strided", "aten::view", "aten::empty", "aten::empty_strided", "aten::resize_",

@@ -14,7 +14,7 @@ import copy, statistics, sys, time, traceback, os
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 import fastgame
-from fastgame.hvp import MixedHVP
+from fastgame.linalg.hvp import MixedHVP
 from bench.models import (WGANGPDiscriminator, WGANGPGenerator, gan_loss,
                           image_data, mlp_gan, ring_data, wgan_loss)
 

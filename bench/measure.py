@@ -13,7 +13,7 @@ from typing import Any, Callable, Optional
 
 import torch
 
-from fastgame.hvp import mixed_hvp
+from fastgame.linalg.hvp import mixed_hvp
 
 from .cases import Case
 

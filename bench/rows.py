@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 import fastgame
-from fastgame.hvp import mixed_hvp
+from fastgame.linalg.hvp import mixed_hvp
 
 from .cases import Case, Config
 from .measure import PassCounter, PeakMemory, StepTimer, _floor_program

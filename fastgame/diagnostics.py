@@ -32,11 +32,11 @@ from typing import Any, Callable, Iterator, Optional, Sequence
 import torch
 from torch import Tensor
 
-from .arnoldi import arnoldi_eigenvalues
-from .flat import flatten, split_like
+from .linalg.arnoldi import arnoldi_eigenvalues
+from .linalg.flat import flatten, split_like
 from .games.base import Game
 from .games.dynamics import SimGD
-from .hvp import mixed_hvp
+from .linalg.hvp import mixed_hvp
 
 __all__ = [
     "vector_field", "jacobian", "jacobian_eigenvalues", "arnoldi_eigenvalues", "update_jacobian",

@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from fastgame.gmres import gmres
+from fastgame.linalg.gmres import gmres
 
 
 def dense_op(M):

@@ -10,7 +10,7 @@ from torch import nn
 
 import fastgame
 from bench.models import ConvDiscriminator, ConvGenerator, wgan_loss
-from fastgame.hvp import MixedHVP
+from fastgame.linalg.hvp import MixedHVP
 from fastgame.nn import BatchNorm, convert_batchnorm
 from tests.helpers import flat
 

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import fastgame
-from fastgame.hvp import MixedHVP
+from fastgame.linalg.hvp import MixedHVP
 
 BAD = [float("nan"), float("inf")]
 

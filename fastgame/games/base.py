@@ -19,7 +19,7 @@ from typing import NamedTuple, Optional, Sequence
 import torch
 from torch import Tensor, nn
 
-from ..flat import flatten, split_like
+from ..linalg.flat import flatten, split_like
 
 
 class PlayerLosses(NamedTuple):

@@ -20,7 +20,7 @@ always use the torch twins. Forcing a backend that cannot serve a tensor's devic
 error that says why.
 
 Applying the final update needs no kernel: each player's parameters are views into one flat
-buffer (:mod:`fastgame._params`), so it is a single ``add_``.
+buffer (:mod:`fastgame.linalg.params`), so it is a single ``add_``.
 """
 from __future__ import annotations
 

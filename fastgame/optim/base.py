@@ -24,11 +24,11 @@ from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from .._params import Player, as_param_list, check_players
-from ..hvp import MixedHVP, all_reduce_mean
+from ..linalg.params import Player, as_param_list, check_players
+from ..linalg.distributed import all_ranks_true, all_reduce_mean
+from ..linalg.hvp import MixedHVP
 
 LossOrClosure = Union[Tensor, Callable[[], Tensor]]
 Validator = Callable[[str, Any], None]
@@ -123,10 +123,6 @@ def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
 
 
-def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
-
-
 def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
     """One bool per tensor, on ``device``: is every element finite? No host read.
 
@@ -136,12 +132,7 @@ def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
     makes every rank refuse the step (and none runs ahead into a collective the others skip).
     """
     norms = torch._foreach_norm([t.detach().reshape(-1) for t in tensors], float("inf"))
-    flags = torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms]))
-    if _distributed():
-        as_int = flags.to(torch.int32)
-        dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
-        flags = as_int.bool()
-    return flags
+    return all_ranks_true(torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])))
 
 
 def _clone_tree(obj: Any) -> Any:

@@ -6,7 +6,7 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
-from ..solver import CGDSolution, Preconditioner
+from ..linalg.cg import CGDSolution, Preconditioner
 from .base import optional_bool, unit_interval
 from .cgd import CompetitiveGradient
 

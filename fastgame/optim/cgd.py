@@ -1,5 +1,5 @@
 """The zero-sum CGD family's method (ACGD, BCGD) on the step pipeline: step sizes, the CG
-solve of :mod:`fastgame.solver` for one player and back-substitution for the other,
+solve of :mod:`fastgame.linalg.cg` for one player and back-substitution for the other,
 alternating the solved player every step."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
-from ..hvp import MixedHVP
-from ..solver import CGDSolution, Preconditioner, solve_cgd
+from ..linalg.hvp import MixedHVP
+from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
 from .base import GameOptimizer, LossOrClosure, Proposal, boolean, nonnegative, optional_count, positive_int, step_count
 
 

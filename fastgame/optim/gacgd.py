@@ -8,8 +8,8 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from ..gmres import GMRESResult, gmres
-from ..hvp import MixedHVP
+from ..linalg.gmres import GMRESResult, gmres
+from ..linalg.hvp import MixedHVP
 from .base import GameOptimizer, Proposal, boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]

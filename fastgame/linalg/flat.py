@@ -1,5 +1,5 @@
 """Lists of tensors as one flat vector and back (for analysis code; the optimizers keep each
-player's parameters as views into one flat buffer, :mod:`fastgame._params`)."""
+player's parameters as views into one flat buffer, :mod:`fastgame.linalg.params`)."""
 from __future__ import annotations
 
 from typing import Sequence

@@ -7,7 +7,7 @@ i.e. (n+1)² when ``max_iter`` is None):
 * Memory is O(m·n): one Krylov basis of m + 1 vectors, allocated once per solve and reused
   by every restart cycle.
 * Orthogonalisation is classical Gram–Schmidt applied twice (CGS2,
-  :func:`fastgame.arnoldi.arnoldi_step`). It is as stable as modified Gram–Schmidt ("twice
+  :func:`fastgame.linalg.arnoldi.arnoldi_step`). It is as stable as modified Gram–Schmidt ("twice
   is enough", Giraud et al. 2005), but each pass is one matrix-vector product with the basis
   (two GEMVs) instead of j dependent dot products and axpys, which on a GPU means 4 kernels
   instead of 2j and on a CPU one read of the basis per pass. It costs one extra pass over

@@ -1,4 +1,4 @@
-"""Arnoldi's method: one orthogonalisation step, shared by GMRES (:mod:`fastgame.gmres`) and
+"""Arnoldi's method: one orthogonalisation step, shared by GMRES (:mod:`fastgame.linalg.gmres`) and
 the eigenvalue estimates of the diagnostics (:func:`arnoldi_eigenvalues`)."""
 from __future__ import annotations
 

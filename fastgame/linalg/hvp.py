@@ -11,18 +11,10 @@ from __future__ import annotations
 from typing import Sequence
 
 import torch
-import torch.distributed as dist
 from torch import Tensor
 
-from ._params import Player
-
-
-def all_reduce_mean(t: Tensor) -> Tensor:
-    """Average a tensor across data-parallel ranks in place (no-op without torch.distributed)."""
-    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
-        dist.all_reduce(t, op=dist.ReduceOp.SUM)
-        t.div_(dist.get_world_size())
-    return t
+from .distributed import all_reduce_mean
+from .params import Player
 
 
 def mixed_hvp(grads: Sequence[Tensor], params: Sequence[Tensor], vecs: Sequence[Tensor],

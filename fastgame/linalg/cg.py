@@ -17,7 +17,7 @@ from typing import Optional, Sequence, Union
 import torch
 from torch import Tensor
 
-from . import ops
+from .. import ops
 from .hvp import MixedHVP
 
 
