@@ -311,3 +311,31 @@ def test_non_finite_step_raises_and_changes_nothing(cls, stage):
     assert same(ps, [x.detach(), y.detach()])
     opt.step(x @ A @ y)  # and it still works
     assert opt.state_dict()["state"]["game"]["step"] == 2
+
+
+# ---- per-optimizer backend --------------------------------------------------------------
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD, fastgame.GACGD])
+def test_backend_per_optimizer(cls, monkeypatch):
+    """backend= picks the fused ops for one optimizer (like fused= in torch.optim), without
+    the process-wide setting; the torch twins then run, and the numbers agree with auto."""
+    from fastgame.ops import reference
+    calls = []
+    for name in ("precondition", "cg_step_"):
+        real = getattr(reference, name)
+        monkeypatch.setattr(reference, name, lambda *a, _real=real, _n=name, **k: calls.append(_n) or _real(*a, **k))
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    lrs = dict(lr_x=1e-2, lr_y=1e-2) if cls is fastgame.GACGD else dict(lr_max=1e-2, lr_min=1e-2)
+    twin = cls(D2.parameters(), G2.parameters(), **lrs, backend="torch")
+    opt = cls(D.parameters(), G.parameters(), **lrs)
+    for real, z in batches[:3]:
+        for o, g, d in ((opt, G, D), (twin, G2, D2)):
+            loss = gan_loss(g, d, real, z)
+            o.step(loss, -loss) if cls is fastgame.GACGD else o.step(loss)
+    assert calls  # the twin ran the torch twins of the fused ops
+    assert fastgame.get_backend() == "auto"
+    torch.testing.assert_close(params(D2, G2), params(D, G), rtol=1e-4, atol=1e-6)
+    copied = copy.deepcopy(twin)
+    assert copied.backend == "torch"
+    with pytest.raises(ValueError, match="nope"):
+        cls(D.parameters(), G.parameters(), backend="nope")

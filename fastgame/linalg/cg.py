@@ -12,7 +12,7 @@ tracks u = D_ba(√η_a w), so D_ba Δa = -s u costs no extra pass (docs/design.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Union
+from typing import Any, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -41,7 +41,7 @@ class CGDSolution:
 
 def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
               w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
-              check_every: Optional[int] = 1) -> CGDSolution:
+              check_every: Optional[int] = 1, fused: Any = ops) -> CGDSolution:
     """Solve for player ``solve`` by conjugate gradients and back-substitute the other.
 
     ``w0`` is the warm start (None: zero). CG stops when ‖r‖² < tol·‖rhs‖² or ‖r‖² < atol,
@@ -52,6 +52,8 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     iteration), c > 1 (every c iterations; iterations after convergence are no-ops), or
     None (never: exactly ``max_iter`` masked iterations, for CUDA graphs). All give the
     same result; ``iterations`` is then a device tensor counting the effective ones.
+    ``fused`` provides the fused vector ops (default: :mod:`fastgame.ops` under the
+    process-wide backend; an optimizer passes its own ``ops.dispatch(backend)``).
     """
     a, b = solve, 1 - solve
     s = -1.0 if a == 0 else 1.0
@@ -75,9 +77,9 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
             raise ValueError("a solve without host checks (check_every=None) needs max_iter")
         max_iter = w.numel()
     if check_every == 1:
-        iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter)
+        iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, fused)
     else:
-        iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every)
+        iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
     rr = torch.dot(r, r)
 
     v = torch.add(grads[b], u, alpha=-s)  # g_b + D_ba Δa
@@ -90,7 +92,7 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     return CGDSolution(tuple(delta), tuple(warm), iterations, rr, rhs_sq)
 
 
-def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter) -> int:
+def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, ops) -> int:
     """CG with the convergence test read on the host every iteration (plain CG)."""
     iterations = 0
     if not (bool(rr >= threshold) and max_iter > 0):  # also stops on a non-finite residual
@@ -108,7 +110,7 @@ def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter) -> int:
         rr = rr_new
 
 
-def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every) -> Tensor:
+def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, ops) -> Tensor:
     """CG whose iterations after convergence are no-ops (alpha masked to 0), reading the
     device only every ``check_every`` iterations (never if None). Same iterates as plain CG."""
     active = rr >= threshold

@@ -6,7 +6,6 @@ from typing import Any, Iterable, Optional
 import torch
 from torch import Tensor
 
-from .. import ops
 from ..linalg.cg import Preconditioner
 from .base import nonnegative, unit_interval
 from .cgd import CompetitiveGradient
@@ -37,18 +36,21 @@ class ACGD(CompetitiveGradient):
             (iterations after convergence are no-ops, so the result does not change).
         capturable: never read the device in :meth:`step` (needs ``max_iter``), so the step
             can be captured in a CUDA graph; see :func:`fastgame.make_graphed_step`.
+        backend: the fused ops' backend for this optimizer ("auto", "cpp", "cuda", "triton",
+            "torch"; None follows :func:`fastgame.set_backend`), as ``fused=`` in torch.optim.
     """
+
+    hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
+    state_keys = frozenset({"warm_start", "square_avg"})
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  max_reducer: Any = None, min_reducer: Any = None,
                  lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
                  tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
-                 max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False) -> None:
+                 max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False, *,
+                 backend: Optional[str] = None) -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         check_every, capturable, eps=eps, beta=beta)
-
-    hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
-    state_keys = frozenset({"warm_start", "square_avg"})
+                         check_every, capturable, backend, eps=eps, beta=beta)
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}
@@ -59,7 +61,7 @@ class ACGD(CompetitiveGradient):
             square_avg = self.state.get(player.name, {}).get("square_avg")
             if square_avg is None:
                 square_avg = torch.zeros_like(g)
-            new_avg, eta, sqrt_eta, eta_grad = ops.precondition(g, square_avg, lr, step,
+            new_avg, eta, sqrt_eta, eta_grad = self.ops.precondition(g, square_avg, lr, step,
                                                                 group["beta"], group["eps"])
             pre.append(Preconditioner(eta, sqrt_eta, eta_grad))
             pending[player.name] = {"square_avg": new_avg}

@@ -26,6 +26,7 @@ from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
 import torch
 from torch import Tensor
 
+from .. import ops
 from ..linalg.params import Player, as_param_list, check_players
 from ..linalg.distributed import all_ranks_true, all_reduce_mean
 from ..linalg.hvp import MixedHVP
@@ -181,8 +182,11 @@ class GameOptimizer(torch.optim.Optimizer):
     game_state: dict[str, Validator] = {}
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
-                 defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str]) -> None:
+                 defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
+                 backend: Optional[str] = None) -> None:
         check_nonnegative(**{lr_names[0]: lr_x, lr_names[1]: lr_y})
+        ops.dispatch(backend)  # an unknown or unusable backend fails here, before anything else
+        self.backend = backend
         for key, value in defaults.items():
             self.hyperparameters[key](key, value)
         px = as_param_list(params_x, arg_names[0])
@@ -198,6 +202,7 @@ class GameOptimizer(torch.optim.Optimizer):
         """The host-side objects derived from param_groups (rebuilt after a copy or unpickle)."""
         self.players = tuple(Player(g["params"], name) for g, name in zip(self.param_groups, self.player_names))
         self.info: dict[str, Any] = {}
+        self.ops = ops.dispatch(self.backend)  # the fused ops under this optimizer's backend choice
         self._lr_t: list[Optional[Tensor]] = [None, None]
         self._step_t: Optional[Tensor] = None
         # A capturable step's checks: (stages, device flags, host flags once read).
@@ -217,7 +222,7 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def _config_attrs(self) -> tuple[str, ...]:
         """Plain attributes (besides defaults/state/param_groups) a copy must keep."""
-        return ()
+        return ("backend",)
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused after construction: a game optimizer has exactly one group per player."""

@@ -35,19 +35,20 @@ class CompetitiveGradient(GameOptimizer):
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
-                 check_every: int = 1, capturable: bool = False, **defaults: Any) -> None:
+                 check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
+                 **defaults: Any) -> None:
         self._check_combination({"capturable": capturable, "max_iter": max_iter}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
                               capturable=bool(capturable), **defaults),
-                         ("max_params", "min_params"), ("lr_max", "lr_min"))
+                         ("max_params", "min_params"), ("lr_max", "lr_min"), backend)
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
         if self.capturable:  # allocate now, so that even a skipped first step changes no state
             self._prepare_capturable()
 
     def _config_attrs(self) -> tuple[str, ...]:
-        return ("collect_info",)
+        return (*super()._config_attrs(), "collect_info")
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         if group["capturable"] and group["max_iter"] is None:
@@ -106,7 +107,7 @@ class CompetitiveGradient(GameOptimizer):
         names = [p.name for p in self.players]
         w0 = self.state.get(names[a], {}).get("warm_start")
         sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                        check_every=None if self.capturable else group["check_every"])
+                        check_every=None if self.capturable else group["check_every"], fused=self.ops)
         deltas, updated = self._updates(sol, step)
         for i, name in enumerate(names):
             state.setdefault(name, {}).update(updated.get(name, {}))

@@ -7,7 +7,6 @@ from typing import Any, Callable, Iterable, Optional, Union
 import torch
 from torch import Tensor
 
-from .. import ops
 from ..linalg.gmres import GMRESResult, gmres
 from ..linalg.hvp import MixedHVP
 from .base import GameOptimizer, Proposal, boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
@@ -55,6 +54,7 @@ class GACGD(GameOptimizer):
             MLP GAN): at lr 1e-3..1e-2 a step needs 6-9 iterations and any m >= 10 is the
             same; at lr 0.05 it needs 20-32, and GMRES(20) stagnated to 40-200 where
             GMRES(40) equals full GMRES. Lower it to save memory on large models.
+        backend: the fused ops' backend for this optimizer, as for :class:`~fastgame.ACGD`.
         warm_start: start GMRES from the previous step's solution (one extra HVP pass a step).
             Off by default: in the same sweep it never saved an iteration (each step's system
             has new step sizes and curvature), so it only cost the pass.
@@ -84,11 +84,11 @@ class GACGD(GameOptimizer):
                  x_reducer: Any = None, y_reducer: Any = None, lr_x: float = 1e-3, lr_y: float = 1e-3,
                  eps: float = 1e-6, beta: float = 0.99, tol: float = 1e-5, atol: float = 1e-6,
                  max_iter: Optional[int] = None, track_cond: Any = None, *, restart: int = 40,
-                 warm_start: bool = False) -> None:
+                 warm_start: bool = False, backend: Optional[str] = None) -> None:
         super().__init__(x_params, y_params, lr_x, lr_y,
                          dict(eps=eps, beta=beta, tol=tol, atol=atol, max_iter=max_iter, restart=restart,
                               warm_start=warm_start),
-                         ("x_params", "y_params"), ("lr_x", "lr_y"))
+                         ("x_params", "y_params"), ("lr_x", "lr_y"), backend)
         self.state["game"] = {"step": 0}
 
     def step(self, loss_x: TwoLosses, loss_y: Optional[Tensor] = None, trigger: Any = None) -> tuple[Tensor, Tensor]:
@@ -107,7 +107,7 @@ class GACGD(GameOptimizer):
         pre, square_avgs = [], {}
         for player, group, g, lr in zip(self.players, self.param_groups, grads, self._lr_tensors()):
             avg = self.state.get(player.name, {}).get("square_avg")
-            new_avg, eta, _, eta_grad = ops.precondition(
+            new_avg, eta, _, eta_grad = self.ops.precondition(
                 g, torch.zeros_like(g) if avg is None else avg, lr, step, group["beta"], group["eps"])
             pre.append((eta, eta_grad))
             square_avgs[player.name] = new_avg
