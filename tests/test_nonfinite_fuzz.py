@@ -12,20 +12,9 @@ import torch
 
 import fastgame
 from fastgame.linalg.hvp import MixedHVP
+from tests.helpers import NanGradient
 
 BAD = [float("nan"), float("inf")]
-
-
-class _BadGrad(torch.autograd.Function):
-    """Identity whose gradient is non-finite: a finite loss with a non-finite gradient."""
-
-    @staticmethod
-    def forward(ctx, t):
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.full_like(g, float("nan"))
 
 
 @contextlib.contextmanager
@@ -61,9 +50,9 @@ def game(nx, ny, seed=0):
 
     def f(x, y, bad_grad=None):
         if bad_grad == "x":
-            x = _BadGrad.apply(x)
+            x = NanGradient.apply(x)
         if bad_grad == "y":
-            y = _BadGrad.apply(y)
+            y = NanGradient.apply(y)
         return x @ A @ y + torch.tanh(x) @ B @ torch.sin(y) + 0.1 * (x * x).sum() - 0.1 * (y * y).sum()
     return x, y, f
 

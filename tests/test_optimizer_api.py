@@ -11,6 +11,7 @@ import torch
 
 import fastgame
 from bench.models import gan_loss, mlp_gan, ring_data
+from tests.helpers import NanGradient
 
 CGDs = pytest.importorskip("CGDs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -273,17 +274,7 @@ class _NanInDoubleBackward(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx, g):
-        return _NanBackward.apply(g)
-
-
-class _NanBackward(torch.autograd.Function):
-    @staticmethod
-    def forward(ctx, t):
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return torch.full_like(g, float("nan"))
+        return NanGradient.apply(g)
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS)
