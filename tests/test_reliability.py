@@ -298,3 +298,25 @@ def test_get_info_before_any_step_is_empty_and_silent(capsys):
     x, y, A, opt = make(fastgame.ACGD)
     assert opt.get_info() == {}
     assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_loss_whose_graph_was_freed_is_a_value_error(cls):
+    x, y, A, opt = make(cls)
+    losses = loss_of(opt, x, y, A)
+    losses[0].backward()
+    before = snap(opt, x, y)
+    with pytest.raises(ValueError, match="graph was already freed"):
+        opt.step(*losses)
+    assert unchanged(opt, x, y, before)
+
+
+@pytest.mark.parametrize("cls", ALL)
+def test_empty_parameters_are_fine(cls):
+    x, y, A, _ = make(cls)
+    empty = torch.nn.Parameter(torch.empty(0, 4))
+    lrs = dict(lr_x=0.1, lr_y=0.1) if cls is fastgame.GACGD else dict(lr_max=0.1, lr_min=0.1)
+    opt = cls([x, empty], [y], **lrs)
+    for _ in range(2):
+        step(opt, x, y, A)
+    assert empty.shape == (0, 4) and torch.isfinite(x).all()

@@ -132,7 +132,9 @@ def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
     torch.distributed the flags are AND-ed across ranks, so a non-finite value on one rank
     makes every rank refuse the step (and none runs ahead into a collective the others skip).
     """
-    norms = torch._foreach_norm([t.detach().reshape(-1) for t in tensors], float("inf"))
+    # (an empty tensor has no max: it is finite, so it stands in as a 0)
+    norms = torch._foreach_norm([t.detach().reshape(-1) if t.numel() else t.new_zeros(1) for t in tensors],
+                                float("inf"))
     return all_ranks_true(torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])))
 
 
@@ -438,8 +440,15 @@ class GameOptimizer(torch.optim.Optimizer):
     def _grads(self, loss: Tensor, create_graph: bool = True) -> tuple[list[Tensor], list[Tensor]]:
         """Gradients of ``loss`` for both players in one backward (zeros for unused params)."""
         nx = len(self.players[0].params)
-        g = torch.autograd.grad(loss, self.players[0].params + self.players[1].params,
-                                create_graph=create_graph, materialize_grads=True)
+        try:
+            g = torch.autograd.grad(loss, self.players[0].params + self.players[1].params,
+                                    create_graph=create_graph, materialize_grads=True)
+        except RuntimeError as exc:
+            if "backward through the graph a second time" not in str(exc):
+                raise
+            raise ValueError("the loss's graph was already freed (by loss.backward() or another autograd call "
+                             "without retain_graph=True); fastgame differentiates the loss itself: compute it "
+                             "again and pass it to step() without calling backward()") from None
         return list(g[:nx]), list(g[nx:])
 
     def _lr_tensors(self) -> tuple[Tensor, Tensor]:
