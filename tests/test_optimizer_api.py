@@ -330,3 +330,32 @@ def test_backend_per_optimizer(cls, monkeypatch):
     assert copied.backend == "torch"
     with pytest.raises(ValueError, match="nope"):
         cls(D.parameters(), G.parameters(), backend="nope")
+
+
+@pytest.mark.parametrize("cls", OPTIMIZERS)
+def test_zero_start_solves_the_same_system(cls, float64):
+    """warm_start=False starts CG from zero (one pass fewer); at a tight tolerance the steps
+    equal CGDs' warm-started ones to what the tolerance implies."""
+    G, D, batches = make_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    ref = getattr(CGDs, cls.__name__)(max_params=D2.parameters(), min_params=G2.parameters(),
+                                      lr_max=1e-2, lr_min=1e-2, tol=1e-20)
+    opt = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, tol=1e-20, warm_start=False)
+    for real, z in batches[:4]:
+        opt.step(gan_loss(G, D, real, z))
+        ref.step(gan_loss(G2, D2, real, z))
+        assert opt.info["hvp_passes"] == 1 + 2 * opt.info["iter_num"]
+    torch.testing.assert_close(params(D, G), params(D2, G2), rtol=1e-8, atol=1e-10)
+
+
+def test_state_dict_of_an_older_version_loads():
+    """A dict saved before warm_start existed takes this optimizer's value."""
+    G, D, batches = make_case()
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), warm_start=False)
+    opt.step(gan_loss(G, D, *batches[0]))
+    sd = opt.state_dict()
+    for g in sd["param_groups"]:
+        del g["warm_start"]
+    opt.load_state_dict(sd)
+    assert opt.param_groups[0]["warm_start"] is False
+    opt.step(gan_loss(G, D, *batches[1]))

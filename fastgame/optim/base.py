@@ -182,6 +182,7 @@ class GameOptimizer(torch.optim.Optimizer):
     game_wide: frozenset[str] = frozenset()
     state_keys: frozenset[str] = frozenset()
     game_state: dict[str, Validator] = {}
+    added_later: frozenset[str] = frozenset()  # hyperparameters a state_dict saved by an older version lacks
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
@@ -542,6 +543,9 @@ class GameOptimizer(torch.optim.Optimizer):
             raise ValueError("state_dict['param_groups'] must be a list of dicts")
         if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in self.players]:
             raise ValueError("state_dict has a different number of parameters per player than this optimizer")
+        # Hyperparameters newer than the dict take this optimizer's values (see ``added_later``).
+        groups = [{**{k: own[k] for k in self.added_later if k not in g}, **g} for g, own in zip(groups, self.param_groups)]
+        state_dict = {**state_dict, "param_groups": groups}
         self._validate_groups(groups, "load_state_dict")
         if not isinstance(state, dict):
             raise ValueError("state_dict['state'] must be a dict")

@@ -28,19 +28,20 @@ class CompetitiveGradient(GameOptimizer):
     """
 
     hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
-                       "check_every": positive_int, "capturable": boolean}
-    game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable"})
+                       "check_every": positive_int, "capturable": boolean, "warm_start": boolean}
+    game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "warm_start"})
+    added_later = frozenset({"warm_start"})
     state_keys = frozenset({"warm_start"})
     game_state = {"step": step_count, "solve_x": boolean}
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
                  check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
-                 **defaults: Any) -> None:
+                 warm_start: bool = True, **defaults: Any) -> None:
         self._check_combination({"capturable": capturable, "max_iter": max_iter}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
-                              capturable=bool(capturable), **defaults),
+                              capturable=bool(capturable), warm_start=warm_start, **defaults),
                          ("max_params", "min_params"), ("lr_max", "lr_min"), backend)
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
@@ -105,7 +106,7 @@ class CompetitiveGradient(GameOptimizer):
         pre, state = self._step_sizes(grads, step)
         a = self._solved_player()
         names = [p.name for p in self.players]
-        w0 = self.state.get(names[a], {}).get("warm_start")
+        w0 = self.state.get(names[a], {}).get("warm_start") if group["warm_start"] else None
         sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
                         check_every=None if self.capturable else group["check_every"], fused=self.ops)
         deltas, updated = self._updates(sol, step)
