@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..linalg.cg import Preconditioner
-from .base import nonnegative, unit_interval
+from .checks import nonnegative, unit_interval
 from .cgd import CompetitiveGradient
 
 

@@ -17,99 +17,21 @@ from __future__ import annotations
 
 import contextlib
 import copy
-import math
-import numbers
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
+from typing import Any, Hashable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
 
 from .. import ops
-from ..linalg.params import Player, as_param_list, check_players
-from ..linalg.distributed import all_ranks_true, all_reduce_mean
+from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
-
-LossOrClosure = Union[Tensor, Callable[[], Tensor]]
-Validator = Callable[[str, Any], None]
-
-# Marks an autograd node whose loss a fastgame step has used (Node.metadata is a dict that
-# lives as long as the node): the parameters moved since, so the graph is stale.
-_STEPPED = "fastgame.stepped"
-
-
-# ---- hyperparameter validators: each raises ValueError naming the value -------------------
-def _is_number(v: Any) -> bool:
-    return isinstance(v, numbers.Real) and not isinstance(v, bool)
-
-
-def nonnegative(name: str, v: Any) -> None:
-    if not (_is_number(v) and math.isfinite(v) and v >= 0):
-        raise ValueError(f"invalid {name}: {v!r} (must be a finite number >= 0)")
-
-
-def unit_interval(name: str, v: Any) -> None:
-    if not (_is_number(v) and 0.0 <= v < 1.0):
-        raise ValueError(f"invalid {name}: {v!r} (must be in [0, 1))")
-
-
-def optional_count(name: str, v: Any) -> None:
-    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-        raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 0)")
-
-
-def positive_int(name: str, v: Any) -> None:
-    if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
-        raise ValueError(f"invalid {name}: {v!r} (must be an int >= 1)")
-
-
-def boolean(name: str, v: Any) -> None:
-    if not isinstance(v, bool):
-        raise ValueError(f"invalid {name}: {v!r} (must be True or False)")
-
-
-def optional_bool(name: str, v: Any) -> None:
-    if v not in (None, True, False) or isinstance(v, numbers.Number) and not isinstance(v, bool):
-        raise ValueError(f"invalid {name}: {v!r} (must be None, True or False)")
-
-
-def check_nonnegative(**values: float) -> None:
-    for name, v in values.items():
-        nonnegative(name, v)
-
-
-def check_beta(beta: float, name: str = "beta") -> None:
-    unit_interval(name, beta)
-
-
-def check_max_iter(max_iter: Optional[int]) -> None:
-    optional_count("max_iter", max_iter)
-
-
-def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
-    """Evaluate a closure (under grad mode) and check the loss is a fresh scalar with a graph."""
-    if callable(loss) and not isinstance(loss, Tensor):
-        with torch.enable_grad():
-            loss = loss()
-    if not isinstance(loss, Tensor):
-        raise ValueError(f"{what} must be a scalar Tensor or a closure returning one, got {type(loss).__name__}")
-    if loss.numel() != 1:
-        raise ValueError(f"{what} must be a scalar, got shape {tuple(loss.shape)}")
-    if not loss.requires_grad:
-        raise ValueError(f"{what} has no autograd graph (requires_grad=False): compute it from the "
-                         "parameters with grad enabled and do not detach it")
-    if loss.grad_fn is not None and _STEPPED in loss.grad_fn.metadata:
-        raise ValueError(f"{what} was already used by a previous step: its graph holds the parameters of "
-                         "before that step; compute the loss again (or pass a closure that does)")
-    return loss
-
-
-def mark_stepped(*losses: Tensor) -> None:
-    """Record that a step used these losses' graphs (see :func:`resolve_loss`)."""
-    for loss in losses:
-        if loss.grad_fn is not None:
-            loss.grad_fn.metadata[_STEPPED] = True
+from ..linalg.params import Player, as_param_list, check_players
+# The validators are re-exported: methods import them with the base class.
+from .checks import (LossOrClosure, Validator, boolean, check_beta, check_max_iter, check_nonnegative,  # noqa: F401
+                     finite_flags, mark_stepped, nonnegative, optional_bool, optional_count, positive_int,
+                     resolve_loss, step_count, unit_interval)
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -122,20 +44,6 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
 
 def _capturing() -> bool:
     return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
-    """One bool per tensor, on ``device``: is every element finite? No host read.
-
-    The max-abs norm is finite exactly when every element is (NaN propagates through max),
-    and ``torch._foreach_norm`` takes it for all tensors in one fused pass per dtype. Under
-    torch.distributed the flags are AND-ed across ranks, so a non-finite value on one rank
-    makes every rank refuse the step (and none runs ahead into a collective the others skip).
-    """
-    # (an empty tensor has no max: it is finite, so it stands in as a 0)
-    norms = torch._foreach_norm([t.detach().reshape(-1) if t.numel() else t.new_zeros(1) for t in tensors],
-                                float("inf"))
-    return all_ranks_true(torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])))
 
 
 def _clone_tree(obj: Any) -> Any:
@@ -609,16 +517,3 @@ class GameOptimizer(torch.optim.Optimizer):
         check_nonnegative(lr_x=lr_x, lr_y=lr_y)
         self.param_groups[0]["lr"] = lr_x
         self.param_groups[1]["lr"] = lr_y
-
-
-def step_count(name: str, v: Any) -> None:
-    """A step count: an int >= 0, or (capturable) a 0-dim float tensor holding one."""
-    if isinstance(v, Tensor):
-        ok = v.numel() == 1 and v.is_floating_point() and bool(torch.isfinite(v).all())
-        if ok:
-            f = float(v)
-            ok = f >= 0 and f == int(f)
-        if not ok:
-            raise ValueError(f"invalid {name}: {v!r} (must be a step count >= 0)")
-    elif not (isinstance(v, int) and not isinstance(v, bool) and v >= 0):
-        raise ValueError(f"invalid {name}: {v!r} (must be an int >= 0)")

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor
 
 from ..linalg.cg import CGDSolution, Preconditioner
-from .base import optional_bool, unit_interval
+from .checks import optional_bool, unit_interval
 from .cgd import CompetitiveGradient
 
 

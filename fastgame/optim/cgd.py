@@ -10,7 +10,8 @@ from torch import Tensor
 
 from ..linalg.hvp import MixedHVP
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
-from .base import GameOptimizer, LossOrClosure, Proposal, boolean, nonnegative, optional_count, positive_int, step_count
+from .base import GameOptimizer, Proposal
+from .checks import LossOrClosure, boolean, nonnegative, optional_count, positive_int, step_count
 
 
 class CompetitiveGradient(GameOptimizer):

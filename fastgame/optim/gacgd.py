@@ -9,7 +9,8 @@ from torch import Tensor
 
 from ..linalg.gmres import GMRESResult, gmres
 from ..linalg.hvp import MixedHVP
-from .base import GameOptimizer, Proposal, boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
+from .base import GameOptimizer, Proposal
+from .checks import boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 
