@@ -13,6 +13,7 @@ import torch.distributed as dist
 import torch.multiprocessing as mp
 
 import fastgame
+from tests.helpers import flat
 
 pytestmark = pytest.mark.skipif(not dist.is_available(), reason="torch.distributed is not available")
 
@@ -49,10 +50,6 @@ def take_step(opt, D, G, real, z, poison=False):
     return opt.step(value)
 
 
-def flat_params(*modules):
-    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
-
-
 CONFIGS = [(name, ddp) for name in ("ACGD", "BCGD", "GACGD") for ddp in (False, True)]
 
 
@@ -75,16 +72,16 @@ def train_rank(rank, world, name, ddp, out_dir):
     shard = slice(rank * BATCH // world, (rank + 1) * BATCH // world)
     refused = []
     for t, (real, z) in enumerate(batches()):
-        before = (flat_params(D, G), opt.state_dict())
+        before = (flat(D, G), opt.state_dict())
         try:
             take_step(opt, D, G, real[shard], z[shard], poison=(t == BAD_STEP and rank == 1))
         except FloatingPointError as exc:
             refused.append(t)
-            after = (flat_params(D, G), opt.state_dict())
+            after = (flat(D, G), opt.state_dict())
             assert torch.equal(before[0], after[0]), "a refused step changed the parameters"
             assert str(before[1]) == str(after[1]), "a refused step changed the optimizer state"
             assert "non-finite" in str(exc)
-    torch.save({"params": flat_params(D, G), "refused": refused},
+    torch.save({"params": flat(D, G), "refused": refused},
                os.path.join(out_dir, f"{name}-{ddp}-rank{rank}.pt"))
 
 
@@ -95,7 +92,7 @@ def single_process(name):
     for t, (real, z) in enumerate(batches()):
         if t != BAD_STEP:
             take_step(opt, D, G, real, z)
-    return flat_params(D, G)
+    return flat(D, G)
 
 
 @pytest.fixture(scope="module")

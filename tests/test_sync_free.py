@@ -1,13 +1,13 @@
 """Sync-free stepping: masked CG iterations, capturable steps (what a CUDA graph replays)
 and the graphed-step API's eager fallback — everything that runs without a GPU."""
 import copy
-import warnings
 
 import pytest
 import torch
 
 import fastgame
 from bench.models import gan_loss, mlp_gan, ring_data
+from tests.helpers import flat
 
 OPTIMIZERS = [fastgame.ACGD, fastgame.BCGD]
 
@@ -17,10 +17,6 @@ def make_case(seed=0, batch=32, steps=12):
     G, D = mlp_gan(width=16, depth=2, latent=3)
     gen = torch.Generator().manual_seed(seed + 1)
     return G, D, [(ring_data(batch, gen), torch.randn(batch, 3, generator=gen)) for _ in range(steps)]
-
-
-def flat(*modules):
-    return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS)
