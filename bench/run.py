@@ -125,7 +125,7 @@ def _matches(cfg: Config, models: Optional[list[str]]) -> bool:
     return not models or any(m in (cfg.model, cfg.label) for m in models)
 
 
-def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models: Optional[list[str]] = None,
+def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", models: Optional[list[str]] = None,
               optimizers: Optional[list[str]] = None, steps: Optional[int] = None, warmup: Optional[int] = None,
               tol: float = 1e-10, atol: float = 1e-20, device: Optional[str] = None, threads: Optional[int] = None,
               graph_max_iter: Optional[int] = None, count_steps: Optional[int] = -1, floor: bool = True,
@@ -308,8 +308,12 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
         gc.collect()
     meta["suite_seconds"] = time.perf_counter() - t_suite
     result = {"meta": meta, "floors": floors, "rows": rows, "files": []}
+    table = format_table(rows, floors)
     log("")
-    log(format_table(rows, floors))
+    log(format_verdict(rows))
+    if not out:
+        log("")
+        log(table)
     if out:
         os.makedirs(out, exist_ok=True)
         stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
@@ -321,8 +325,14 @@ def run_suite(suite: str = "quick", out: Optional[str] = "bench/results", models
             w.writeheader()
             for r in rows:
                 w.writerow({k: _csv_value(r.get(k)) for k in COLUMNS})
-        result["files"] = [stem + ".json", stem + ".csv"]
-        log(f"wrote {stem}.json and {stem}.csv ({meta['suite_seconds']:.0f} s)")
+        with open(stem + ".txt", "w") as f:
+            f.write(format_verdict(rows) + "\n\n" + table + "\n")
+        result["files"] = [stem + ".json", stem + ".csv", stem + ".txt"]
+        plot = plot_verdict(rows, stem + ".png", f"{suite} suite, {meta.get('device', '')}")
+        if plot:
+            result["files"].append(plot)
+        log(f"wrote {', '.join(os.path.basename(p) for p in result['files'])} to {out} (the full table is in "
+            f"{os.path.basename(stem)}.txt; {meta['suite_seconds']:.0f} s)")
     return result
 
 
@@ -336,6 +346,54 @@ def _fmt(v: Any, spec: str, missing: str = "-") -> str:
     if v is None or (isinstance(v, float) and math.isnan(v)):
         return missing
     return format(v, spec)
+
+
+def _fastest(rows: list[dict[str, Any]], config: str, optimizers: tuple[str, ...]) -> Optional[dict[str, Any]]:
+    ok = [r for r in rows if r["config"] == config and r["optimizer"] in optimizers and r.get("status") == "ok"]
+    return min(ok, key=lambda r: r["ms_median"]) if ok else None
+
+
+def format_verdict(rows: list[dict[str, Any]]) -> str:
+    """The suite in a few lines: per model, fastgame's fastest fp32 row (eager, and graphed
+    where there is one) as a speed-up over CGDs and a cost relative to Adam."""
+    lines = ["verdict (fastest fp32 fastgame row per model; speed-up over CGDs 0.4.5, cost relative to Adam):"]
+    for config in dict.fromkeys(r["config"] for r in rows):
+        parts = []
+        for label, names in (("eager", ("fastgame",)), ("graphed", ("fastgame-graphed",))):
+            r = _fastest(rows, config, names)
+            if r is not None:
+                parts.append(f"{label} {_fmt(r.get('speedup_vs_cgds'), '.2f')}x CGDs, "
+                             f"{_fmt(r.get('cost_vs_adam'), '.1f')}x Adam ({r['ms_median']:.1f} ms, {r['backend']})")
+        lines.append(f"  {config:<16}" + ("; ".join(parts) if parts else "no fastgame rows"))
+    return "\n".join(lines)
+
+
+def plot_verdict(rows: list[dict[str, Any]], path: str, title: str) -> Optional[str]:
+    """A bar chart of ms/step per model for CGDs, fastgame (eager, graphed) and Adam; None
+    (nothing written) without matplotlib."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        return None
+    configs = list(dict.fromkeys(r["config"] for r in rows))
+    series = [("CGDs 0.4.5", ("cgds",)), ("fastgame eager", ("fastgame",)), ("fastgame graphed", ("fastgame-graphed",)),
+              ("Adam", ("adam", "adam-fused"))]
+    fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(configs), 3.2))
+    width = 0.8 / len(series)
+    for i, (label, names) in enumerate(series):
+        ms = [(_fastest(rows, c, names) or {}).get("ms_median", float("nan")) for c in configs]
+        ax.bar([j + i * width for j in range(len(configs))], ms, width, label=label)
+    ax.set_xticks([j + 0.4 - width / 2 for j in range(len(configs))], configs)
+    ax.set_ylabel("ms per step (median)")
+    ax.set_yscale("log")
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
 
 
 def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
@@ -367,7 +425,8 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--suite", choices=sorted(SUITES), default="quick")
-    ap.add_argument("--out", default="bench/results", help="folder for the JSON/CSV ('' to write nothing)")
+    ap.add_argument("--out", default="fastgame-runs/bench",
+                    help="folder for the JSON/CSV/TXT/PNG (default fastgame-runs/bench, ignored by git; '' to write nothing)")
     ap.add_argument("--models", nargs="*", help="model names (mlp dcgan32 dcgan64) or config labels (dcgan32-b64)")
     ap.add_argument("--optimizers", nargs="*", choices=OPTIMIZERS)
     ap.add_argument("--steps", type=int, help="timed steps (default: the suite's)")

@@ -22,8 +22,11 @@ def result(tmp_path_factory):
 
 
 def test_files_written_with_columns(result):
-    js, cs = result["files"]
-    assert js.endswith(".json") and cs.endswith(".csv")
+    js, cs, txt = result["files"][:3]
+    assert js.endswith(".json") and cs.endswith(".csv") and txt.endswith(".txt")
+    with open(txt) as f:
+        text = f.read()
+    assert text.startswith("verdict") and "ms/step" in text  # the verdict first, then the full table
     with open(js) as f:
         data = json.load(f)
     for key in ("device", "torch", "cgds", "fastgame", "threads", "fastgame_backends", "suite"):
@@ -76,7 +79,8 @@ def test_table_and_cli(result, tmp_path, capsys):
     finally:
         torch.set_num_threads(threads)
     assert len(list(tmp_path.glob("tiny_*.csv"))) == 1
-    assert "adam" in capsys.readouterr().out
+    assert "verdict" in capsys.readouterr().out
+    assert "adam" in next(tmp_path.glob("tiny_*.txt")).read_text()
 
 
 def test_bcgd_rows(tmp_path):
