@@ -57,13 +57,15 @@ def game(nx, ny, seed=0):
     return x, y, f
 
 
-def make(cls, solve_x, capturable, warm_start, nx=3, ny=2):
+def make(cls, solve_x, capturable, warm_start, nx=3, ny=2, cg_start="warm"):
     x, y, f = game(nx, ny)
     if cls is fastgame.GACGD:
         opt = cls([x], [y], lr_x=0.1, lr_y=0.1, warm_start=warm_start)
     else:
         kw = dict(capturable=True, max_iter=8) if capturable else {}
-        opt = cls([x], [y], lr_max=0.1, lr_min=0.1, solve_x=solve_x, **kw)
+        # lr 2: the mixed block's outliers exceed the recycling threshold, so "recycle" deflates
+        lr = 2.0 if cg_start == "recycle" else 0.1
+        opt = cls([x], [y], lr_max=lr, lr_min=lr, solve_x=solve_x, cg_start=cg_start, **kw)
     return x, y, f, opt
 
 
@@ -112,9 +114,9 @@ CONFIG_IDS = [f"{c.__name__}-{'solve_min' if s else 'solve_max'}-{'capturable' i
               for c, s, k in CONFIGS]
 
 
-def warmed(cls, solve_x, capturable, start, warm_start=False, nx=3, ny=2):
+def warmed(cls, solve_x, capturable, start, warm_start=False, nx=3, ny=2, cg_start="warm"):
     """An optimizer about to take a cold (first) or warm (third) step."""
-    x, y, f, opt = make(cls, solve_x, capturable, warm_start, nx, ny)
+    x, y, f, opt = make(cls, solve_x, capturable, warm_start, nx, ny, cg_start)
     if start == "warm":
         do_step(opt, x, y, f)
         do_step(opt, x, y, f)  # the same phase as the first step comes next
@@ -129,10 +131,15 @@ def check_then_continue(opt, x, y, f, twin):
     assert torch.equal(x.detach(), tx.detach()) and torch.equal(y.detach(), ty.detach())
 
 
+@pytest.mark.parametrize("cg_start", ["warm", "zero", "recycle"])
 @pytest.mark.parametrize("start", ["cold", "warm"])
 @pytest.mark.parametrize("cls,solve_x,capturable", CONFIGS, ids=CONFIG_IDS)
-def test_cgd_every_hvp_call(cls, solve_x, capturable, start):
-    x, y, f, opt = warmed(cls, solve_x, capturable, start)
+def test_cgd_every_hvp_call(cls, solve_x, capturable, start, cg_start):
+    if capturable and cg_start == "recycle":
+        pytest.skip("cg_start='recycle' is not capturable")
+    x, y, f, opt = warmed(cls, solve_x, capturable, start, cg_start=cg_start)
+    if cg_start == "recycle" and start == "warm":
+        assert opt.state_dict()["state"][opt.players[int(solve_x)].name]["ritz"].shape[0] > 0
     twin = copy.deepcopy((x, y, opt))
     with corrupt_hvp(-1, 0.0) as calls:  # count the calls of a clean step
         probe_x, probe_y, probe = copy.deepcopy((x, y, opt))

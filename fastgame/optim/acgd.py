@@ -38,22 +38,23 @@ class ACGD(CompetitiveGradient):
             can be captured in a CUDA graph; see :func:`fastgame.make_graphed_step`.
         backend: the fused ops' backend for this optimizer ("auto", "cpp", "cuda", "triton",
             "torch"; None follows :func:`fastgame.set_backend`), as ``fused=`` in torch.optim.
-        warm_start: start CG from the previous step's solution (True, as CGDs: exact reference
-            behaviour), or from zero (False: one mixed-HVP pass fewer per step, and often fewer
-            iterations, since each minibatch changes the right-hand side by about its own size).
+        cg_start: how each CG solve starts: "warm" (as CGDs, from the previous step's solution:
+            exact reference behaviour), "zero" (one mixed-HVP pass fewer), or "recycle" (zero
+            start deflated by the previous solve's outlying Ritz vectors, see
+            :mod:`fastgame.linalg.recycle`; not capturable).
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
-    state_keys = frozenset({"warm_start", "square_avg"})
+    state_keys = frozenset({"warm_start", "ritz", "square_avg"})
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  max_reducer: Any = None, min_reducer: Any = None,
                  lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
                  tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
                  max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False, *,
-                 backend: Optional[str] = None, warm_start: bool = True) -> None:
+                 backend: Optional[str] = None, cg_start: str = "warm") -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         check_every, capturable, backend, warm_start, eps=eps, beta=beta)
+                         check_every, capturable, backend, cg_start, eps=eps, beta=beta)
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}

@@ -90,6 +90,7 @@ class GameOptimizer(torch.optim.Optimizer):
     game_wide: frozenset[str] = frozenset()
     state_keys: frozenset[str] = frozenset()
     game_state: dict[str, Validator] = {}
+    row_state_keys: frozenset[str] = frozenset()  # per-player state that is a (k, numel) matrix
     added_later: frozenset[str] = frozenset()  # hyperparameters a state_dict saved by an older version lacks
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
@@ -495,10 +496,14 @@ class GameOptimizer(torch.optim.Optimizer):
                                  f"({sorted(self.state_keys)}); is it another optimizer's?")
             if not isinstance(v, Tensor):
                 raise ValueError(f"{where}.{k} must be a Tensor, got {type(v).__name__}")
-            if v.numel() != player.numel:
+            if k in self.row_state_keys:  # a few flat vectors, as rows
+                if v.dim() != 2 or v.shape[1] != player.numel:
+                    raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected (k, {player.numel}): "
+                                     f"rows of the {player.name} player's {player.numel} parameters")
+            elif v.numel() != player.numel:
                 raise ValueError(f"{where}.{k} has {v.numel()} elements; "
                                  f"the {player.name} player has {player.numel} parameters")
-            if v.dim() != 1:
+            elif v.dim() != 1:
                 raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected a flat ({player.numel},) tensor")
             if not v.is_floating_point():
                 raise ValueError(f"{where}.{k} has dtype {v.dtype}; expected a floating-point tensor")

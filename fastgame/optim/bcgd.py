@@ -32,22 +32,22 @@ class BCGD(CompetitiveGradient):
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
         max_iter: cap on CG iterations per step (None: the system size).
-        check_every, capturable, backend, warm_start: as for :class:`ACGD`.
+        check_every, capturable, backend, cg_start: as for :class:`ACGD`.
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
                        "update_max": optional_bool}
     game_wide = CompetitiveGradient.game_wide | {"update_max"}
-    state_keys = frozenset({"warm_start", "momentum_buffer"})
+    state_keys = frozenset({"warm_start", "ritz", "momentum_buffer"})
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  lr_max: float = 1e-3, lr_min: float = 1e-3, update_max: Optional[bool] = None,
                  tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
                  solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None,
                  check_every: int = 1, capturable: bool = False, *, backend: Optional[str] = None,
-                 warm_start: bool = True) -> None:
+                 cg_start: str = "warm") -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         check_every, capturable, backend, warm_start, momentum=momentum, update_max=update_max)
+                         check_every, capturable, backend, cg_start, momentum=momentum, update_max=update_max)
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         state = super()._initial_state(player)
@@ -83,6 +83,9 @@ class BCGD(CompetitiveGradient):
             pending[player.name] = {"momentum_buffer": buf}
             deltas[i] = buf / (1 - m ** step)
         return deltas, pending
+
+    def _next_solved_player(self, a: int) -> int:
+        return a if self.param_groups[0]["update_max"] is not None else 1 - a
 
     def _after_step(self) -> None:
         if self.param_groups[0]["update_max"] is None:

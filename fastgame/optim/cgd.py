@@ -10,8 +10,11 @@ from torch import Tensor
 
 from ..linalg.hvp import MixedHVP
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
+from ..linalg.recycle import solve_cgd_recycled
 from .base import GameOptimizer, Proposal
-from .checks import LossOrClosure, boolean, nonnegative, optional_count, positive_int, step_count
+from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_count, positive_int, step_count
+
+CG_STARTS = ("warm", "zero", "recycle")
 
 
 class CompetitiveGradient(GameOptimizer):
@@ -29,20 +32,21 @@ class CompetitiveGradient(GameOptimizer):
     """
 
     hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
-                       "check_every": positive_int, "capturable": boolean, "warm_start": boolean}
-    game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "warm_start"})
-    added_later = frozenset({"warm_start"})
-    state_keys = frozenset({"warm_start"})
+                       "check_every": positive_int, "capturable": boolean, "cg_start": one_of(*CG_STARTS)}
+    game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "cg_start"})
+    added_later = frozenset({"cg_start"})
+    state_keys = frozenset({"warm_start", "ritz"})
+    row_state_keys = frozenset({"ritz"})  # cg_start="recycle": the deflation vectors of the player solved next
     game_state = {"step": step_count, "solve_x": boolean}
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
                  check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
-                 warm_start: bool = True, **defaults: Any) -> None:
-        self._check_combination({"capturable": capturable, "max_iter": max_iter}, "__init__")
+                 cg_start: str = "warm", **defaults: Any) -> None:
+        self._check_combination({"capturable": capturable, "max_iter": max_iter, "cg_start": cg_start}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
-                              capturable=bool(capturable), warm_start=warm_start, **defaults),
+                              capturable=bool(capturable), cg_start=cg_start, **defaults),
                          ("max_params", "min_params"), ("lr_max", "lr_min"), backend)
         self.collect_info = collect_info
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
@@ -55,6 +59,9 @@ class CompetitiveGradient(GameOptimizer):
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         if group["capturable"] and group["max_iter"] is None:
             raise ValueError("capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
+        if group["capturable"] and group.get("cg_start") == "recycle":
+            raise ValueError("cg_start='recycle' is not capturable (its Ritz extraction reads the host); "
+                             "use 'warm' or 'zero' with capturable=True")
 
     # ---- hooks ------------------------------------------------------------------------
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
@@ -83,6 +90,10 @@ class CompetitiveGradient(GameOptimizer):
             game["solve_x"] = not game["solve_x"]
             self._flipped = False
 
+    def _next_solved_player(self, a: int) -> int:
+        """The player the step after this one solves for (this step solves for ``a``)."""
+        return 1 - a
+
     def graph_phase(self) -> int:
         return self._solved_player()
 
@@ -107,13 +118,24 @@ class CompetitiveGradient(GameOptimizer):
         pre, state = self._step_sizes(grads, step)
         a = self._solved_player()
         names = [p.name for p in self.players]
-        w0 = self.state.get(names[a], {}).get("warm_start") if group["warm_start"] else None
-        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                        check_every=None if self.capturable else group["check_every"], fused=self.ops)
+        start = group["cg_start"]
+        extra: dict[str, Tensor] = {}
+        if start == "recycle":
+            ritz = self.state.get(names[a], {}).get("ritz")
+            sol, keep, products = solve_cgd_recycled(hvp, a, grads, pre, ritz, group["tol"], group["atol"],
+                                                     group["max_iter"], next_solve=self._next_solved_player(a),
+                                                     fused=self.ops)
+            extra = {"deflated": 0 if ritz is None else ritz.shape[0], "hvp_products": products}
+        else:
+            w0 = self.state.get(names[a], {}).get("warm_start") if start == "warm" else None
+            sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
+                            check_every=None if self.capturable else group["check_every"], fused=self.ops)
         deltas, updated = self._updates(sol, step)
         for i, name in enumerate(names):
             state.setdefault(name, {}).update(updated.get(name, {}))
             state[name]["warm_start"] = sol.warm_start[i]
+        if start == "recycle":  # the Ritz vectors belong to the player solved next
+            state[names[self._next_solved_player(a)]]["ritz"] = keep
         # Each mixed HVP result reaches the right-hand side, the CG residual, the solution or
         # the back-substituted update, so these cover them all (a NaN residual stops CG early,
         # which is why the residual itself is checked).
@@ -126,7 +148,8 @@ class CompetitiveGradient(GameOptimizer):
             (f"CG solution for the {names[a]} player (stage: mixed HVP / CG solve)", sol.warm_start[a]),
             (f"update of the {names[b]} player (stage: mixed HVP back-substitution)", sol.delta[b]),
         ]
-        info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq}
+        info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
+                **extra}
         return Proposal(deltas, state, checks, info)
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:

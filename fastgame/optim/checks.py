@@ -55,6 +55,14 @@ def optional_bool(name: str, v: Any) -> None:
         raise ValueError(f"invalid {name}: {v!r} (must be None, True or False)")
 
 
+def one_of(*choices: str) -> Validator:
+    """A validator for a value from a fixed set of strings."""
+    def check(name: str, v: Any) -> None:
+        if v not in choices:
+            raise ValueError(f"invalid {name}: {v!r} (must be one of {', '.join(map(repr, choices))})")
+    return check
+
+
 def check_nonnegative(**values: float) -> None:
     for name, v in values.items():
         nonnegative(name, v)

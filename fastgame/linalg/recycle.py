@@ -1,0 +1,168 @@
+"""CG for the CGD system from a zero start, deflated by Ritz vectors recycled from the
+previous step's solve (deflated CG: Saad, Yeung, Erhel and Guyomarc'h, "A deflated version
+of the conjugate gradient algorithm", SIAM J. Sci. Comput. 2000).
+
+Why: at larger learning rates the matrix A = I + √η_a D_ab η_b D_ba √η_a has a few large
+outlying eigenvalues, and CG spends iterations on them; a minibatch changes the right-hand
+side by about its own size, so a warm start does not help, but the outlying eigenvectors
+change slowly. Each solve keeps its Krylov directions, extracts Ritz pairs from them
+(Rayleigh-Ritz, no extra HVPs: CG computes A p for every direction p), and hands the vectors
+whose Ritz values exceed ``threshold`` to the next solve. The next step solves for the other
+player, whose matrix I + Kᵀ K (K = √η_a D_ab √η_b, so A = I + K Kᵀ) has the same outlying
+eigenvalues with eigenvectors Kᵀ v: that is √η_b times D_ba √η_a v, which CG also computed
+for every direction. With no outliers the solve is plain zero-start CG.
+
+Cost: 1 + 2k HVP products for k iterations, plus 2 per deflation vector (one batched pass
+each way forms A W).
+"""
+from __future__ import annotations
+
+from typing import Any, Optional, Sequence
+
+import torch
+from torch import Tensor
+
+from .. import ops
+from .cg import CGDSolution, Preconditioner
+from .hvp import MixedHVP
+
+
+def _solve_small(m: Tensor, rhs: Tensor) -> Tensor:
+    """(W^T A W)^{-1} rhs in float64 (k <= a few, on the device)."""
+    return torch.linalg.solve(m, rhs.to(m.dtype)).to(rhs.dtype)
+
+
+def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
+                       deflate: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
+                       threshold: float = 10.0, max_keep: int = 8, max_stored: int = 32, next_solve: Optional[int] = None,
+                       fused: Any = ops) -> tuple[CGDSolution, Tensor, int]:
+    """Solve for player ``solve`` from a zero start deflated by the rows of ``deflate`` (k, n_a)
+    (None or k = 0: plain CG), and back-substitute the other player, as :func:`solve_cgd`.
+
+    Returns the solution, the deflation vectors for the next solve (rows, in the w-variables
+    of player ``next_solve``, default the other player; at most ``max_keep``, with Ritz values
+    above ``threshold``; possibly 0 rows) and the HVP products taken. The convergence test is
+    read on the host every iteration (this solver is not capturable). ``max_stored`` caps the
+    directions kept for the Ritz extraction (the latest ones), bounding memory.
+    """
+    a, b = solve, 1 - solve
+    s = -1.0 if a == 0 else 1.0
+    pa, pb = pre[a], pre[b]
+    next_solve = b if next_solve is None else next_solve
+    rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
+    products = 1
+    w = torch.zeros_like(rhs)
+    u = torch.zeros_like(grads[b])
+    r = rhs.clone()
+    W = AW = QW = WAW = None
+    if deflate is not None and deflate.shape[0] > 0:
+        W = _orthonormal_rows(deflate.to(rhs.dtype))
+    if W is not None and W.shape[0] > 0:
+        QW = hvp.batched(b, pa.sqrt_eta * W)  # D_ba √η_a W, (k, n_b)
+        AW = W + pa.sqrt_eta * hvp.batched(a, pb.eta * QW)
+        products += 2 * W.shape[0]
+        WAW = W.double() @ AW.double().T
+        WAW = (WAW + WAW.T) / 2
+        if bool(torch.isfinite(WAW).all()):
+            c = _solve_small(WAW, W @ rhs)  # Galerkin start: the solution's part in span(W)
+            w.add_(c @ W)
+            u.add_(c @ QW)
+            r.sub_(c @ AW)
+        else:  # a non-finite HVP: no solve; the residual carries it to the caller's check
+            r.fill_(float("nan"))
+            W = None
+    rr = torch.dot(r, r)
+    rhs_sq = torch.dot(rhs, rhs)
+    limit = torch.clamp(tol * rhs_sq, min=atol)
+    max_iter = w.numel() if max_iter is None else max_iter
+    dirs: list[tuple[Tensor, Tensor, Tensor]] = []  # (p, A p, D_ba √η_a p) of each iteration
+    iterations = 0
+    if bool(rr >= limit) and max_iter > 0:  # also stops on a non-finite residual (checked by the caller)
+        p = r.clone()
+        if W is not None:
+            p.sub_(_solve_small(WAW, AW @ r) @ W)  # A-orthogonal to span(W)
+        while True:
+            q = hvp(b, pa.sqrt_eta * p)
+            ap, pap = fused.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
+            products += 2
+            dirs.append((p.clone(), ap, q))
+            if len(dirs) > max_stored:
+                dirs.pop(0)
+            rr_new = fused.cg_step_(w, u, r, p, q, ap, rr, pap)
+            if W is not None:  # keep r ⊥ span(W) (exact in exact arithmetic; drifts in float32)
+                r.sub_((W @ r) @ W)
+                rr_new = torch.dot(r, r)
+            iterations += 1
+            if iterations >= max_iter or not bool(rr_new >= limit):
+                break
+            beta = rr_new / rr
+            p.mul_(beta).add_(r)
+            if W is not None:
+                p.sub_(_solve_small(WAW, AW @ r) @ W)
+            rr = rr_new
+    rr = torch.dot(r, r)
+    v = torch.add(grads[b], u, alpha=-s)  # g_b + D_ba Δa
+    delta = [None, None]
+    warm = [None, None]
+    delta[a] = (-s) * pa.sqrt_eta * w
+    delta[b] = s * pb.eta * v
+    warm[a] = w
+    warm[b] = pb.sqrt_eta * v
+    keep = _ritz_vectors(W, AW, QW, dirs, pa, pb, a, next_solve, threshold, max_keep)
+    return CGDSolution(tuple(delta), tuple(warm), iterations, rr, rhs_sq), keep, products
+
+
+def _orthonormal_rows(V: Tensor) -> Optional[Tensor]:
+    """An orthonormal basis (rows) of the span of V's rows, without near-dependent directions
+    (mapped to the other player, Ritz vectors can be nearly parallel, and a near-singular
+    W^T A W would make the deflated iteration unstable)."""
+    G = V.double() @ V.double().T
+    try:
+        lam, U = torch.linalg.eigh(G)
+    except torch.linalg.LinAlgError:
+        return None
+    ok = lam > lam.max().clamp_min(0) * 1e-6
+    if not bool(ok.any()):
+        return None
+    return ((U[:, ok] / lam[ok].sqrt()).T.to(V.dtype)) @ V
+
+
+def _ritz_vectors(W: Optional[Tensor], AW: Optional[Tensor], QW: Optional[Tensor],
+                  dirs: list[tuple[Tensor, Tensor, Tensor]], pa: Preconditioner, pb: Preconditioner, a: int,
+                  next_solve: int, threshold: float, max_keep: int) -> Tensor:
+    """Rayleigh-Ritz on span(W, directions): the Ritz vectors with values > threshold, as
+    unit rows in the w-variables of ``next_solve`` (mapped through Kᵀ if that is the other player)."""
+    Z = [d[0] for d in dirs]
+    AZ = [d[1] for d in dirs]
+    QZ = [d[2] for d in dirs]
+    if W is not None:
+        Z, AZ, QZ = list(W) + Z, list(AW) + AZ, list(QW) + QZ
+    n_next = (pa.eta_grad if next_solve == a else pb.eta_grad).numel()
+    dtype, device = (AZ[0].dtype, AZ[0].device) if AZ else (pa.eta_grad.dtype, pa.eta_grad.device)
+    empty = torch.zeros(0, n_next, dtype=dtype, device=device)
+    if not Z:
+        return empty
+    Z, AZ, QZ = torch.stack(Z), torch.stack(AZ), torch.stack(QZ)
+    G = Z.double() @ Z.double().T
+    H = Z.double() @ AZ.double().T
+    H = (H + H.T) / 2
+    if not (bool(torch.isfinite(G).all()) and bool(torch.isfinite(H).all())):
+        return empty  # a non-finite step: the caller's finiteness check refuses it
+    try:
+        lam, U = torch.linalg.eigh(G)  # an orthonormal basis of span(Z), dropping dependent directions
+        ok = lam > lam.max() * 1e-10
+        if not bool(ok.any()):
+            return empty
+        B = U[:, ok] / lam[ok].sqrt()
+        theta, Y = torch.linalg.eigh(B.T @ H @ B)
+    except torch.linalg.LinAlgError:  # a degenerate Krylov space: recycle nothing this time
+        return empty
+    pick = torch.nonzero(theta > threshold).flatten().flip(0)[:max_keep]  # the largest first
+    if pick.numel() == 0:
+        return empty
+    C = (B @ Y[:, pick]).T.to(dtype)  # coefficients of the Ritz vectors in Z
+    if next_solve == a:
+        V = C @ Z
+    else:
+        V = pb.sqrt_eta * (C @ QZ)  # Kᵀ v = √η_b D_ba √η_a v
+    return V / V.norm(dim=1, keepdim=True).clamp_min(torch.finfo(dtype).tiny)
