@@ -2,7 +2,7 @@
 from the equilibrium (Dirac-GAN, an ill-conditioned 10-D bilinear game) and mode coverage of
 the 8-Gaussians GAN after a fixed budget. Writes ``table.md`` and ``trajectories.png``.
 
-    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 2000] [--gan-steps 500]
+    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 1500] [--gan-steps 1000]
 
 Step sizes are hand-picked per method and game (roughly the largest stable ones), not tuned
 by a search. Needs matplotlib (the package itself does not).
@@ -23,21 +23,21 @@ from fastgame.games import GAN, Bilinear, DiracGAN, Game, GaussianMixture
 TOL = 1e-6
 # name: (Dirac-GAN kwargs, bilinear kwargs, GAN kwargs); lr applies to both players.
 SETTINGS: dict[str, tuple[dict, dict, dict]] = {
-    "simgd": (dict(lr=0.3), dict(lr=0.1), dict(lr=1e-2)),
-    "simadam": (dict(lr=0.01), dict(lr=0.01), dict(lr=1e-3, betas=(0.5, 0.999))),
-    "altgd": (dict(lr=0.3), dict(lr=0.5), dict(lr=1e-2)),
-    "altadam": (dict(lr=0.01), dict(lr=0.01), dict(lr=1e-3, betas=(0.5, 0.999))),
+    "simgd": (dict(lr=0.3), dict(lr=0.1), dict(lr=3e-2)),
+    "simadam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
+    "altgd": (dict(lr=0.3), dict(lr=0.5), dict(lr=3e-2)),
+    "altadam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
     "extragradient": (dict(lr=1.0), dict(lr=0.9), dict(lr=1e-2)),
-    "extra-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=1e-3, betas=(0.5, 0.999))),
+    "extra-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
     "ogda": (dict(lr=1.0), dict(lr=0.45), dict(lr=1e-2)),
-    "optimistic-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=1e-3, betas=(0.5, 0.999))),
+    "optimistic-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
     "consensus": (dict(lr=0.5), dict(lr=0.5), dict(lr=1e-2, gamma=0.1)),
     "sga": (dict(lr=0.5), dict(lr=0.5), dict(lr=1e-2, lam=0.1)),
     "hamiltonian": (dict(lr=1.0), dict(lr=0.5), dict(lr=1e-2)),
     "lead": (dict(lr=0.5), dict(lr=0.1, coupling=0.1), dict(lr=1e-2, coupling=1e-2)),
-    "bcgd": (dict(lr=1.0), dict(lr=100.0), dict(lr=1e-2, max_iter=16)),
-    "acgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=1e-3, max_iter=16)),
-    "gacgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=1e-3, max_iter=16)),
+    "bcgd": (dict(lr=1.0), dict(lr=100.0), dict(lr=3e-2, max_iter=8)),
+    "acgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
+    "gacgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
 }
 
 
@@ -85,7 +85,7 @@ def gan_coverage(name: str, kw: dict, steps: int) -> tuple[int, float, float]:
     """Modes covered (of 8) and high-quality fraction after ``steps``, and the seconds taken."""
     torch.manual_seed(0)
     mixture = GaussianMixture.ring().to(torch.float32)
-    game = GAN(mlp(2, 2), mlp(2, 1), mixture.sample, latent_dim=2, batch_size=256)
+    game = GAN(mlp(2, 2), mlp(2, 1), mixture.sample, latent_dim=2, batch_size=128)
     opt, _ = build(name, game, **kw)
     arg = (lambda: game.losses()) if isinstance(opt, fastgame.GACGD) else game.loss
     start = time.perf_counter()
@@ -102,8 +102,8 @@ def gan_coverage(name: str, kw: dict, steps: int) -> tuple[int, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/dynamics"))
-    parser.add_argument("--budget", type=int, default=2000, help="steps on the Dirac-GAN and the bilinear game")
-    parser.add_argument("--gan-steps", type=int, default=500)
+    parser.add_argument("--budget", type=int, default=1500, help="steps on the Dirac-GAN and the bilinear game")
+    parser.add_argument("--gan-steps", type=int, default=1000)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
