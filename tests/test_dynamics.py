@@ -418,3 +418,17 @@ def test_state_dict_of_another_method_is_refused():
 def test_registry_names_every_method():
     assert set(METHODS) | {"acgd", "bcgd", "gacgd"} == set(fastgame.DYNAMICS)
     assert all(issubclass(cls, fastgame.GameOptimizer) for cls in fastgame.DYNAMICS.values())
+
+
+@pytest.mark.parametrize("name", ["extragradient", "sga"])
+def test_make_graphed_step_takes_the_dynamics(name):
+    """make_graphed_step drives any capturable GameOptimizer (eagerly on CPU, with a warning)."""
+    games = [quadratic_game(), quadratic_game()]
+    opt, ref = build(name, games[0], capturable=True), build(name, games[1], capturable=True)
+    scale = torch.ones((), dtype=torch.float64)
+    with pytest.warns(UserWarning, match="eagerly"):
+        step = fastgame.make_graphed_step(opt, lambda s: s * games[0].loss(), scale.clone())
+    for _ in range(3):
+        step(scale)
+        ref.step(games[1].loss)
+    assert torch.equal(games[0].point(), games[1].point())
