@@ -35,6 +35,8 @@ SETTINGS: dict[str, tuple[dict, dict, dict]] = {
     "sga": (dict(lr=0.5), dict(lr=0.5), dict(lr=1e-2, lam=0.1)),
     "hamiltonian": (dict(lr=1.0), dict(lr=0.5), dict(lr=1e-2)),
     "lead": (dict(lr=0.5), dict(lr=0.1, coupling=0.1), dict(lr=1e-2, coupling=1e-2)),
+    "proximal": (dict(lr=0.3, prox=0.5, inner_lr=0.3), dict(lr=0.5, prox=0.5, inner_lr=0.5),
+                 dict(lr=1e-2, prox=1.0, inner_lr=1e-2, inner_steps=3)),
     "bcgd": (dict(lr=1.0), dict(lr=100.0), dict(lr=3e-2, max_iter=8)),
     "acgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
     "gacgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),

@@ -21,7 +21,7 @@ from tests.test_sync_free import NoHostReads
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_ORDER = ["simgd", "simadam", "altgd", "altadam", "extragradient", "extra-adam", "ogda", "optimistic-adam"]
 SECOND_ORDER = ["consensus", "sga", "hamiltonian", "lead"]
-METHODS = FIRST_ORDER + SECOND_ORDER
+METHODS = FIRST_ORDER + SECOND_ORDER + ["proximal"]
 
 
 def quadratic_game(seed=0, m=3, n=2):
@@ -115,6 +115,25 @@ def test_sga_alignment_sign():
         torch.testing.assert_close(game.point(), z - 0.1 * (xi + lam * antisym), rtol=1e-12, atol=1e-12)
 
 
+def test_proximal_training_formula():
+    """k warm-started ascent steps on V(G, D̃) − λ‖D − D̃‖², then G descends ∇_G V(G, D̃_k) and D
+    ascends 2λ(D̃_k − D) (the quadratic game's max player y is D, x is G)."""
+    lam, k, inner_lr, lr = 0.5, 3, 0.2, 0.1
+    game = quadratic_game()
+    J, v = field(game)
+    z = game.point().clone()
+    offset = torch.zeros(2, dtype=torch.float64)
+    for _ in range(k):
+        moved = torch.cat([z[:2] + offset, z[2:]])
+        offset = offset + inner_lr * (-v(moved)[:2] - 2 * lam * offset)  # ∇_y V = −ξ_y
+    moved = torch.cat([z[:2] + offset, z[2:]])
+    expected = torch.cat([z[:2] + lr * 2 * lam * offset, z[2:] - lr * v(moved)[2:]])
+    opt = build("proximal", game, lr, prox=lam, inner_steps=k, inner_lr=inner_lr)
+    opt.step(game.loss)
+    torch.testing.assert_close(game.point(), expected, rtol=1e-12, atol=1e-12)
+    assert opt.get_info()["grad_evals"] == k + 1
+
+
 def test_lead_formula():
     game = quadratic_game()
     J, _ = field(game)
@@ -176,12 +195,14 @@ def steps_to(game, opt, tol=1e-6, budget=3000):
     return None
 
 
-@pytest.mark.parametrize("name, lr", [("extragradient", 1.0), ("ogda", 1.0), ("consensus", 0.5), ("sga", 0.5),
-                                      ("hamiltonian", 0.5), ("lead", 0.5), ("bcgd", 1.0), ("acgd", 0.1)])
-def test_dirac_gan_converges(float64, name, lr):
+@pytest.mark.parametrize("name, lr, kw", [("extragradient", 1.0, {}), ("ogda", 1.0, {}), ("consensus", 0.5, {}),
+                                          ("sga", 0.5, {}), ("hamiltonian", 0.5, {}), ("lead", 0.5, {}),
+                                          ("proximal", 0.3, dict(prox=0.5, inner_lr=0.3)), ("bcgd", 1.0, {}),
+                                          ("acgd", 0.1, {})])
+def test_dirac_gan_converges(float64, name, lr, kw):
     game = DiracGAN()
-    assert steps_to(game, fastgame.DYNAMICS[name](game.max_params, game.min_params, lr_max=lr, lr_min=lr),
-                    budget=800) is not None
+    opt = fastgame.DYNAMICS[name](game.max_params, game.min_params, lr_max=lr, lr_min=lr, **kw)
+    assert steps_to(game, opt, budget=800) is not None
 
 
 @pytest.mark.parametrize("name", ["simgd", "altgd"])
@@ -351,7 +372,7 @@ def test_non_finite_step_raises_and_changes_nothing(name, stage):
     assert opt.state_dict()["state"]["game"]["step"] == 2
 
 
-@pytest.mark.parametrize("name", ["altgd", "extragradient", "extra-adam"])
+@pytest.mark.parametrize("name", ["altgd", "extragradient", "extra-adam", "proximal"])
 def test_non_finite_at_the_extrapolated_point_restores_the_parameters(name):
     game = quadratic_game()
     opt = build(name, game)
@@ -362,7 +383,7 @@ def test_non_finite_at_the_extrapolated_point_restores_the_parameters(name):
     def closure():
         calls.append(1)
         return game.loss() if len(calls) == 1 else bad_loss("gradient", game)
-    with pytest.raises(FloatingPointError, match="gradient of the min player (after|at the)"):
+    with pytest.raises(FloatingPointError, match="gradient of the min player (after|at)"):
         opt.step(closure)
     assert torch.equal(game.point(), point) and _equal(before, opt.state_dict())
 
@@ -391,7 +412,7 @@ def test_bad_input_raises_value_error_and_changes_nothing(name):
 
 
 def test_closure_methods_refuse_a_loss_tensor():
-    for name in ["altgd", "extragradient"]:
+    for name in ["altgd", "extragradient", "proximal"]:
         game = quadratic_game()
         with pytest.raises(ValueError, match="closure"):
             build(name, game).step(game.loss())
@@ -399,10 +420,11 @@ def test_closure_methods_refuse_a_loss_tensor():
 
 @pytest.mark.parametrize("kw", [dict(optimizer="rmsprop"), dict(optimizer=("sgd",)), dict(betas=(0.9, 1.0)),
                                 dict(momentum=-0.1), dict(eps=float("nan")), dict(gamma=-1.0), dict(lam="1"),
-                                dict(general_sum=1)])
+                                dict(general_sum=1), dict(prox=-1.0), dict(inner_steps=0)])
 def test_construction_errors(kw):
     game = quadratic_game()
-    name = "consensus" if "gamma" in kw else "sga" if "lam" in kw else "simgd"
+    name = ("consensus" if "gamma" in kw else "sga" if "lam" in kw else
+            "proximal" if {"prox", "inner_steps"} & set(kw) else "simgd")
     with pytest.raises(ValueError):
         build(name, game, **kw)
 

@@ -9,6 +9,7 @@ from .gacgd import GACGD
 from .hamiltonian import HamiltonianGradient
 from .lead import LEAD
 from .ogda import OGDA, OptimisticAdam
+from .proximal import ProximalTraining
 from .sga import SGA
 from .simgd import SimAdam, SimGD
 
@@ -17,9 +18,10 @@ DYNAMICS: dict[str, type[GameOptimizer]] = {
     "simgd": SimGD, "simadam": SimAdam, "altgd": AltGD, "altadam": AltAdam,
     "extragradient": Extragradient, "extra-adam": ExtraAdam, "ogda": OGDA, "optimistic-adam": OptimisticAdam,
     "consensus": ConsensusOptimization, "sga": SGA, "hamiltonian": HamiltonianGradient, "lead": LEAD,
+    "proximal": ProximalTraining,
     "acgd": ACGD, "bcgd": BCGD, "gacgd": GACGD,
 }
 
 __all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
-           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "SGA", "SimAdam",
+           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "ProximalTraining", "SGA", "SimAdam",
            "SimGD"]
