@@ -15,7 +15,8 @@ import torch
 
 import fastgame
 from fastgame.games import Bilinear, DiracGAN, ICRQuadratic
-from tests.helpers import NanGradient
+from tests.test_optimizer_api import _NanInDoubleBackward
+from tests.test_reliability import _equal
 from tests.test_sync_free import NoHostReads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -326,28 +327,6 @@ def test_copies_keep_the_configuration(name):
 
 
 # ---- the pipeline's promise --------------------------------------------------------------------
-def _equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(u, v) for u, v in zip(a, b))
-    return a == b
-
-
-class _NanInDoubleBackward(torch.autograd.Function):
-    """Identity whose gradient is finite but whose gradient's gradient is NaN."""
-
-    @staticmethod
-    def forward(ctx, t):
-        return t.clone()
-
-    @staticmethod
-    def backward(ctx, g):
-        return NanGradient.apply(g)
-
-
 def bad_loss(stage, game):
     x, y, A = game.x, game.y, game.A
     if stage == "loss":
