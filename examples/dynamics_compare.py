@@ -2,7 +2,7 @@
 from the equilibrium (Dirac-GAN, an ill-conditioned 10-D bilinear game) and mode coverage of
 the 8-Gaussians GAN after a fixed budget. Writes ``table.md`` and ``trajectories.png``.
 
-    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 1500] [--gan-steps 1000]
+    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 1000] [--gan-steps 800]
 
 Step sizes are hand-picked per method and game (roughly the largest stable ones), not tuned
 by a search. Needs matplotlib (the package itself does not).
@@ -21,6 +21,7 @@ import fastgame
 from fastgame.games import GAN, Bilinear, DiracGAN, Game, GaussianMixture
 
 TOL = 1e-6
+ADAM = dict(optimizer="adam", betas=(0.5, 0.999))  # on the GAN, the second-order methods step by Adam
 # name: (Dirac-GAN kwargs, bilinear kwargs, GAN kwargs); lr applies to both players.
 SETTINGS: dict[str, tuple[dict, dict, dict]] = {
     "simgd": (dict(lr=0.3), dict(lr=0.1), dict(lr=3e-2)),
@@ -31,12 +32,12 @@ SETTINGS: dict[str, tuple[dict, dict, dict]] = {
     "extra-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
     "ogda": (dict(lr=1.0), dict(lr=0.45), dict(lr=1e-2)),
     "optimistic-adam": (dict(lr=0.01), dict(lr=0.01), dict(lr=3e-3, betas=(0.5, 0.999))),
-    "consensus": (dict(lr=0.5), dict(lr=0.5), dict(lr=1e-2, gamma=0.1)),
-    "sga": (dict(lr=0.5), dict(lr=0.5), dict(lr=1e-2, lam=0.1)),
-    "hamiltonian": (dict(lr=1.0), dict(lr=0.5), dict(lr=1e-2)),
+    "consensus": (dict(lr=0.5), dict(lr=0.5), dict(lr=3e-3, gamma=0.1, **ADAM)),
+    "sga": (dict(lr=0.5), dict(lr=0.5), dict(lr=3e-3, lam=0.1, **ADAM)),
+    "hamiltonian": (dict(lr=1.0), dict(lr=0.5), dict(lr=3e-3, **ADAM)),
     "lead": (dict(lr=0.5), dict(lr=0.1, coupling=0.1), dict(lr=1e-2, coupling=1e-2)),
     "proximal": (dict(lr=0.3, prox=0.5, inner_lr=0.3), dict(lr=0.5, prox=0.5, inner_lr=0.5),
-                 dict(lr=1e-2, prox=1.0, inner_lr=1e-2, inner_steps=3)),
+                 dict(lr=3e-3, prox=1.0, inner_lr=1e-2, inner_steps=3, **ADAM)),
     "bcgd": (dict(lr=1.0), dict(lr=100.0), dict(lr=3e-2, max_iter=8)),
     "acgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
     "gacgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
@@ -104,8 +105,8 @@ def gan_coverage(name: str, kw: dict, steps: int) -> tuple[int, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/dynamics"))
-    parser.add_argument("--budget", type=int, default=1500, help="steps on the Dirac-GAN and the bilinear game")
-    parser.add_argument("--gan-steps", type=int, default=1000)
+    parser.add_argument("--budget", type=int, default=1000, help="steps on the Dirac-GAN and the bilinear game")
+    parser.add_argument("--gan-steps", type=int, default=800)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
@@ -130,19 +131,24 @@ def main() -> None:
 
 
 def plot(paths: dict[str, list[torch.Tensor]], file: Path) -> None:
+    """One small panel per method: its Dirac-GAN path (θ, ψ) from (1, 1) to the equilibrium (0, 0)."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(5.5, 5), dpi=90)
-    for name, path in paths.items():
-        z = torch.stack(path[:400]).clamp(-3, 3)  # (ψ, θ) per step
-        ax.plot(z[:, 1], z[:, 0], lw=0.9, label=name)
-    ax.plot([1.0], [1.0], "ko", ms=4)
-    ax.plot([0.0], [0.0], "k*", ms=8)
-    ax.set(xlim=(-3, 3), ylim=(-3, 3), xlabel="θ (generator)", ylabel="ψ (discriminator)",
-           title="Dirac-GAN, first 400 steps from (1, 1)")
-    ax.legend(fontsize=6, ncol=2, loc="lower left")
+    cols = 4
+    rows = -(-len(paths) // cols)
+    fig, axes = plt.subplots(rows, cols, figsize=(2.0 * cols, 2.0 * rows), dpi=60, sharex=True, sharey=True)
+    for ax, (name, path) in zip(axes.flat, paths.items()):
+        z = torch.stack(path[:400]).clamp(-3, 3)  # a point is (ψ, θ): max player first
+        ax.plot(z[:, 1], z[:, 0], lw=0.8)
+        ax.plot([0.0], [0.0], "k*", ms=6)
+        ax.set_title(name, fontsize=9)
+        ax.set(xlim=(-3, 3), ylim=(-3, 3))
+        ax.tick_params(labelsize=7)
+    for ax in list(axes.flat)[len(paths):]:
+        ax.axis("off")
+    fig.suptitle("Dirac-GAN: θ (generator, x-axis) and ψ (discriminator), first 400 steps", fontsize=10)
     fig.tight_layout()
     fig.savefig(file)
 
