@@ -14,14 +14,14 @@ import pytest
 import torch
 
 import fastgame
-from fastgame.games import Bilinear, DiracGAN, ICRQuadratic
+from fastgame.games import Bilinear, DiracGAN, GaussianLocationGame, ICRQuadratic
 from tests.test_optimizer_api import _NanInDoubleBackward
 from tests.test_reliability import _equal
 from tests.test_sync_free import NoHostReads
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_ORDER = ["simgd", "simadam", "altgd", "altadam", "extragradient", "extra-adam", "ogda", "optimistic-adam"]
-SECOND_ORDER = ["consensus", "sga", "hamiltonian", "lead"]
+SECOND_ORDER = ["consensus", "sga", "hamiltonian", "lead", "manifold"]
 METHODS = FIRST_ORDER + SECOND_ORDER + ["proximal"]
 
 
@@ -135,6 +135,56 @@ def test_proximal_training_formula():
     assert opt.get_info()["grad_evals"] == k + 1
 
 
+def test_manifold_step_follows_the_best_response():
+    """On f = xᵀAy + ½xᵀPx − ½yᵀQy the manifold {∇_y ℓ_y = 0} is linear: with enough CG
+    iterations the tangent step is the exact projection of ∇ℓ_G (G = x, D = y) onto
+    null(M), M = the D rows of J, and the retraction is plain gradient steps on ℓ_D."""
+    game = quadratic_game(m=3, n=2)
+    J, v = field(game)
+    z = game.point().clone()
+    M = J[:2]  # D = y is the max player: rows of ξ_y
+    grad_g = torch.cat([game.A.T @ z[2:] - game.Q @ z[:2], game.A @ z[:2] + game.P @ z[2:]])  # ∇f = ∇ℓ_G
+    tangent = grad_g - M.T @ torch.linalg.solve(M @ M.T, M @ grad_g)
+    moved = z - 0.1 * tangent
+    for _ in range(2):
+        moved[:2] -= 0.3 * v(moved)[:2]
+    opt = build("manifold", game, lr=0.1, ls_iters=10, retraction_steps=2)
+    opt.param_groups[0]["lr"] = 0.3  # the discriminator's retraction step
+    opt.step(game.loss)
+    torch.testing.assert_close(game.point(), moved, rtol=1e-10, atol=1e-10)
+
+
+def test_manifold_training_finds_the_wgan_gp_spurious_equilibrium():
+    """Started on WGAN-GP's spurious critic branch, best-response-manifold training converges
+    to the spurious equilibrium (ψ, θ) = (½, λ), at a distance from the data set by λ alone."""
+    game = GaussianLocationGame("wgan_gp", 1.0, theta=torch.tensor([0.5], dtype=torch.float64),
+                                psi=torch.tensor([0.75], dtype=torch.float64))
+    assert torch.allclose(game.psi.detach(), game.spurious_critic())
+    opt = fastgame.BestResponseManifold(game.max_params, game.min_params, lr_max=0.2, lr_min=0.05,
+                                        general_sum=True, ls_iters=3)
+    for _ in range(400):
+        opt.step(game.losses)
+    torch.testing.assert_close(game.point(), game.spurious_equilibrium(), rtol=0, atol=1e-6)
+
+
+@pytest.mark.parametrize("penalty", ["wgan_gp", "relu_gp"])
+def test_proximal_training_and_the_relu_penalty(penalty):
+    """Proximal training from the same spurious start: with WGAN-GP the generator stalls where
+    the spurious branch ends (θ = 2λ, ψ = 0); the one-sided ReLU penalty removes the branch and
+    the generator reaches the data (θ ≈ 0)."""
+    game = GaussianLocationGame(penalty, 1.0, theta=torch.tensor([0.5], dtype=torch.float64),
+                                psi=torch.tensor([0.75], dtype=torch.float64))
+    opt = fastgame.ProximalTraining(game.max_params, game.min_params, lr_max=0.1, lr_min=0.05, prox=1.0,
+                                    inner_steps=10, inner_lr=0.1)
+    for _ in range(400):
+        opt.step(game.loss)
+    psi, theta = game.point().tolist()
+    if penalty == "wgan_gp":
+        assert abs(theta - 2.0) < 1e-3 and abs(psi) < 1e-3
+    else:
+        assert abs(theta) < 0.05
+
+
 def test_lead_formula():
     game = quadratic_game()
     J, _ = field(game)
@@ -177,7 +227,8 @@ def test_adam_forms_are_the_methods_with_adam():
 
 def test_info_reports_the_cost():
     expected = {"simgd": (1, 0), "altgd": (2, 0), "extragradient": (2, 0), "ogda": (1, 0), "consensus": (1, 1),
-                "sga": (1, 3), "hamiltonian": (1, 1), "lead": (1, 2)}
+                "sga": (1, 3), "hamiltonian": (1, 1), "lead": (1, 2),
+                "manifold": (1 + 5, 2 * 10 + 4)}
     for name, (grads, passes) in expected.items():
         game = quadratic_game()
         opt = build(name, game)

@@ -8,6 +8,7 @@ from .extragradient import ExtraAdam, Extragradient
 from .gacgd import GACGD
 from .hamiltonian import HamiltonianGradient
 from .lead import LEAD
+from .manifold import BestResponseManifold
 from .ogda import OGDA, OptimisticAdam
 from .proximal import ProximalTraining
 from .sga import SGA
@@ -18,10 +19,10 @@ DYNAMICS: dict[str, type[GameOptimizer]] = {
     "simgd": SimGD, "simadam": SimAdam, "altgd": AltGD, "altadam": AltAdam,
     "extragradient": Extragradient, "extra-adam": ExtraAdam, "ogda": OGDA, "optimistic-adam": OptimisticAdam,
     "consensus": ConsensusOptimization, "sga": SGA, "hamiltonian": HamiltonianGradient, "lead": LEAD,
-    "proximal": ProximalTraining,
+    "proximal": ProximalTraining, "manifold": BestResponseManifold,
     "acgd": ACGD, "bcgd": BCGD, "gacgd": GACGD,
 }
 
-__all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
+__all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
            "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "ProximalTraining", "SGA", "SimAdam",
            "SimGD"]

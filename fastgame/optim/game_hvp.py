@@ -53,6 +53,19 @@ class GameHVP(MixedHVP):
         gx, gy = self._pass([*sx, *sy], (0, 1), vecs)
         return gx, gy
 
+    def cross_gradient(self, i: int) -> Tensor:
+        """∇_i ℓ_j, the gradient of the other player's loss with respect to player i (flat; no pass)."""
+        with torch.no_grad():
+            return all_reduce_mean(self.signs[1 - i] * self.players[i].gather(self.cross[i]))
+
+    def jacobian_row(self, i: int, u: Sequence[Tensor]) -> Tensor:
+        """(Ju)_i = ∂(∇ₓℓ_i·u_x + ∇ᵧℓ_i·u_y)/∂z_i, player i's block row of J times u, in one
+        pass over player i's parameters."""
+        j = 1 - i
+        own, cross = self.step_grads[i], self.cross[j]  # ∇_i ℓ_i and ∇_j ℓ_i, up to the sign of ℓ_i
+        vecs = self.players[i].split(self.signs[i] * u[i]) + self.players[j].split(self.signs[i] * u[j])
+        return self._pass([*own, *cross], (i,), vecs)[0]
+
     def antisymmetric_transpose(self, u: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
         """Aᵀu, A = ½(J − Jᵀ), in two mixed passes. A's diagonal blocks vanish (a player's
         own Hessian is symmetric), and its x row is ½(D_xy ℓ_y − D_xy ℓ_x) u_y: the x-derivative
