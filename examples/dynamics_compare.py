@@ -2,7 +2,7 @@
 from the equilibrium (Dirac-GAN, an ill-conditioned 10-D bilinear game) and mode coverage of
 the 8-Gaussians GAN after a fixed budget. Writes ``table.md`` and ``trajectories.png``.
 
-    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 1000] [--gan-steps 800]
+    python examples/dynamics_compare.py [--out runs/dynamics] [--budget 800] [--gan-steps 800]
 
 Step sizes are hand-picked per method and game (roughly the largest stable ones), not tuned
 by a search. Needs matplotlib (the package itself does not).
@@ -38,6 +38,8 @@ SETTINGS: dict[str, tuple[dict, dict, dict]] = {
     "lead": (dict(lr=0.5), dict(lr=0.1, coupling=0.1), dict(lr=1e-2, coupling=1e-2)),
     "proximal": (dict(lr=0.3, prox=0.5, inner_lr=0.3), dict(lr=0.5, prox=0.5, inner_lr=0.5),
                  dict(lr=3e-3, prox=1.0, inner_lr=1e-2, inner_steps=3, **ADAM)),
+    "manifold": (dict(lr=0.5, ls_iters=3, retraction_steps=3), dict(lr=0.5, ls_iters=3, retraction_steps=3),
+                 dict(lr=1e-2, ls_iters=3, retraction_steps=3)),
     "bcgd": (dict(lr=1.0), dict(lr=100.0), dict(lr=3e-2, max_iter=8)),
     "acgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
     "gacgd": (dict(lr=0.1), dict(lr=0.5), dict(lr=3e-3, max_iter=8)),
@@ -105,7 +107,7 @@ def gan_coverage(name: str, kw: dict, steps: int) -> tuple[int, float, float]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("runs/dynamics"))
-    parser.add_argument("--budget", type=int, default=1000, help="steps on the Dirac-GAN and the bilinear game")
+    parser.add_argument("--budget", type=int, default=800, help="steps on the Dirac-GAN and the bilinear game")
     parser.add_argument("--gan-steps", type=int, default=800)
     args = parser.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
