@@ -19,7 +19,7 @@ import contextlib
 import copy
 import time
 from dataclasses import dataclass, field
-from typing import Any, Hashable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -28,10 +28,7 @@ from .. import ops
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-# The validators are re-exported: methods import them with the base class.
-from .checks import (LossOrClosure, Validator, boolean, check_beta, check_max_iter, check_nonnegative,  # noqa: F401
-                     finite_flags, mark_stepped, nonnegative, optional_bool, optional_count, positive_int,
-                     resolve_loss, step_count, unit_interval)
+from .checks import Validator, check_nonnegative, finite_flags, mark_stepped, nonnegative, resolve_loss
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -92,6 +89,8 @@ class GameOptimizer(torch.optim.Optimizer):
     game_state: dict[str, Validator] = {}
     row_state_keys: frozenset[str] = frozenset()  # per-player state that is a (k, numel) matrix
     added_later: frozenset[str] = frozenset()  # hyperparameters a state_dict saved by an older version lacks
+    second_order: bool = True  # whether the gradients keep their graph for HVPs (False: first-order methods)
+    needs_closure: bool = False  # whether the method re-evaluates the loss at other points (see _gradients_at)
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
@@ -120,6 +119,7 @@ class GameOptimizer(torch.optim.Optimizer):
         # A capturable step's checks: (stages, device flags, host flags once read).
         self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
         self._flipped = False  # whether the last step's host half changed the phase (undone if skipped)
+        self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
     def __getstate__(self) -> dict[str, Any]:
@@ -204,11 +204,19 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
         """One step of the pipeline; see the class docstring."""
-        with torch.enable_grad():  # the step differentiates, even if the caller disabled grad
-            losses = self._resolve_losses(losses)
-            self._begin_step()
-            with autocast_off(self.players[0].device):
-                self._step_pipeline(losses)
+        closure = losses[0] if len(losses) == 1 and callable(losses[0]) and not isinstance(losses[0], Tensor) else None
+        if self.needs_closure and closure is None:
+            raise ValueError(f"{type(self).__name__}.step needs a closure returning "
+                             f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
+        self._closure = closure
+        try:
+            with torch.enable_grad():  # the step differentiates, even if the caller disabled grad
+                losses = self._resolve_losses(losses)
+                self._begin_step()
+                with autocast_off(self.players[0].device):
+                    self._step_pipeline(losses)
+        finally:
+            self._closure = None
         detached = tuple(t.detach().reshape(()) for t in losses)
         return detached[0] if len(detached) == 1 else detached
 
@@ -250,15 +258,45 @@ class GameOptimizer(torch.optim.Optimizer):
         """
         x, y = self.players
         if len(losses) == 1:
-            gx, gy = self._grads(losses[0])
+            gx, gy = self._grads(losses[0], self.second_order)
             step_grads, cross = (gx, gy), (gx, gy)
         else:
-            fx, fy = self._grads(losses[0])
-            gx, gy = self._grads(losses[1])
+            fx, fy = self._grads(losses[0], self.second_order)
+            gx, gy = self._grads(losses[1], self.second_order)
             step_grads, cross = (fx, gy), (gx, fy)
         with torch.no_grad():
             flat = (all_reduce_mean(x.gather(step_grads[0])), all_reduce_mean(y.gather(step_grads[1])))
-        return flat, MixedHVP(self.players, cross)
+        return flat, self._hvp(step_grads, cross)
+
+    def _hvp(self, step_grads: tuple[list[Tensor], list[Tensor]],
+             cross: tuple[list[Tensor], list[Tensor]]) -> MixedHVP:
+        """The second-derivative products a method uses, from the per-parameter gradients
+        (with graph): the mixed blocks by default."""
+        return MixedHVP(self.players, cross)
+
+    def _gradients_at(self, deltas: Sequence[Optional[Tensor]]) -> tuple[tuple[Tensor, ...], tuple[Tensor, Tensor]]:
+        """The losses and flat step gradients at the point moved by ``deltas`` (None: that
+        player stays), from the step's closure (``needs_closure``).
+
+        The parameters are moved in place, the closure re-evaluated and differentiated, and
+        the saved values copied back exactly (also when this raises), so nothing changes
+        before the pipeline's commit. The original losses' graph must not be differentiated
+        after this call (their parameters' version counters moved).
+        """
+        moved = [(player, player.flat.clone(), d) for player, d in zip(self.players, deltas) if d is not None]
+        try:
+            with torch.no_grad():
+                for player, _, d in moved:
+                    player.flat.add_(d)
+            with torch.enable_grad():
+                losses = self._resolve_losses((self._closure,))
+                grads, _ = self._gradients(losses)
+            mark_stepped(*losses)
+        finally:
+            with torch.no_grad():
+                for player, saved, _ in moved:
+                    player.flat.copy_(saved)
+        return tuple(t.detach() for t in losses), grads
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         """The method: from the flat gradients, the mixed HVPs and this step's count (a 0-dim
@@ -350,9 +388,9 @@ class GameOptimizer(torch.optim.Optimizer):
     def _grads(self, loss: Tensor, create_graph: bool = True) -> tuple[list[Tensor], list[Tensor]]:
         """Gradients of ``loss`` for both players in one backward (zeros for unused params)."""
         nx = len(self.players[0].params)
-        try:
+        try:  # retain_graph: a general-sum game's second loss may share the first one's graph
             g = torch.autograd.grad(loss, self.players[0].params + self.players[1].params,
-                                    create_graph=create_graph, materialize_grads=True)
+                                    retain_graph=True, create_graph=create_graph, materialize_grads=True)
         except RuntimeError as exc:
             if "backward through the graph a second time" not in str(exc):
                 raise

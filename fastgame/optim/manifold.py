@@ -1,0 +1,99 @@
+"""Best-response-manifold training (M. Ehab, "Towards Theoretically-Grounded GAN Training",
+after the STON'R algorithm of Daskalakis, Golowich, Skoulakis & Zampetakis)."""
+from __future__ import annotations
+
+from typing import Any, Iterable
+
+import torch
+from torch import Tensor
+
+from ..linalg.params import Player
+from .base import Proposal
+from .checks import boolean, positive_int
+from .dynamics import GameDynamics
+from .game_hvp import GameHVP
+
+
+class BestResponseManifold(GameDynamics):
+    r"""The generator descends its loss on the discriminator's best-response manifold
+    𝓜 = {(D, G): ∇_D ℓ_D(D, G) = 0} (x, group 0, is the discriminator D; y the generator G):
+
+    1. v = ∇ℓ_G = (∇_D ℓ_G, ∇_G ℓ_G) is projected onto 𝓜's tangent space, the null space of
+       M = ∂(∇_D ℓ_D)/∂(D, G) = [H_DD, H_DG]: p = v − Mᵀw with w the least-squares solution
+       of MMᵀw = Mv, by ``ls_iters`` conjugate-gradient iterations on mixed/full HVPs,
+       warm-started from the last step's w;
+    2. both players move along the tangent: (D, G) ← (D, G) − η_G p (``lr_min``);
+    3. a retraction back onto 𝓜: ``retraction_steps`` gradient steps of the discriminator on
+       ℓ_D, D ← D − η_D ∇_D ℓ_D at the moved point (``lr_max``).
+
+    p is the Riemannian gradient of ℓ_G restricted to 𝓜: the generator follows the total
+    derivative of its loss along the discriminator's best response (cooperating with it
+    rather than exploiting it). With ``general_sum=True``
+    the losses are ``(loss_D, loss_G)`` (e.g. a WGAN-GP critic loss and the generator loss);
+    zero-sum, ℓ_D = −f and ℓ_G = f. M. Ehab, "Towards Theoretically-Grounded GAN Training"
+    (report), building on Daskalakis, Golowich, Skoulakis & Zampetakis, "STay-ON-the-Ridge:
+    Guaranteed Convergence to Local Minimax Equilibrium in Nonconvex-Nonconcave Games" (2022).
+
+    Args:
+        ls_iters: CG iterations of the least-squares solve. retraction_steps: discriminator
+            steps of the retraction. warm_start: start the solve from the last step's w.
+
+    ``step`` needs a closure (evaluated at every retraction iterate). Cost per step:
+    1 + ``retraction_steps`` gradient evaluations and 2·``ls_iters`` + 4 HVP passes.
+    Capturable (the solve runs a fixed number of iterations).
+    """
+
+    hyperparameters = {**GameDynamics.hyperparameters, "ls_iters": positive_int,
+                       "retraction_steps": positive_int, "warm_start": boolean}
+    game_wide = GameDynamics.game_wide | {"ls_iters", "retraction_steps", "warm_start"}
+    state_keys = frozenset({"ls_solution"})
+    second_order = True
+    needs_closure = True
+
+    def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float = 1e-2,
+                 lr_min: float = 1e-2, ls_iters: int = 10, retraction_steps: int = 5, warm_start: bool = True,
+                 **kwargs: Any) -> None:
+        super().__init__(max_params, min_params, lr_max, lr_min, ls_iters=ls_iters,
+                         retraction_steps=retraction_steps, warm_start=warm_start, **kwargs)
+
+    def _initial_state(self, player: Player) -> dict[str, Tensor]:
+        return {"ls_solution": torch.zeros_like(player.flat)} if player is self.players[0] else {}
+
+    def _propose(self, grads: tuple[Tensor, Tensor], hvp: GameHVP, step: Tensor) -> Proposal:
+        group = self.param_groups[0]  # the solver settings are game-wide
+        d, g = self.directions(grads)  # ∇_D ℓ_D, ∇_G ℓ_G
+        v = (hvp.cross_gradient(0), g)  # ∇ℓ_G: on 𝓜, ℓ_G also changes through D
+
+        def normal(w: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # MMᵀw, and Mᵀw
+            mt_w = hvp.jacobian_transpose((w, torch.zeros_like(g)))
+            return hvp.jacobian_row(0, mt_w), mt_w
+
+        saved = self.state.get(self.players[0].name, {}).get("ls_solution")
+        w = torch.zeros_like(d) if saved is None or not group["warm_start"] else saved
+        mm_w, _ = normal(w)
+        r = hvp.jacobian_row(0, v) - mm_w  # Mv − MMᵀw
+        p, rr = r, r.dot(r)
+        for _ in range(group["ls_iters"]):  # CG, a fixed count: no host read
+            mm_p, _ = normal(p)
+            curvature = p.dot(mm_p)
+            alpha = torch.where(curvature > 0, rr / curvature, torch.zeros_like(rr))
+            w = w + alpha * p
+            r = r - alpha * mm_p
+            rr_next = r.dot(r)
+            p = r + torch.where(rr > 0, rr_next / rr, torch.zeros_like(rr)) * p
+            rr = rr_next
+        mt_w = hvp.jacobian_transpose((w, torch.zeros_like(g)))
+        tangent = [vi - mi for vi, mi in zip(v, mt_w)]  # v − Mᵀw: v's part along 𝓜
+        checks = [("least-squares residual of the projection (stage: HVP / least-squares solve)", rr),
+                  ("tangent direction of the discriminator (stage: HVP / projection)", tangent[0]),
+                  ("tangent direction of the generator (stage: HVP / projection)", tangent[1])]
+
+        lr_d, lr_g = self._lr_tensors()
+        deltas = [-lr_g * tangent[0], -lr_g * tangent[1]]
+        for j in range(group["retraction_steps"]):
+            losses, grads_at = self._gradients_at(deltas)
+            checks += self._extrapolated_checks(losses, (grads_at[0], None), f"at retraction step {j + 1}")
+            deltas[0] = deltas[0] - lr_d * self.directions(grads_at)[0]
+        info = {"grad_evals": 1 + group["retraction_steps"], "ls_residual_sq": rr}
+        state = {self.players[0].name: {"ls_solution": w}, self.players[1].name: {}}
+        return Proposal(deltas, state, checks, info)
