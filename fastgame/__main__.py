@@ -1,0 +1,6 @@
+"""``python -m fastgame``: the ``fastgame`` command (see :mod:`fastgame.cli`)."""
+import sys
+
+from .cli import main
+
+sys.exit(main())
