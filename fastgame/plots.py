@@ -21,10 +21,11 @@ def plot_points(path: str, samples: Tensor, modes: Optional[Tensor], title: str)
     """Generated 2-D samples over the mixture's modes (red crosses)."""
     plt = _plt()
     fig, ax = plt.subplots(figsize=(4, 4), dpi=80)
-    s = samples.detach().float().cpu()
+    s = samples.detach().float().cpu().numpy()
     ax.scatter(s[:, 0], s[:, 1], s=2, alpha=0.4, color="tab:blue", label="generated")
     if modes is not None:
-        ax.scatter(modes[:, 0], modes[:, 1], marker="x", s=40, color="tab:red", label="modes")
+        modes = modes.detach().float().cpu()
+        ax.scatter(modes[:, 0].numpy(), modes[:, 1].numpy(), marker="x", s=40, color="tab:red", label="modes")
         lim = float(modes.abs().max()) * 1.6
         ax.set_xlim(-lim, lim)
         ax.set_ylim(-lim, lim)
@@ -53,7 +54,7 @@ def plot_images(path: str, images: Tensor, title: str, cols: int = 8) -> None:
     plt = _plt()
     grid = image_grid(images, cols)
     fig, ax = plt.subplots(figsize=(4, 4 * grid.shape[0] / grid.shape[1] + 0.3), dpi=80)
-    ax.imshow(grid.squeeze(-1) if grid.shape[-1] == 1 else grid, cmap="gray", vmin=0, vmax=1,
+    ax.imshow((grid.squeeze(-1) if grid.shape[-1] == 1 else grid).numpy(), cmap="gray", vmin=0, vmax=1,
               interpolation="nearest")
     ax.axis("off")
     ax.set_title(title, fontsize=9)
@@ -90,10 +91,10 @@ def plot_compare(path: str, runs: dict[str, list[list[dict[str, Any]]]], metric:
         steps = [r["step"] for r in seeds[0]]
         vals = torch.tensor([[float(r.get(metric, float("nan"))) for r in rows[:len(steps)]] for rows in seeds])
         mean = vals.mean(0)
-        a1.plot(steps, mean, color=color, label=f"{name} (mean of {len(seeds)})")
+        a1.plot(steps, mean.numpy(), color=color, label=f"{name} (mean of {len(seeds)})")
         if len(seeds) > 1:
             std = vals.std(0)
-            a1.fill_between(steps, mean - std, mean + std, color=color, alpha=0.2)
+            a1.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), color=color, alpha=0.2)
         for j, rows in enumerate(seeds):
             a2.plot([r["wall_s"] for r in rows], [r.get(metric, float("nan")) for r in rows], color=color,
                     alpha=0.7, label=name if j == 0 else None)

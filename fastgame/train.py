@@ -398,7 +398,7 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
     if resume is None:
         cfg = resolve(cfg, data)
         cfg.out = out
-        cfg.extra = {"world_size": world, "torch": torch.__version__}
+        cfg.extra = {"world_size": world, "torch": str(torch.__version__)}
     else:
         resolve(cfg, data)  # re-check a hand-edited config.json
     if cfg.batch % world:
