@@ -337,7 +337,7 @@ class _Evaluator:
             self.names = ["modes_covered", "high_quality", "mode_jsd"]
         elif data.name == "digits":
             from .metrics import DigitMetrics
-            self._digits = DigitMetrics()
+            self._digits = DigitMetrics(image_size=data.sample_shape[-1])
             self.names = ["fcd", "classes_covered", "class_kl"]
 
     def __call__(self, samples: Tensor) -> dict[str, Any]:
