@@ -190,6 +190,8 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if run.world > 1:
             dist.destroy_process_group()
         return 0
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        raise ConfigError("compare runs in one process; start each data-parallel run with torchrun ... train")
     from .compare import compare
     folder = compare(args, _config)
     print(f"fastgame: comparison in {os.path.abspath(folder)} (compare.md, compare.csv, compare.png)", flush=True)

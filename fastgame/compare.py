@@ -76,8 +76,9 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
              "|---" * (len(cols) + 5) + "|"]
     for r in table:
         vals = [_fmt(r[f"{m}_final"]) for m in metrics] + [_fmt(r[f"{m}_best"]) for m in metrics[:1]]
+        cg = "–" if r["optimizer"].startswith("adam") else _fmt(r["cg_iters"])  # Adam solves nothing
         lines.append(f"| {r['optimizer']} | {r['seeds']} | {r['steps']} | " + " | ".join(vals)
-                     + f" | {_fmt(r['wall_s'])} | {_fmt(r['cg_iters'])} |")
+                     + f" | {_fmt(r['wall_s'])} | {cg} |")
     lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run.")
     with open(os.path.join(folder, "compare.md"), "w") as f:
         f.write("\n".join(lines) + "\n")

@@ -263,6 +263,7 @@ class Run:
             bar = tqdm(total=cfg.steps, initial=self.step, desc=label or f"{cfg.optimizer} {cfg.data}",
                        unit="step", dynamic_ncols=True)
         window: list[Tensor] = []
+        shown: dict[str, str] = {}  # the last evaluation's metrics stay on the bar
         start = time.perf_counter() - self.elapsed
         k = self.shard
         while self.step < cfg.steps:
@@ -277,7 +278,7 @@ class Run:
             last = self.step == cfg.steps
             if bar is not None and (self.step % 10 == 0 or last):
                 m = window[-1]
-                bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}", cg=int(m[2]), refresh=False)
+                bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}", cg=int(m[2]), **shown, refresh=False)
                 bar.update(self.step - bar.n)
             if self.step % cfg.eval_every == 0 or last:
                 self.elapsed = time.perf_counter() - start
@@ -286,9 +287,7 @@ class Run:
                     if quiet:
                         print(f"{label or cfg.optimizer} step {self.step}/{cfg.steps} "
                               + " ".join(f"{k_}={_fmt(v)}" for k_, v in row.items() if k_ != "step"), flush=True)
-                    elif bar is not None:
-                        bar.set_postfix(loss_d=f"{row['loss_d']:.3f}", cg=int(row["cg_iters"]),
-                                        **{m_: _fmt(row[m_]) for m_ in self.evaluator.names[:2]})
+                    shown = {m_: _fmt(row[m_]) for m_ in self.evaluator.names[:2]}
                 window = []
             if self.step % cfg.checkpoint_every == 0 or last:
                 self.elapsed = time.perf_counter() - start
@@ -310,8 +309,8 @@ class Run:
         columns = list(row)
         write_csv(os.path.join(self.out, "metrics.csv"), self.rows, columns)
         write_json(os.path.join(self.out, "metrics.json"), self.rows)
-        title = f"{cfg.optimizer} on {cfg.data}, step {self.step}" + "".join(
-            f", {n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
+        title = f"{cfg.optimizer} on {os.path.basename(cfg.data)}, step {self.step}\n" + ", ".join(
+            f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
         for path in (os.path.join(self.out, "samples", f"step_{self.step:06d}.png"),
                      os.path.join(self.out, "samples.png")):
             self.evaluator.picture(path, samples, title)

@@ -55,6 +55,8 @@ def user_files(tmp_path_factory):
     ("ring8", "acgd", [], "modes_covered"),
     ("grid25", "bcgd", ["--loss", "wgan", "--penalty", "wgan_gp"], "mode_jsd"),
     ("digits", "gacgd", ["--loss", "non_saturating"], "fcd"),
+    ("digits", "acgd", ["--bf16", "--loss", "wgan"], "fcd"),
+    ("ring8", "bcgd", ["--graphed", "--max-iter", "4", "--loss", "rsgan"], "modes_covered"),
     ("digits", "adam-alt", ["--image-size", "16", "--penalty", "r1"], "classes_covered"),
     ("points.npy", "adam", ["--loss", "hinge"], None),
     ("images.pt", "acgd", ["--loss", "least_squares"], None),
