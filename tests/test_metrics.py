@@ -14,7 +14,8 @@ from fastgame.data import digits_split, load_digits, resize_images
 @pytest.fixture(scope="module")
 def classifier(tmp_path_factory):
     old = os.environ.get("FASTGAME_CACHE")
-    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # One cache for the whole session: the classifier is trained once for all test modules.
+    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.getbasetemp() / "fastgame-cache")
     yield metrics.digit_classifier()
     if old is None:
         del os.environ["FASTGAME_CACHE"]
@@ -40,7 +41,7 @@ def test_classifier_accuracy_and_cache(classifier, held_out):
     with torch.no_grad():
         acc = float((classifier(images).argmax(1) == labels).float().mean())
     assert acc == pytest.approx(classifier.held_out_accuracy)
-    path = os.path.join(metrics.cache_dir(), "digit_classifier_v1.pt")
+    path = os.path.join(metrics.cache_dir(), "digit_classifier_v2.pt")
     mtime = os.path.getmtime(path)
     again = metrics.digit_classifier()  # from the cache, not retrained
     assert os.path.getmtime(path) == mtime
@@ -50,7 +51,7 @@ def test_classifier_accuracy_and_cache(classifier, held_out):
 
 def test_corrupt_cache_is_retrained(classifier, tmp_path, monkeypatch):
     monkeypatch.setenv("FASTGAME_CACHE", str(tmp_path))
-    (tmp_path / "digit_classifier_v1.pt").write_bytes(b"not a checkpoint")
+    (tmp_path / "digit_classifier_v2.pt").write_bytes(b"not a checkpoint")
     fresh = metrics.digit_classifier()
     # Seeded training is deterministic on the CPU: the same classifier as the cached one.
     for a, b in zip(classifier.state_dict().values(), fresh.state_dict().values()):

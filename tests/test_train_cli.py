@@ -21,7 +21,8 @@ TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64",
 def cache(tmp_path_factory):
     """The digit classifier is trained once into a temporary cache for this module."""
     old = os.environ.get("FASTGAME_CACHE")
-    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    # One cache for the whole session: the classifier is trained once for all test modules.
+    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.getbasetemp() / "fastgame-cache")
     yield
     if old is None:
         del os.environ["FASTGAME_CACHE"]
