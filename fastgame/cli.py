@@ -169,6 +169,13 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     torch.set_flush_denormal(True)
     if args.command == "train":
         from .train import prepare
+        if args.resume is not None:
+            defaults = build_parser().parse_args(["train"])
+            given = [k for k, v in vars(args).items() if k not in ("resume", "steps", "quiet", "command")
+                     and v != getattr(defaults, k)]
+            if given:
+                raise ConfigError(f"--resume takes the settings from {args.resume}/config.json; only --steps and "
+                                  f"--quiet may be given (got --{given[0].replace('_', '-')})")
         import torch.distributed as dist
         run = prepare(_config(args), args.resume, args.steps)
         if run.world > 1:

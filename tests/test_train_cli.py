@@ -169,7 +169,8 @@ def finished_run(tmp_path_factory):
 
 @pytest.mark.parametrize("case", ["missing path", "wrong format", "bad array shape", "unknown optimizer",
                                   "unknown loss", "zero steps", "negative batch", "out exists", "corrupt checkpoint",
-                                  "mismatched checkpoint", "resume missing folder", "repeated optimizer"])
+                                  "mismatched checkpoint", "resume missing folder", "repeated optimizer",
+                                  "resume with other settings"])
 def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished_run, capsys, case):
     other = tmp_path / "other"
     if case == "mismatched checkpoint":
@@ -200,6 +201,7 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
         "corrupt checkpoint": ["train", "--resume", str(work), "--steps", "8"],
         "mismatched checkpoint": ["train", "--resume", str(work), "--steps", "8"],
         "resume missing folder": ["train", "--resume", str(tmp_path / "absent")],
+        "resume with other settings": ["train", "--resume", str(work), "--steps", "8", "--lr-d", "0.1"],
         "repeated optimizer": ["compare", "--optimizers", "acgd", "acgd", "--out", new],
     }[case]
     capsys.readouterr()
