@@ -1,6 +1,4 @@
 """``python -m fastgame``: the ``fastgame`` command (see :mod:`fastgame.cli`)."""
-import sys
+from .cli import entry
 
-from .cli import main
-
-sys.exit(main())
+entry()

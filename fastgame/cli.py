@@ -163,10 +163,6 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if args.command is None:
         build_parser().print_help()
         return 2
-    # Small GANs drift into subnormal floats (e.g. Adam's second moments), which x86 CPUs
-    # handle ~50x slower: an 8-Gaussians run went from 13 s to 100 s. Flushing them to zero
-    # changes no result we measure and is the usual setting for training.
-    torch.set_flush_denormal(True)
     if args.command == "train":
         from .train import prepare
         if args.resume is not None:
@@ -218,5 +214,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return 130
 
 
-if __name__ == "__main__":  # pragma: no cover
+def entry() -> None:
+    """The console script and ``python -m fastgame``: :func:`main` in a process of its own."""
+    # Small GANs drift into subnormal floats (e.g. Adam's second moments), which x86 CPUs
+    # handle ~50x slower: an 8-Gaussians Adam run went from 13 s to 100 s. Flushing them to
+    # zero is process-wide, so it is set here and not in main(), which tests call in-process.
+    torch.set_flush_denormal(True)
     sys.exit(main())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    entry()

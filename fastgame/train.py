@@ -15,6 +15,7 @@ or prints.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import os
@@ -210,7 +211,7 @@ class Run:
         self.step, self.elapsed, self.rows = 0, 0.0, []
         if resume_state is not None:
             self._restore(resume_state)
-        self.evaluator = _evaluator(data)
+        self.evaluator = _Evaluator(data)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -246,7 +247,7 @@ class Run:
         """n samples of G from fixed latent codes, in train mode on a copy (BatchNorm's running
         statistics stay those of training)."""
         z = torch.randn(n, self.cfg.latent, generator=torch.Generator().manual_seed(12345), dtype=self.dtype)
-        G = _copy(self.G)
+        G = copy.deepcopy(self.G)
         return torch.cat([G(c.to(self.device)) for c in z.split(500)]).float().cpu()
 
     # ---- the loop ------------------------------------------------------------------------------
@@ -321,11 +322,6 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-def _copy(m: nn.Module) -> nn.Module:
-    import copy
-    return copy.deepcopy(m)
-
-
 class _Evaluator:
     """The metrics and picture of one kind of data."""
 
@@ -354,10 +350,6 @@ class _Evaluator:
             plot_points(path, samples[:2500], modes, title)
         else:
             plot_images(path, samples[:64], title)
-
-
-def _evaluator(data: Dataset) -> _Evaluator:
-    return _Evaluator(data)
 
 
 METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
