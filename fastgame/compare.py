@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import os
 import re
@@ -11,7 +12,8 @@ from typing import Any, Callable
 
 from .checkpoint import write_csv
 from .steppers import OPTIMIZERS
-from .train import METRIC_DIRECTION, ConfigError, TrainConfig, prepare
+from .data import load_dataset
+from .train import METRIC_DIRECTION, ConfigError, TrainConfig, prepare, resolve
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
@@ -92,6 +94,18 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
     write_csv(os.path.join(folder, "compare.csv"), flat, list(flat[0]))
 
 
+def _check_same_setting(out: str, want: TrainConfig) -> None:
+    """A run folder is reused only for the same setting (its total steps may differ)."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out}/config.json: cannot read it ({exc})") from None
+    diff = [k for k, v in want.to_json().items() if k not in ("steps", "out", "extra") and saved.get(k) != v]
+    if diff:
+        raise ConfigError(f"{out} holds a run with other settings ({', '.join(diff)}); pick another --out")
+
+
 def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -> str:
     """Run (or reuse) every optimizer × seed, then write the table and plots; returns the folder."""
     from .plots import plot_compare
@@ -106,6 +120,7 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
     # Check every run's input before the first one trains (a typo in the last one should not
     # cost the first ones' time).
     plans = []
+    data = load_dataset(args.data, args.image_size)
     for spec, (name, over) in zip(args.optimizers, specs):
         for seed in args.seeds:
             out = os.path.join(folder, f"{_folder_name(spec)}-seed{seed}")
@@ -113,6 +128,8 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
             resume = out if os.path.isfile(os.path.join(out, "checkpoint.pt")) else None
             if resume is None and os.path.exists(out) and os.listdir(out):
                 raise ConfigError(f"{out} exists without a checkpoint; remove it or pick another --out")
+            if resume is not None:
+                _check_same_setting(out, resolve(cfg, data))
             plans.append((spec, seed, cfg, resume))
     runs_checked = [prepare(cfg, resume, args.steps if resume else None) for _, _, cfg, resume in plans]
     os.makedirs(folder, exist_ok=True)

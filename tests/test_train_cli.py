@@ -149,6 +149,9 @@ def test_compare_two_seeds(tmp_path, capsys):
     capsys.readouterr()
     assert main(argv) == 0  # finished runs are reused
     assert capsys.readouterr().out.count("reusing") == 4
+    # ...but only for the same setting.
+    assert main(argv[:-len(TINY)] + TINY + ["--lr-d", "0.01"]) == 2
+    assert "other settings (lr_d)" in capsys.readouterr().err
 
 
 def _tree_hash(folder):
