@@ -205,9 +205,8 @@ def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
 class BatchSampler:
     """Seeded batches of a :class:`Dataset`, resumable and shardable.
 
-    A finite data set is visited in a fresh random order each epoch (batches never straddle
-    two epochs' orders: the tail of an epoch starts the next permutation); a mixture is
-    sampled afresh. The whole state — the generator and the position in the current
+    A finite data set is visited in a fresh random order each epoch (a batch that reaches the
+    end of an epoch is completed from the next epoch's order); a mixture is sampled afresh. The whole state — the generator and the position in the current
     order — is in :meth:`state_dict`, so a resumed run draws the same batches.
 
     Every rank draws the same full batch and keeps its ``rank``-th of ``world`` equal
