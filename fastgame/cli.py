@@ -183,15 +183,21 @@ def _main(argv: Optional[Sequence[str]]) -> int:
             print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}", flush=True)
         try:
             run.train(quiet=args.quiet)
+            if run.world > 1:
+                # Rank 0 still evaluates and writes after the last step; a rank that tore down
+                # its process group meanwhile aborted at exit ("terminate called without an
+                # active exception"), so every rank waits for rank 0 first.
+                dist.barrier()
         except FloatingPointError as exc:
             if run.rank == 0:
                 print(f"fastgame: training stopped at step {run.step + 1}: {exc}; the last checkpoint is in "
                       f"{run.out}", file=sys.stderr)
             return 1
+        finally:
+            if run.world > 1 and dist.is_initialized():
+                dist.destroy_process_group()
         if run.rank == 0:
             print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
-        if run.world > 1:
-            dist.destroy_process_group()
         return 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("compare runs in one process; start each data-parallel run with torchrun ... train")
@@ -208,6 +214,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except (ConfigError, DataError, CheckpointError) as exc:
         if int(os.environ.get("RANK", "0")) == 0:
             print(f"fastgame: error: {exc}", file=sys.stderr)
+        import torch.distributed as dist
+        if dist.is_available() and dist.is_initialized():
+            dist.destroy_process_group()
         return 2
     except KeyboardInterrupt:
         print("fastgame: interrupted; continue with --resume RUN_DIR from the last checkpoint", file=sys.stderr)
