@@ -96,7 +96,8 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     python_requires=">=3.9",
-    install_requires=["torch>=2.4"],
+    install_requires=["torch>=2.4", "numpy>=1.22", "scikit-learn>=1.0", "matplotlib>=3.5", "tqdm>=4.60"],
+    entry_points={"console_scripts": ["fastgame=fastgame.cli:entry"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

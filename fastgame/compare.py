@@ -1,0 +1,159 @@
+"""``fastgame compare``: one setting, several optimizers and seeds, one table and plots."""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import statistics
+from typing import Any, Callable
+
+from .checkpoint import write_csv
+from .steppers import OPTIMIZERS
+from .data import load_dataset
+from .train import METRIC_DIRECTION, ConfigError, TrainConfig, prepare, resolve
+
+__all__ = ["compare", "parse_optimizer", "summarise"]
+
+_SPEC_KEYS = {"lr_d": float, "lr_g": float, "tol": float, "max_iter": int}
+
+
+def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
+    """``"adam:lr_d=4e-4,lr_g=1e-4"`` -> ``("adam", {"lr_d": 4e-4, "lr_g": 1e-4})``."""
+    name, _, rest = spec.partition(":")
+    if name not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(OPTIMIZERS)}")
+    over: dict[str, Any] = {}
+    for item in filter(None, rest.split(",")):
+        key, eq, value = item.partition("=")
+        if not eq or key not in _SPEC_KEYS:
+            raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(_SPEC_KEYS)}")
+        try:
+            over[key] = _SPEC_KEYS[key](value)
+        except ValueError:
+            raise ConfigError(f"{spec!r}: {key} must be a number, got {value!r}") from None
+        if not over[key] > 0:
+            raise ConfigError(f"{spec!r}: {key} must be > 0")
+    return name, over
+
+
+def _folder_name(spec: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.=-]+", "_", spec.replace(":", "_"))
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    vals = [float(v) for v in values]
+    return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
+
+
+def summarise(runs: dict[str, list[list[dict[str, Any]]]], metrics: list[str]) -> list[dict[str, Any]]:
+    """One row per optimizer: final and best of each metric (mean and std over seeds), the
+    wall-clock seconds and the mean CG iterations per step."""
+    table = []
+    for name, seeds in runs.items():
+        row: dict[str, Any] = {"optimizer": name, "seeds": len(seeds), "steps": seeds[0][-1]["step"]}
+        for m in metrics:
+            best = max if METRIC_DIRECTION[m] == "max" else min
+            row[f"{m}_final"] = _mean_std([rows[-1][m] for rows in seeds])
+            row[f"{m}_best"] = _mean_std([best(r[m] for r in rows) for rows in seeds])
+        row["wall_s"] = _mean_std([rows[-1]["wall_s"] for rows in seeds])
+        row["cg_iters"] = _mean_std([statistics.fmean(r["cg_iters"] for r in rows) for rows in seeds])
+        table.append(row)
+    return table
+
+
+def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
+    m, s = ms
+    if not (math.isfinite(m) and math.isfinite(s)):
+        return f"{m}"
+    return f"{m:.{digits}g} ± {s:.2g}"
+
+
+def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], setting: str) -> None:
+    arrow = {m: "↑" if METRIC_DIRECTION[m] == "max" else "↓" for m in metrics}
+    cols = [f"{m} {arrow[m]} final" for m in metrics] + [f"{m} best" for m in metrics[:1]]
+    lines = [f"{setting}\n", "| optimizer | seeds | steps | " + " | ".join(cols) + " | wall-clock s | CG iters/step |",
+             "|---" * (len(cols) + 5) + "|"]
+    for r in table:
+        vals = [_fmt(r[f"{m}_final"]) for m in metrics] + [_fmt(r[f"{m}_best"]) for m in metrics[:1]]
+        cg = "–" if r["optimizer"].startswith("adam") else _fmt(r["cg_iters"])  # Adam solves nothing
+        lines.append(f"| {r['optimizer']} | {r['seeds']} | {r['steps']} | " + " | ".join(vals)
+                     + f" | {_fmt(r['wall_s'])} | {cg} |")
+    lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run.")
+    with open(os.path.join(folder, "compare.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    flat = []
+    for r in table:
+        d: dict[str, Any] = {"optimizer": r["optimizer"], "seeds": r["seeds"], "steps": r["steps"]}
+        for k, v in r.items():
+            if isinstance(v, tuple):
+                d[f"{k}_mean"], d[f"{k}_std"] = v
+        flat.append(d)
+    write_csv(os.path.join(folder, "compare.csv"), flat, list(flat[0]))
+
+
+def _check_same_setting(out: str, want: TrainConfig) -> None:
+    """A run folder is reused only for the same setting (its total steps may differ)."""
+    try:
+        with open(os.path.join(out, "config.json")) as f:
+            saved = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{out}/config.json: cannot read it ({exc})") from None
+    diff = [k for k, v in want.to_json().items() if k not in ("steps", "out", "extra") and saved.get(k) != v]
+    if diff:
+        raise ConfigError(f"{out} holds a run with other settings ({', '.join(diff)}); pick another --out")
+
+
+def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -> str:
+    """Run (or reuse) every optimizer × seed, then write the table and plots; returns the folder."""
+    from .plots import plot_compare
+    specs = [parse_optimizer(s) for s in args.optimizers]
+    if len(specs) < 2:
+        raise ConfigError("compare needs two or more --optimizers")
+    if len(set(args.optimizers)) != len(args.optimizers) or len(set(args.seeds)) != len(args.seeds):
+        raise ConfigError("--optimizers and --seeds must not repeat")
+    folder = args.out
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise ConfigError(f"{folder} exists and is not a folder")
+    # Check every run's input before the first one trains (a typo in the last one should not
+    # cost the first ones' time).
+    plans = []
+    data = load_dataset(args.data, args.image_size)
+    for spec, (name, over) in zip(args.optimizers, specs):
+        for seed in args.seeds:
+            out = os.path.join(folder, f"{_folder_name(spec)}-seed{seed}")
+            cfg = make_config(args, optimizer=name, seed=seed, out=out, **over)
+            resume = out if os.path.isfile(os.path.join(out, "checkpoint.pt")) else None
+            if resume is None and os.path.exists(out) and os.listdir(out):
+                raise ConfigError(f"{out} exists without a checkpoint; remove it or pick another --out")
+            if resume is not None:
+                _check_same_setting(out, resolve(cfg, data))
+            plans.append((spec, seed, cfg, resume))
+    runs_checked = [prepare(cfg, resume, args.steps if resume else None) for _, _, cfg, resume in plans]
+    os.makedirs(folder, exist_ok=True)
+    runs: dict[str, list[list[dict[str, Any]]]] = {}
+    metrics: list[str] = []
+    for i, ((spec, seed, cfg, resume), run) in enumerate(zip(plans, runs_checked)):
+        label = f"[{i + 1}/{len(plans)}] {spec} seed {seed}"
+        if resume is not None:
+            from .train import _truncate_metrics
+            _truncate_metrics(run)
+            if run.step >= run.cfg.steps:
+                print(f"{label}: finished earlier, reusing {run.out}", flush=True)
+        run.train(quiet=args.quiet, label=label)
+        runs.setdefault(spec, []).append(run.rows)
+        metrics = run.evaluator.names
+        shutil.copyfile(os.path.join(run.out, "samples.png"),
+                        os.path.join(folder, f"samples-{_folder_name(spec)}-seed{seed}.png"))
+    cfg0 = runs_checked[0].cfg
+    setting = (f"{cfg0.data}, {cfg0.model} (width {cfg0.width}), loss {cfg0.loss}, penalty {cfg0.penalty}, batch "
+               f"{cfg0.batch}, {cfg0.steps} steps, lr_d {cfg0.lr_d}, lr_g {cfg0.lr_g} unless set per optimizer")
+    table = summarise(runs, metrics)
+    _write_table(folder, table, metrics, setting)
+    # Data without a quality metric (user files) still get the discriminator's loss over time.
+    plot_compare(os.path.join(folder, "compare.png"), runs, metrics[0] if metrics else "loss_d", setting)
+    with open(os.path.join(folder, "compare.md")) as f:
+        print(f.read(), flush=True)
+    return folder

@@ -1,0 +1,250 @@
+"""Offline training data for ``fastgame train``, and a resumable, shardable batch sampler.
+
+Sources (never a download):
+
+* ``ring8`` / ``grid25`` — the 2-D Gaussian mixtures of :mod:`fastgame.games` (fresh samples
+  every batch);
+* ``digits`` — the 1,797 handwritten 8×8 digits that ship inside scikit-learn
+  (``sklearn.datasets.load_digits``, grey levels 0..16, scaled to [-1, 1]; optionally
+  resized bilinearly to 16×16 or 32×32 with ``image_size``);
+* a path: a ``.npy`` or ``.pt`` tensor file — ``(N, 2)`` points, or ``(N, H, W)`` /
+  ``(N, C, H, W)`` images — or a folder of image files (PNG/JPEG/..., read with Pillow).
+
+Images are returned as float ``(N, C, S, S)`` tensors in [-1, 1]: integer images are
+divided by 255; float images with no negative value are taken to be in [0, 1], others
+must already lie in [-1, 1].
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Optional
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .games import GaussianMixture
+
+__all__ = ["DataError", "Dataset", "load_dataset", "BatchSampler", "MIXTURES", "IMAGE_SIZES",
+           "load_digits", "digits_split"]
+
+MIXTURES = ("ring8", "grid25")
+BUILTIN = MIXTURES + ("digits",)
+IMAGE_SIZES = (8, 16, 32)
+_IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp")
+
+
+class DataError(ValueError):
+    """A data source that cannot be used (missing, unreadable, wrong format); the message names it."""
+
+
+@dataclass
+class Dataset:
+    """Training data: either a finite tensor of samples or a mixture to sample from.
+
+    Attributes:
+        name: the source as given (``ring8``, ``digits`` or a path).
+        kind: ``"points"`` (2-D samples) or ``"images"`` (``(C, S, S)`` samples in [-1, 1]).
+        tensor: all samples (``None`` for a mixture, which is sampled afresh).
+        mixture: the mixture for ``ring8`` / ``grid25`` (else ``None``).
+    """
+
+    name: str
+    kind: str
+    tensor: Optional[Tensor] = None
+    mixture: Optional[GaussianMixture] = None
+
+    @property
+    def sample_shape(self) -> tuple[int, ...]:
+        if self.mixture is not None:
+            return (self.mixture.dim,)
+        assert self.tensor is not None
+        return tuple(self.tensor.shape[1:])
+
+    def __len__(self) -> int:
+        return 0 if self.tensor is None else int(self.tensor.shape[0])
+
+
+def load_digits() -> tuple[Tensor, Tensor]:
+    """The scikit-learn digits as ``(1797, 1, 8, 8)`` float images in [-1, 1] and their labels."""
+    try:
+        from sklearn.datasets import load_digits as _load
+    except ImportError as exc:  # pragma: no cover - sklearn is a dependency
+        raise DataError("the digits need scikit-learn: pip install scikit-learn") from exc
+    d = _load()
+    images = torch.as_tensor(d.images, dtype=torch.float32).unsqueeze(1) / 8.0 - 1.0  # 0..16 -> [-1, 1]
+    return images, torch.as_tensor(d.target, dtype=torch.int64)
+
+
+def digits_split(seed: int = 0, held_out: float = 0.3) -> tuple[Tensor, Tensor]:
+    """Indices (train, held-out) of a seeded, fixed split of the digits, shared by the
+    classifier and the metrics so that held-out digits are never seen by the classifier."""
+    n = 1797
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    k = int(round(n * held_out))
+    return perm[k:], perm[:k]
+
+
+def resize_images(images: Tensor, size: int) -> Tensor:
+    """Bilinear (antialiased when shrinking) resize of ``(N, C, H, W)`` images to size×size."""
+    if images.shape[-2:] == (size, size):
+        return images
+    return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
+
+
+def _scale_images(t: Tensor, where: str) -> Tensor:
+    if not t.is_floating_point():
+        return t.float() / 127.5 - 1.0
+    t = t.float()
+    if not bool(torch.isfinite(t).all()):
+        raise DataError(f"{where}: the images contain NaN or infinite values")
+    lo, hi = float(t.min()), float(t.max())
+    if lo >= 0:
+        if hi > 1:
+            raise DataError(f"{where}: float images must lie in [0, 1] or [-1, 1], got values in [{lo:g}, {hi:g}]")
+        return t * 2 - 1
+    if lo < -1 or hi > 1:
+        raise DataError(f"{where}: float images must lie in [0, 1] or [-1, 1], got values in [{lo:g}, {hi:g}]")
+    return t
+
+
+def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> Dataset:
+    if not isinstance(t, Tensor):
+        try:
+            t = torch.as_tensor(t)
+        except Exception as exc:
+            raise DataError(f"{where}: expected one array/tensor, got {type(t).__name__}") from exc
+    if t.dim() == 0 or t.shape[0] < 2:
+        raise DataError(f"{where}: need at least 2 samples along the first dimension, got shape {tuple(t.shape)}")
+    if t.dim() == 2:
+        if t.shape[1] != 2:
+            raise DataError(f"{where}: a 2-D array must be (N, 2) points, got shape {tuple(t.shape)}")
+        pts = t.float()
+        if not bool(torch.isfinite(pts).all()):
+            raise DataError(f"{where}: the points contain NaN or infinite values")
+        return Dataset(where, "points", tensor=pts)
+    if t.dim() == 3:
+        t = t.unsqueeze(1)
+    if t.dim() != 4 or t.shape[1] not in (1, 3) or t.shape[2] != t.shape[3]:
+        raise DataError(f"{where}: images must be (N, H, W) or (N, C, H, W) with C in (1, 3) and H == W, "
+                        f"got shape {tuple(t.shape)}")
+    images = _scale_images(t, where)
+    size = image_size or int(images.shape[-1])
+    if size not in IMAGE_SIZES:
+        raise DataError(f"{where}: images are {images.shape[-1]}x{images.shape[-1]}; "
+                        f"pass --image-size with one of {list(IMAGE_SIZES)} to resize them")
+    return Dataset(where, "images", tensor=resize_images(images, size))
+
+
+def _load_folder(path: str, image_size: Optional[int]) -> Dataset:
+    try:
+        from PIL import Image
+    except ImportError as exc:  # pragma: no cover - Pillow comes with matplotlib
+        raise DataError("reading an image folder needs Pillow: pip install pillow") from exc
+    files = sorted(os.path.join(root, f) for root, _, names in os.walk(path) for f in names
+                   if f.lower().endswith(_IMAGE_EXTENSIONS))
+    if not files:
+        raise DataError(f"{path}: no image files ({', '.join(_IMAGE_EXTENSIONS)}) in this folder")
+    size = image_size or 32
+    if size not in IMAGE_SIZES:
+        raise DataError(f"--image-size must be one of {list(IMAGE_SIZES)}, got {size}")
+    imgs = []
+    for f in files:
+        try:
+            with Image.open(f) as im:
+                imgs.append(im.convert("RGB").resize((size, size), Image.BILINEAR))
+        except Exception as exc:
+            raise DataError(f"{f}: cannot read this image ({exc})") from exc
+    arr = torch.stack([torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
+                       for im in imgs]).permute(0, 3, 1, 2)
+    # Grey-level folders train a one-channel model: three equal channels carry no more information.
+    if bool((arr[:, 0] == arr[:, 1]).all() and (arr[:, 1] == arr[:, 2]).all()):
+        arr = arr[:, :1]
+    if arr.shape[0] < 2:
+        raise DataError(f"{path}: need at least 2 images, found {arr.shape[0]}")
+    return Dataset(path, "images", tensor=arr.float() / 127.5 - 1.0)
+
+
+def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
+    """The data set called ``source``: ``ring8``, ``grid25``, ``digits``, or a path to a
+    ``.npy``/``.pt`` file or an image folder. Raises :class:`DataError` naming the source."""
+    if image_size is not None and image_size not in IMAGE_SIZES:
+        raise DataError(f"--image-size must be one of {list(IMAGE_SIZES)}, got {image_size}")
+    if source == "ring8":
+        return Dataset(source, "points", mixture=GaussianMixture.ring())
+    if source == "grid25":
+        return Dataset(source, "points", mixture=GaussianMixture.grid())
+    if source == "digits":
+        images, _ = load_digits()
+        train, _ = digits_split()
+        # The generator trains on the classifier's training split only, so that the
+        # metrics' held-out digits are unseen by both.
+        return Dataset(source, "images", tensor=resize_images(images[train], image_size or 8))
+    if not os.path.exists(source):
+        raise DataError(f"{source}: no such file or folder (built-in data: {', '.join(BUILTIN)})")
+    if os.path.isdir(source):
+        return _load_folder(source, image_size)
+    ext = os.path.splitext(source)[1].lower()
+    try:
+        if ext == ".npy":
+            import numpy as np
+            obj: Any = torch.from_numpy(np.load(source, allow_pickle=False))
+        elif ext == ".pt":
+            obj = torch.load(source, map_location="cpu", weights_only=True)
+        else:
+            raise DataError(f"{source}: unknown file type {ext or '(none)'!r}; use a .npy or .pt tensor file, "
+                            f"an image folder, or one of {', '.join(BUILTIN)}")
+    except DataError:
+        raise
+    except Exception as exc:
+        raise DataError(f"{source}: cannot read this {ext} file ({type(exc).__name__}: {exc})") from exc
+    return _from_tensor(obj, source, image_size)
+
+
+class BatchSampler:
+    """Seeded batches of a :class:`Dataset`, resumable and shardable.
+
+    A finite data set is visited in a fresh random order each epoch (a batch that reaches the
+    end of an epoch is completed from the next epoch's order); a mixture is sampled afresh. The whole state — the generator and the position in the current
+    order — is in :meth:`state_dict`, so a resumed run draws the same batches.
+
+    Every rank draws the same full batch and keeps its ``rank``-th of ``world`` equal
+    shards, so that data-parallel training sees exactly the single-process batches.
+    """
+
+    def __init__(self, data: Dataset, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+        if batch % world:
+            raise ValueError(f"the batch size {batch} must be divisible by the number of processes {world}")
+        self.data, self.batch, self.rank, self.world = data, batch, rank, world
+        self.gen = torch.Generator().manual_seed(seed)
+        self.order: Optional[Tensor] = None
+        self.pos = 0
+
+    def _indices(self, n: int) -> Tensor:
+        out = []
+        while n > 0:
+            if self.order is None or self.pos >= len(self.order):
+                self.order, self.pos = torch.randperm(len(self.data), generator=self.gen), 0
+            take = self.order[self.pos:self.pos + n]
+            self.pos += len(take)
+            n -= len(take)
+            out.append(take)
+        return torch.cat(out)
+
+    def next(self) -> Tensor:
+        """This rank's shard of the next batch (``batch // world`` samples)."""
+        if self.data.mixture is not None:
+            full = self.data.mixture.sample(self.batch, generator=self.gen)
+        else:
+            assert self.data.tensor is not None
+            full = self.data.tensor[self._indices(self.batch)]
+        k = self.batch // self.world
+        return full[self.rank * k:(self.rank + 1) * k]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"gen": self.gen.get_state(), "order": self.order, "pos": self.pos}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.gen.set_state(sd["gen"])
+        self.order, self.pos = sd["order"], int(sd["pos"])

@@ -1,0 +1,169 @@
+"""One training step of a GAN for each optimizer ``fastgame train`` offers.
+
+The CGD family (ACGD, BCGD) steps on the zero-sum loss, GACGD on both players' own losses;
+the baselines are Adam, simultaneous (both players' gradients at the same point) or
+alternating (the discriminator first, then the generator against the updated
+discriminator), each player with its own learning rate (two-timescale rates).
+
+Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations)`` (tensors, no
+host sync), ``state_dict()`` and ``load_state_dict()``. Under ``torch.distributed`` the
+fastgame optimizers average gradients and Hessian-vector products across ranks
+themselves; the Adam baselines average their gradients here.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+import torch
+from torch import Tensor, nn
+
+import fastgame
+from . import losses as L
+from .linalg.distributed import all_reduce_mean
+
+__all__ = ["OPTIMIZERS", "GameLosses", "make_stepper"]
+
+OPTIMIZERS = ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
+"""Optimizer names: the package's three and the two Adam baselines."""
+
+ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
+
+
+class GameLosses:
+    """``losses(real, z, t) -> (loss_d, loss_g, zero_sum)`` for generator G, discriminator D,
+    a loss of :data:`fastgame.losses.LOSSES` and an optional gradient penalty.
+
+    ``loss_d`` is what D minimises (penalty added), ``loss_g`` what G minimises and
+    ``zero_sum`` the loss D maximises and G minimises (penalty subtracted). ``t`` are the
+    penalty's interpolation weights, drawn by the caller so that every rank and every
+    resumed run uses the same ones.
+    """
+
+    def __init__(self, G: nn.Module, D: nn.Module, loss: str, penalty: Optional[str], weight: float,
+                 autocast: Optional[torch.autocast] = None) -> None:
+        self.G, self.D, self.loss = G, D, L.get_loss(loss)
+        self.penalty, self.weight, self.autocast = penalty, weight, autocast
+
+    def __call__(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        with self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False):
+            fake = self.G(z)
+            out = self.loss(self.D(real).float(), self.D(fake).float())
+            if self.penalty is None:
+                return out.discriminator, out.generator, out.zero_sum
+            pen = L.gradient_penalty(self.penalty, self.D, real, fake.to(real.dtype), self.weight, t=t).float()
+        return out.discriminator + pen, out.generator, out.zero_sum - pen
+
+
+class _CGDStepper:
+    """ACGD or BCGD on the zero-sum loss; D is the max player."""
+
+    def __init__(self, opt: Any, losses: GameLosses, graphed: bool, example: tuple[Tensor, ...]) -> None:
+        self.opt, self.losses = opt, losses
+        self._last: tuple[Tensor, Tensor] = (torch.zeros(()), torch.zeros(()))
+
+        def zero_sum(real: Tensor, z: Tensor, t: Tensor) -> Tensor:
+            d, g, zs = losses(real, z, t)
+            self._last = (d.detach(), g.detach())
+            return zs
+
+        self._zero_sum = zero_sum
+        # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
+        self._graphed = fastgame.make_graphed_step(opt, zero_sum, *[e.clone() for e in example]) if graphed else None
+
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        if self._graphed is not None:
+            zs = self._graphed(real, z, t)
+            # Inside a replayed graph the Python side does not run: report the zero-sum loss for both.
+            d, g = (-zs.detach(), zs.detach()) if self._graphed.graphs else self._last
+        else:
+            self.opt.step(self._zero_sum(real, z, t))
+            d, g = self._last
+        return d, g, torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.opt.load_state_dict(sd)
+
+
+class _GACGDStepper:
+    """GACGD: D (x) minimises its own loss, G (y) its own."""
+
+    def __init__(self, opt: Any, losses: GameLosses) -> None:
+        self.opt, self.losses = opt, losses
+
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d, g, _ = self.losses(real, z, t)
+        self.opt.step(d, g)
+        return d.detach(), g.detach(), torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.opt.load_state_dict(sd)
+
+
+def _set_grads(params: list[Tensor], loss: Tensor) -> None:
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    for p, g in zip(params, grads):
+        g = torch.zeros_like(p) if g is None else g
+        p.grad = all_reduce_mean(g.contiguous())
+
+
+class _AdamStepper:
+    """Adam for each player with its own rate, simultaneous or alternating."""
+
+    def __init__(self, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+                 alternating: bool) -> None:
+        self.d_params, self.g_params = list(D.parameters()), list(G.parameters())
+        self.opt_d = torch.optim.Adam(self.d_params, lr=lr_d, betas=ADAM_BETAS)
+        self.opt_g = torch.optim.Adam(self.g_params, lr=lr_g, betas=ADAM_BETAS)
+        self.losses, self.alternating = losses, alternating
+
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        d, g, _ = self.losses(real, z, t)
+        _set_grads(self.d_params, d)
+        if self.alternating:
+            self.opt_d.step()
+            d2, g, _ = self.losses(real, z, t)  # G answers the updated D on the same batch
+            del d2
+        _set_grads(self.g_params, g)
+        if not self.alternating:
+            self.opt_d.step()
+        self.opt_g.step()
+        for p in self.d_params + self.g_params:
+            p.grad = None
+        return d.detach(), g.detach(), torch.zeros(())
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"d": self.opt_d.state_dict(), "g": self.opt_g.state_dict()}
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        if set(sd) != {"d", "g"}:
+            raise ValueError("not the state of the Adam baseline")
+        self.opt_d.load_state_dict(sd["d"])
+        self.opt_g.load_state_dict(sd["g"])
+
+
+def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+                 tol: Optional[float] = None, max_iter: Optional[int] = None, graphed: bool = False,
+                 example: tuple[Tensor, ...] = ()) -> Any:
+    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`)."""
+    kw: dict[str, Any] = {"max_iter": max_iter}
+    if tol is not None:
+        kw["tol"] = tol
+    if name in ("acgd", "bcgd"):
+        cls: Callable[..., Any] = fastgame.ACGD if name == "acgd" else fastgame.BCGD
+        if graphed:
+            kw["capturable"] = True
+        opt = cls(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr_d, lr_min=lr_g, **kw)
+        return _CGDStepper(opt, losses, graphed, example)
+    if graphed:
+        raise ValueError(f"--graphed needs acgd or bcgd, not {name}")
+    if name == "gacgd":
+        return _GACGDStepper(fastgame.GACGD(D.parameters(), G.parameters(), lr_x=lr_d, lr_y=lr_g, **kw), losses)
+    if name in ("adam", "adam-alt"):
+        return _AdamStepper(G, D, losses, lr_d, lr_g, alternating=name == "adam-alt")
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

@@ -1,0 +1,420 @@
+"""``fastgame train``: one GAN training run, end to end, in a run folder.
+
+:func:`prepare` resolves and checks everything (configuration, data, models, optimizer,
+checkpoint) before anything is written, so bad input changes no file; :func:`Run.train`
+then trains with a progress bar and writes the run folder::
+
+    RUN_DIR/config.json         the resolved configuration
+    RUN_DIR/metrics.csv, .json  losses, CG iterations, wall-clock and metrics at each evaluation
+    RUN_DIR/checkpoint.pt       the latest checkpoint (atomic): models, optimizer, data order, RNGs
+    RUN_DIR/samples.png         the latest samples (also samples/step_NNNNNN.png at each evaluation)
+    RUN_DIR/curves.png          losses and metrics against steps
+
+Under ``torchrun`` every rank trains on its shard of every batch and only rank 0 writes
+or prints.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from . import losses as L
+from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json
+from .data import BatchSampler, Dataset, load_dataset
+from .models import ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, mlp_gan
+from .steppers import OPTIMIZERS, GameLosses, make_stepper
+
+__all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "MODELS"]
+
+MODELS = ("auto", "mlp", "dcgan", "wgan_gp_dcgan")
+PENALTIES = ("none",) + tuple(L.PENALTIES)
+_WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
+_LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
+_LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration (the message says which setting and why)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (``fastgame train --help`` explains each setting)."""
+
+    data: str = "ring8"
+    out: Optional[str] = None
+    optimizer: str = "acgd"
+    steps: int = 2000
+    batch: int = 256
+    seed: int = 0
+    loss: str = "standard"
+    penalty: str = "none"
+    penalty_weight: float = 10.0
+    lr_d: Optional[float] = None
+    lr_g: Optional[float] = None
+    model: str = "auto"
+    width: Optional[int] = None
+    latent: Optional[int] = None
+    image_size: Optional[int] = None
+    tol: Optional[float] = None
+    max_iter: Optional[int] = None
+    device: str = "auto"
+    dtype: str = "float32"
+    bf16: bool = False
+    graphed: bool = False
+    eval_every: Optional[int] = None
+    eval_samples: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    threads: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts: world size, versions
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"config.json has unknown settings {sorted(unknown)}")
+        return cls(**d)
+
+
+def _positive(name: str, v: Optional[float], allow_none: bool = True) -> None:
+    if v is None and allow_none:
+        return
+    if v is None or not v > 0:
+        raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+
+
+def resolve(cfg: TrainConfig, data: Dataset) -> TrainConfig:
+    """``cfg`` with the defaults that depend on the data filled in, after checking every setting."""
+    if cfg.optimizer not in OPTIMIZERS:
+        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if cfg.loss not in L.LOSSES:
+        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(L.LOSSES)}")
+    if cfg.penalty not in PENALTIES:
+        raise ConfigError(f"unknown penalty {cfg.penalty!r}; choose one of {', '.join(PENALTIES)}")
+    if cfg.model not in MODELS:
+        raise ConfigError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
+    if cfg.device not in ("auto", "cpu", "cuda"):
+        raise ConfigError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
+    if cfg.dtype not in ("float32", "float64"):
+        raise ConfigError(f"--dtype must be float32 or float64, got {cfg.dtype!r}")
+    for name in ("steps", "batch", "width", "latent", "eval_every", "eval_samples", "checkpoint_every", "threads",
+                 "lr_d", "lr_g", "tol"):
+        _positive(name, getattr(cfg, name), allow_none=name not in ("steps", "batch"))
+    if cfg.max_iter is not None and cfg.max_iter < 1:
+        raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
+    if cfg.penalty_weight < 0:
+        raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    if cfg.graphed and cfg.optimizer not in ("acgd", "bcgd"):
+        raise ConfigError("--graphed needs --optimizer acgd or bcgd")
+    if cfg.graphed and cfg.max_iter is None:
+        raise ConfigError("--graphed needs --max-iter (a CUDA graph runs a fixed number of CG iterations)")
+    if cfg.bf16 and cfg.dtype == "float64":
+        raise ConfigError("--bf16 autocasts float32 models; it cannot be combined with --dtype float64")
+    model = cfg.model
+    if model == "auto":
+        model = "mlp" if data.kind == "points" else ("wgan_gp_dcgan" if data.sample_shape[-1] == 32 else "dcgan")
+    if model == "mlp" and data.kind != "points":
+        raise ConfigError(f"--model mlp is for 2-D points; {data.name} holds images (use dcgan or wgan_gp_dcgan)")
+    if model != "mlp" and data.kind != "images":
+        raise ConfigError(f"--model {model} is for images; {data.name} holds 2-D points (use mlp)")
+    if model == "wgan_gp_dcgan" and data.sample_shape[-1] != 32:
+        raise ConfigError(f"--model wgan_gp_dcgan needs 32x32 images; use --image-size 32 "
+                          f"(the data are {data.sample_shape[-1]}x{data.sample_shape[-1]})")
+    out = dataclasses.replace(cfg)
+    out.model = model
+    out.width = cfg.width or _WIDTH[model]
+    out.latent = cfg.latent or _LATENT[model]
+    out.lr_d = cfg.lr_d or _LR[model]
+    out.lr_g = cfg.lr_g or _LR[model]
+    out.image_size = data.sample_shape[-1] if data.kind == "images" else None
+    out.eval_every = cfg.eval_every or max(1, cfg.steps // 20)
+    out.checkpoint_every = cfg.checkpoint_every or max(1, cfg.steps // 5)
+    out.eval_samples = cfg.eval_samples or (2500 if data.kind == "points" else 1000)
+    return out
+
+
+def build_models(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
+    """Seeded (G, D) for the resolved ``cfg``."""
+    torch.manual_seed(cfg.seed)
+    assert cfg.width is not None and cfg.latent is not None
+    if cfg.model == "mlp":
+        return mlp_gan(cfg.width, depth=2, latent=cfg.latent)
+    channels = data.sample_shape[0]
+    if cfg.model == "dcgan":
+        # Gradient penalties need each sample's output to depend on that sample only: no BatchNorm in D.
+        return (ConvGenerator(cfg.latent, cfg.width, cfg.image_size, out_ch=channels),
+                ConvDiscriminator(cfg.width, cfg.image_size, in_ch=channels, batchnorm=cfg.penalty == "none"))
+    return WGANGPGenerator(cfg.width, cfg.latent, out_ch=channels), WGANGPDiscriminator(cfg.width, in_ch=channels)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError("--device cuda: this torch has no usable CUDA device")
+    return torch.device(name)
+
+
+def _dist() -> tuple[int, int]:
+    """(rank, world size), starting torch.distributed when run under torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    if not dist.is_initialized():
+        dist.init_process_group("nccl" if torch.cuda.is_available() and os.environ.get("FASTGAME_DIST_BACKEND")
+                                != "gloo" else "gloo")
+    return dist.get_rank(), dist.get_world_size()
+
+
+class Run:
+    """A prepared run: everything built and checked, nothing written yet."""
+
+    def __init__(self, cfg: TrainConfig, data: Dataset, out: str, resume_state: Optional[dict[str, Any]],
+                 rank: int, world: int) -> None:
+        self.cfg, self.data, self.out, self.rank, self.world = cfg, data, out, rank, world
+        self.device = _device(cfg.device)
+        self.dtype = torch.float64 if cfg.dtype == "float64" else torch.float32
+        if self.device.type == "cuda" and world > 1:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        G, D = build_models(cfg, data)
+        self.G, self.D = G.to(self.device, self.dtype), D.to(self.device, self.dtype)
+        autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else None
+        self.losses = GameLosses(self.G, self.D, cfg.loss, None if cfg.penalty == "none" else cfg.penalty,
+                                 cfg.penalty_weight, autocast)
+        self.shard = cfg.batch // world
+        example = (torch.zeros((self.shard,) + data.sample_shape, device=self.device, dtype=self.dtype),
+                   torch.zeros(self.shard, cfg.latent, device=self.device, dtype=self.dtype),
+                   torch.zeros(self.shard, device=self.device, dtype=self.dtype))
+        self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g, tol=cfg.tol,
+                                    max_iter=cfg.max_iter, graphed=cfg.graphed, example=example)
+        try:
+            self.sampler = BatchSampler(data, cfg.batch, cfg.seed, rank, world)
+        except ValueError as exc:
+            raise ConfigError(str(exc)) from None
+        # Latent codes and penalty weights come from their own generator (saved in checkpoints),
+        # so that evaluation or anything else using the global RNG cannot change training.
+        self.noise = torch.Generator().manual_seed(cfg.seed + 1)
+        self.step, self.elapsed, self.rows = 0, 0.0, []
+        if resume_state is not None:
+            self._restore(resume_state)
+        self.evaluator = _Evaluator(data)
+
+    # ---- checkpoints ---------------------------------------------------------------------
+    def _state(self) -> dict[str, Any]:
+        return {"step": self.step, "elapsed": self.elapsed, "config": self.cfg.to_json(),
+                "G": self.G.state_dict(), "D": self.D.state_dict(), "optimizer": self.stepper.state_dict(),
+                "sampler": self.sampler.state_dict(), "noise": self.noise.get_state(),
+                "torch_rng": torch.get_rng_state()}
+
+    def _restore(self, st: dict[str, Any]) -> None:
+        free = ("steps", "out", "extra")  # may differ: a resumed run can be extended, or its folder moved
+        saved = {k: v for k, v in st["config"].items() if k not in free}
+        mine = {k: v for k, v in self.cfg.to_json().items() if k not in free}
+        if saved != mine:
+            diff = sorted(k for k in mine if saved.get(k) != mine[k])
+            raise CheckpointError(f"the checkpoint belongs to another configuration (differs in {diff})")
+        try:
+            self.G.load_state_dict(st["G"])
+            self.D.load_state_dict(st["D"])
+            self.stepper.load_state_dict(st["optimizer"])
+            self.sampler.load_state_dict(st["sampler"])
+            self.noise.set_state(st["noise"])
+            torch.set_rng_state(st["torch_rng"])
+            self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
+        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            raise CheckpointError(f"the checkpoint does not match this run ({type(exc).__name__}: "
+                                  f"{str(exc).splitlines()[0]})") from None
+        if self.step > self.cfg.steps:
+            raise ConfigError(f"the checkpoint is at step {self.step}, past --steps {self.cfg.steps}")
+
+    # ---- evaluation ------------------------------------------------------------------------
+    @torch.no_grad()
+    def samples(self, n: int) -> Tensor:
+        """n samples of G from fixed latent codes, in train mode on a copy (BatchNorm's running
+        statistics stay those of training)."""
+        z = torch.randn(n, self.cfg.latent, generator=torch.Generator().manual_seed(12345), dtype=self.dtype)
+        G = copy.deepcopy(self.G)
+        return torch.cat([G(c.to(self.device)) for c in z.split(500)]).float().cpu()
+
+    # ---- the loop ------------------------------------------------------------------------------
+    def train(self, quiet: bool = False, label: str = "") -> list[dict[str, Any]]:
+        """Train from the current step to ``cfg.steps``; returns the metric rows."""
+        from .plots import plot_curves
+        cfg, main = self.cfg, self.rank == 0
+        if main:
+            os.makedirs(os.path.join(self.out, "samples"), exist_ok=True)
+            write_json(os.path.join(self.out, "config.json"), cfg.to_json())
+        bar = None
+        if main and not quiet:
+            from tqdm.auto import tqdm
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=label or f"{cfg.optimizer} {cfg.data}",
+                       unit="step", dynamic_ncols=True)
+        window: list[Tensor] = []
+        shown: dict[str, str] = {}  # the last evaluation's metrics stay on the bar
+        start = time.perf_counter() - self.elapsed
+        k = self.shard
+        while self.step < cfg.steps:
+            real = self.sampler.next().to(self.device, self.dtype)
+            # Every rank draws the full batch's codes and keeps its shard: the same numbers as one process.
+            z = torch.randn(cfg.batch, cfg.latent, generator=self.noise, dtype=self.dtype)
+            t = torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)
+            lo = self.rank * k
+            d, g, it = self.stepper.step(real, z[lo:lo + k].to(self.device), t[lo:lo + k].to(self.device))
+            window.append(torch.stack([d.float().cpu(), g.float().cpu(), it.float().cpu()]))
+            self.step += 1
+            last = self.step == cfg.steps
+            if bar is not None and (self.step % 10 == 0 or last):
+                m = window[-1]
+                bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}", cg=int(m[2]), **shown, refresh=False)
+                bar.update(self.step - bar.n)
+            if self.step % cfg.eval_every == 0 or last:
+                self.elapsed = time.perf_counter() - start
+                if main:
+                    row = self._evaluate(torch.stack(window).mean(0))
+                    if quiet:
+                        print(f"{label or cfg.optimizer} step {self.step}/{cfg.steps} "
+                              + " ".join(f"{k_}={_fmt(v)}" for k_, v in row.items() if k_ != "step"), flush=True)
+                    shown = {m_: _fmt(row[m_]) for m_ in self.evaluator.names[:2]}
+                window = []
+            if self.step % cfg.checkpoint_every == 0 or last:
+                self.elapsed = time.perf_counter() - start
+                if main:
+                    save_checkpoint(os.path.join(self.out, "checkpoint.pt"), self._state())
+                    plot_curves(os.path.join(self.out, "curves.png"), self.rows, self.evaluator.names,
+                                f"{cfg.optimizer} on {cfg.data}, seed {cfg.seed}")
+        if bar is not None:
+            bar.close()
+        return self.rows
+
+    def _evaluate(self, window: Tensor) -> dict[str, Any]:
+        cfg = self.cfg
+        row: dict[str, Any] = {"step": self.step, "wall_s": round(self.elapsed, 3), "loss_d": float(window[0]),
+                               "loss_g": float(window[1]), "cg_iters": float(window[2])}
+        samples = self.samples(cfg.eval_samples)
+        row.update(self.evaluator(samples))
+        self.rows.append(row)
+        columns = list(row)
+        write_csv(os.path.join(self.out, "metrics.csv"), self.rows, columns)
+        write_json(os.path.join(self.out, "metrics.json"), self.rows)
+        title = f"{cfg.optimizer} on {os.path.basename(cfg.data)}, step {self.step}\n" + ", ".join(
+            f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
+        for path in (os.path.join(self.out, "samples", f"step_{self.step:06d}.png"),
+                     os.path.join(self.out, "samples.png")):
+            self.evaluator.picture(path, samples, title)
+        return row
+
+
+def _fmt(v: Any) -> str:
+    return f"{v:.4g}" if isinstance(v, float) else str(v)
+
+
+class _Evaluator:
+    """The metrics and picture of one kind of data."""
+
+    def __init__(self, data: Dataset) -> None:
+        self.data, self.names = data, []
+        self._digits = None
+        if data.mixture is not None:
+            self.names = ["modes_covered", "high_quality", "mode_jsd"]
+        elif data.name == "digits":
+            from .metrics import DigitMetrics
+            self._digits = DigitMetrics(image_size=data.sample_shape[-1])
+            self.names = ["fcd", "classes_covered", "class_kl"]
+
+    def __call__(self, samples: Tensor) -> dict[str, Any]:
+        if self.data.mixture is not None:
+            m = self.data.mixture.metrics(samples)
+            return {"modes_covered": m.modes_covered, "high_quality": m.high_quality, "mode_jsd": m.mode_jsd}
+        if self._digits is not None:
+            return self._digits(samples)
+        return {}
+
+    def picture(self, path: str, samples: Tensor, title: str) -> None:
+        from .plots import plot_images, plot_points
+        if self.data.kind == "points":
+            modes = self.data.mixture.means if self.data.mixture is not None else None
+            plot_points(path, samples[:2500], modes, title)
+        else:
+            plot_images(path, samples[:64], title)
+
+
+METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
+                    "fcd": "min", "classes_covered": "max", "class_kl": "min"}
+"""Whether a larger (max) or smaller (min) value of each metric is better."""
+
+
+def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None) -> Run:
+    """Check ``cfg`` (or the run folder ``resume``, whose total ``steps`` may be raised),
+    load the data and build the run.
+
+    Raises :class:`ConfigError`, :class:`~fastgame.data.DataError` or
+    :class:`~fastgame.checkpoint.CheckpointError` with a one-line message; writes nothing.
+    """
+    rank, world = _dist()
+    state = None
+    if resume is not None:
+        if not os.path.isdir(resume):
+            raise ConfigError(f"--resume {resume}: no such run folder")
+        cfg_path = os.path.join(resume, "config.json")
+        try:
+            with open(cfg_path) as f:
+                saved = TrainConfig.from_json(json.load(f))
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(f"{cfg_path}: cannot read the run's configuration ({exc})") from None
+        saved.steps = steps if steps is not None else saved.steps
+        cfg, out = saved, resume
+        state = load_checkpoint(os.path.join(resume, "checkpoint.pt"))
+    else:
+        out = cfg.out or os.path.join("fastgame-runs", f"{os.path.basename(cfg.data.rstrip('/')) or 'data'}-"
+                                                       f"{cfg.optimizer}-seed{cfg.seed}")
+        if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
+            raise ConfigError(f"{out} already exists and is not empty; pass another --out, or --resume {out}")
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = load_dataset(cfg.data, cfg.image_size)
+    if resume is None:
+        cfg = resolve(cfg, data)
+        cfg.out = out
+        cfg.extra = {"world_size": world, "torch": str(torch.__version__)}
+    else:
+        resolve(cfg, data)  # re-check a hand-edited config.json
+    if cfg.batch % world:
+        raise ConfigError(f"--batch {cfg.batch} must be divisible by the number of processes ({world})")
+    return Run(cfg, data, out, state, rank, world)
+
+
+def train(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None, quiet: bool = False,
+          label: str = "") -> Run:
+    """Prepare and train one run; returns the finished :class:`Run` (its folder is ``run.out``)."""
+    run = prepare(cfg, resume, steps)
+    if run.world > 1:
+        dist.barrier()  # every rank has checked its input before rank 0 writes anything
+    if resume is not None and run.rank == 0:
+        _truncate_metrics(run)
+    run.train(quiet=quiet, label=label)
+    return run
+
+
+def _truncate_metrics(run: Run) -> None:
+    """Keep the metric rows up to the checkpoint's step: the resumed run recomputes the rest."""
+    path = os.path.join(run.out, "metrics.json")
+    try:
+        with open(path) as f:
+            rows = json.load(f)
+    except (OSError, ValueError):
+        rows = []
+    run.rows = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= run.step]

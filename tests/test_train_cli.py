@@ -1,0 +1,221 @@
+"""`fastgame train` / `fastgame compare` end to end on tiny settings (seconds each)."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from fastgame import train as train_mod
+from fastgame.cli import main
+
+TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "2",
+        "--checkpoint-every", "2", "-q"]
+
+
+@pytest.fixture(scope="module", autouse=True)
+def cache(tmp_path_factory):
+    """The digit classifier is trained once into a temporary cache for this module."""
+    old = os.environ.get("FASTGAME_CACHE")
+    # One cache for the whole session: the classifier is trained once for all test modules.
+    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.getbasetemp() / "fastgame-cache")
+    yield
+    if old is None:
+        del os.environ["FASTGAME_CACHE"]
+    else:
+        os.environ["FASTGAME_CACHE"] = old
+
+
+def _rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def user_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("data")
+    g = torch.Generator().manual_seed(0)
+    np.save(d / "points.npy", torch.randn(100, 2, generator=g).numpy())
+    torch.save((torch.rand(40, 16, 16, generator=g) * 255).to(torch.uint8), d / "images.pt")
+    from PIL import Image
+    folder = d / "folder"
+    folder.mkdir()
+    for i in range(6):
+        arr = (torch.rand(20, 20, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"{i}.png")
+    (d / "notes.txt").write_text("not data\n")
+    np.save(d / "bad_shape.npy", np.zeros((10, 5)))
+    return d
+
+
+@pytest.mark.parametrize("data,optimizer,extra,metric", [
+    ("ring8", "acgd", [], "modes_covered"),
+    ("grid25", "bcgd", ["--loss", "wgan", "--penalty", "wgan_gp"], "mode_jsd"),
+    ("digits", "gacgd", ["--loss", "non_saturating"], "fcd"),
+    ("digits", "acgd", ["--bf16", "--loss", "wgan"], "fcd"),
+    ("ring8", "bcgd", ["--graphed", "--max-iter", "4", "--loss", "rsgan"], "modes_covered"),
+    ("digits", "adam-alt", ["--image-size", "16", "--penalty", "r1"], "classes_covered"),
+    ("points.npy", "adam", ["--loss", "hinge"], None),
+    ("images.pt", "acgd", ["--loss", "least_squares"], None),
+    ("folder", "adam", ["--model", "wgan_gp_dcgan", "--loss", "wgan", "--penalty", "relu_gp"], None),
+])
+def test_train_each_source_and_family(tmp_path, user_files, data, optimizer, extra, metric):
+    source = data if data in ("ring8", "grid25", "digits") else str(user_files / data)
+    out = tmp_path / "run"
+    assert main(["train", "--data", source, "--optimizer", optimizer, "--out", str(out)] + TINY + extra) == 0
+    for name in ("config.json", "metrics.csv", "metrics.json", "checkpoint.pt", "samples.png", "curves.png"):
+        assert (out / name).is_file(), name
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    if metric is not None:
+        assert metric in rows[0]
+    cfg = json.load(open(out / "config.json"))
+    assert cfg["optimizer"] == optimizer and cfg["steps"] == 4 and cfg["model"] != "auto"
+    assert all(np.isfinite(float(r["loss_d"])) for r in rows)
+
+
+def _state(run_dir):
+    return torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
+
+
+def _assert_same_state(a, b):
+    for k in ("G", "D"):
+        assert a[k].keys() == b[k].keys()
+        for name in a[k]:
+            assert torch.equal(a[k][name], b[k][name]), (k, name)
+    flat_a, flat_b = [], []
+    torch.utils._pytree.tree_map(lambda t: flat_a.append(t), a["optimizer"])
+    torch.utils._pytree.tree_map(lambda t: flat_b.append(t), b["optimizer"])
+    assert len(flat_a) == len(flat_b)
+    for x, y in zip(flat_a, flat_b):
+        assert torch.equal(x, y) if isinstance(x, torch.Tensor) else x == y
+    assert a["step"] == b["step"]
+
+
+@pytest.mark.parametrize("data,optimizer", [("ring8", "acgd"), ("digits", "adam"), ("ring8", "gacgd")])
+def test_resume_equals_uninterrupted(tmp_path, data, optimizer):
+    args = ["--data", data, "--optimizer", optimizer, "--batch", "16", "--width", "8", "--eval-samples", "64",
+            "--eval-every", "2", "--checkpoint-every", "3", "-q"]
+    assert main(["train", "--out", str(tmp_path / "full"), "--steps", "6"] + args) == 0
+    assert main(["train", "--out", str(tmp_path / "part"), "--steps", "3"] + args) == 0
+    assert main(["train", "--resume", str(tmp_path / "part"), "--steps", "6", "-q"]) == 0
+    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
+    # The 3-step run's last evaluation (step 3) stays; the resumed part adds 4 and 6.
+    assert [int(r["step"]) for r in _rows(tmp_path / "part")] == [2, 3, 4, 6]
+
+
+def test_interrupted_run_resumes_bit_exact(tmp_path, monkeypatch):
+    """A run killed between checkpoints resumes from the last one and ends where the
+    uninterrupted run ends; the metric rows past the checkpoint are recomputed, not duplicated."""
+    args = ["--data", "ring8", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "1",
+            "--checkpoint-every", "3", "--steps", "7", "-q"]
+    assert main(["train", "--out", str(tmp_path / "full")] + args) == 0
+    real_evaluate = train_mod.Run._evaluate
+
+    def crash_at_5(self, window):
+        if self.step == 5:
+            raise KeyboardInterrupt
+        return real_evaluate(self, window)
+
+    monkeypatch.setattr(train_mod.Run, "_evaluate", crash_at_5)
+    assert main(["train", "--out", str(tmp_path / "cut")] + args) == 130
+    assert _state(tmp_path / "cut")["step"] == 3
+    monkeypatch.setattr(train_mod.Run, "_evaluate", real_evaluate)
+    assert main(["train", "--resume", str(tmp_path / "cut"), "-q"]) == 0
+    _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "cut"))
+    assert [int(r["step"]) for r in _rows(tmp_path / "cut")] == list(range(1, 8))
+
+
+def test_compare_two_seeds(tmp_path, capsys):
+    out = tmp_path / "cmp"
+    argv = ["compare", "--data", "ring8", "--optimizers", "acgd", "adam:lr_d=4e-4,lr_g=1e-4", "--seeds", "0", "1",
+            "--out", str(out)] + TINY
+    assert main(argv) == 0
+    for name in ("compare.md", "compare.csv", "compare.png", "samples-acgd-seed0.png"):
+        assert (out / name).is_file(), name
+    with open(out / "compare.csv") as f:
+        table = list(csv.DictReader(f))
+    assert [r["optimizer"] for r in table] == ["acgd", "adam:lr_d=4e-4,lr_g=1e-4"]
+    assert all(r["seeds"] == "2" for r in table)
+    cfg = json.load(open(out / "adam_lr_d=4e-4_lr_g=1e-4-seed1" / "config.json"))
+    assert (cfg["lr_d"], cfg["lr_g"], cfg["seed"]) == (4e-4, 1e-4, 1)
+    # Seeds differ: different runs, not copies.
+    a, b = _state(out / "acgd-seed0"), _state(out / "acgd-seed1")
+    assert not torch.equal(a["G"]["0.weight"], b["G"]["0.weight"])
+    capsys.readouterr()
+    assert main(argv) == 0  # finished runs are reused
+    assert capsys.readouterr().out.count("reusing") == 4
+    # ...but only for the same setting.
+    assert main(argv[:-len(TINY)] + TINY + ["--lr-d", "0.01"]) == 2
+    assert "other settings (lr_d)" in capsys.readouterr().err
+
+
+def _tree_hash(folder):
+    h = {}
+    for root, _, files in os.walk(folder):
+        for f in files:
+            p = os.path.join(root, f)
+            h[os.path.relpath(p, folder)] = hashlib.sha256(open(p, "rb").read()).hexdigest()
+    return h
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("finished") / "run"
+    assert main(["train", "--data", "ring8", "--out", str(out)] + TINY) == 0
+    return out
+
+
+@pytest.mark.parametrize("case", ["missing path", "wrong format", "bad array shape", "unknown optimizer",
+                                  "unknown loss", "zero steps", "negative batch", "out exists", "corrupt checkpoint",
+                                  "mismatched checkpoint", "resume missing folder", "repeated optimizer",
+                                  "resume with other settings"])
+def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished_run, capsys, case):
+    other = tmp_path / "other"
+    if case == "mismatched checkpoint":
+        assert main(["train", "--data", "ring8", "--seed", "1", "--out", str(other)] + TINY) == 0
+        with open(other / "checkpoint.pt", "rb") as f:
+            foreign = f.read()
+    work = tmp_path / "victim"
+    import shutil
+    shutil.copytree(finished_run, work)
+    if case == "corrupt checkpoint":
+        with open(work / "checkpoint.pt", "r+b") as f:
+            f.seek(100)
+            f.write(b"garbage" * 20)
+    if case == "mismatched checkpoint":
+        with open(work / "checkpoint.pt", "wb") as f:
+            f.write(foreign)
+    before = _tree_hash(work)
+    new = str(tmp_path / "new")
+    argv = {
+        "missing path": ["train", "--data", str(tmp_path / "nope.npy"), "--out", new],
+        "wrong format": ["train", "--data", str(user_files / "notes.txt"), "--out", new],
+        "bad array shape": ["train", "--data", str(user_files / "bad_shape.npy"), "--out", new],
+        "unknown optimizer": ["train", "--optimizer", "sgd", "--out", new],
+        "unknown loss": ["train", "--loss", "wasserstein2", "--out", new],
+        "zero steps": ["train", "--steps", "0", "--out", new],
+        "negative batch": ["train", "--batch", "-4", "--out", new],
+        "out exists": ["train", "--data", "ring8", "--out", str(work)],
+        "corrupt checkpoint": ["train", "--resume", str(work), "--steps", "8"],
+        "mismatched checkpoint": ["train", "--resume", str(work), "--steps", "8"],
+        "resume missing folder": ["train", "--resume", str(tmp_path / "absent")],
+        "resume with other settings": ["train", "--resume", str(work), "--steps", "8", "--lr-d", "0.1"],
+        "repeated optimizer": ["compare", "--optimizers", "acgd", "acgd", "--out", new],
+    }[case]
+    capsys.readouterr()
+    try:
+        code = main(argv)
+    except SystemExit as exc:  # argparse's own errors
+        code = exc.code
+    err = capsys.readouterr().err.strip()
+    assert code == 2
+    assert len(err.splitlines()) == 1 and "error" in err, err
+    assert _tree_hash(work) == before
+    assert not os.path.exists(new)
+    if case in ("missing path", "wrong format", "bad array shape"):
+        assert os.path.basename(argv[2]) in err
