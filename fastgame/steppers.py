@@ -20,11 +20,14 @@ from torch import Tensor, nn
 import fastgame
 from . import losses as L
 from .linalg.distributed import all_reduce_mean
+from .optim import DYNAMICS
 
 __all__ = ["OPTIMIZERS", "GameLosses", "make_stepper"]
 
-OPTIMIZERS = ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
-"""Optimizer names: the package's three and the two Adam baselines."""
+_CGD_FAMILY = ("acgd", "bcgd", "gacgd")
+OPTIMIZERS = (*_CGD_FAMILY, "adam", "adam-alt", *sorted(n for n in DYNAMICS if n not in _CGD_FAMILY))
+"""Optimizer names: the CGD family, the two torch Adam baselines (betas 0.5, 0.999), and the
+other game dynamics of :data:`fastgame.optim.DYNAMICS` (extragradient, OGDA, consensus, …)."""
 
 ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
 
@@ -105,6 +108,31 @@ class _GACGDStepper:
         self.opt.load_state_dict(sd)
 
 
+class _DynamicsStepper:
+    """One of the other game dynamics on the zero-sum loss, D the max player. It steps with a
+    closure, since extragradient, alternating and proximal methods evaluate the loss again."""
+
+    def __init__(self, opt: Any, losses: GameLosses) -> None:
+        self.opt, self.losses = opt, losses
+
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        first: list[tuple[Tensor, Tensor]] = []
+
+        def zero_sum() -> Tensor:
+            d, g, zs = self.losses(real, z, t)
+            first.append((d.detach(), g.detach()))
+            return zs
+        self.opt.step(zero_sum)
+        d, g = first[0]  # the losses at the step's starting point
+        return d, g, torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.opt.load_state_dict(sd)
+
+
 def _set_grads(params: list[Tensor], loss: Tensor) -> None:
     grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
     for p, g in zip(params, grads):
@@ -166,4 +194,8 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
         return _GACGDStepper(fastgame.GACGD(D.parameters(), G.parameters(), lr_x=lr_d, lr_y=lr_g, **kw), losses)
     if name in ("adam", "adam-alt"):
         return _AdamStepper(G, D, losses, lr_d, lr_g, alternating=name == "adam-alt")
+    if name in DYNAMICS:
+        if tol is not None or max_iter is not None:
+            raise ValueError(f"tol and max_iter set the CG/GMRES solve of acgd, bcgd and gacgd; {name} has none")
+        return _DynamicsStepper(DYNAMICS[name](D.parameters(), G.parameters(), lr_max=lr_d, lr_min=lr_g), losses)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

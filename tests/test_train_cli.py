@@ -12,6 +12,7 @@ import torch
 
 from fastgame import train as train_mod
 from fastgame.cli import main
+from fastgame.steppers import OPTIMIZERS
 
 TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "2",
         "--checkpoint-every", "2", "-q"]
@@ -96,7 +97,8 @@ def _assert_same_state(a, b):
     assert a["step"] == b["step"]
 
 
-@pytest.mark.parametrize("data,optimizer", [("ring8", "acgd"), ("digits", "adam"), ("ring8", "gacgd")])
+@pytest.mark.parametrize("data,optimizer", [("ring8", "acgd"), ("digits", "adam"), ("ring8", "gacgd"),
+                                            ("ring8", "extra-adam")])
 def test_resume_equals_uninterrupted(tmp_path, data, optimizer):
     args = ["--data", data, "--optimizer", optimizer, "--batch", "16", "--width", "8", "--eval-samples", "64",
             "--eval-every", "2", "--checkpoint-every", "3", "-q"]
@@ -219,3 +221,14 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
     assert not os.path.exists(new)
     if case in ("missing path", "wrong format", "bad array shape"):
         assert os.path.basename(argv[2]) in err
+
+
+@pytest.mark.parametrize("optimizer", [n for n in OPTIMIZERS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt")])
+def test_train_every_game_dynamics(tmp_path, optimizer):
+    """`fastgame train --optimizer NAME` takes every method of fastgame.optim.DYNAMICS."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", "ring8", "--optimizer", optimizer, "--out", str(out)] + TINY) == 0
+    rows = _rows(out)
+    assert [int(r["step"]) for r in rows] == [2, 4]
+    assert all(np.isfinite(float(r["loss_d"])) for r in rows)
+
