@@ -80,11 +80,18 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
         iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, fused)
     else:
         iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
-    rr = torch.dot(r, r)
+    return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
 
+
+def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner, w: Tensor, u: Tensor,
+                    iterations: Union[int, Tensor], rr: Tensor, rhs_sq: Tensor) -> CGDSolution:
+    """Both players' updates and next warm starts from CG's solution ``w`` for player ``a`` and
+    ``u = D_ba(√η_a w)``, which CG tracks so that the other player's update needs no pass."""
+    b = 1 - a
+    s = -1.0 if a == 0 else 1.0
     v = torch.add(grads[b], u, alpha=-s)  # g_b + D_ba Δa
-    delta = [None, None]
-    warm = [None, None]
+    delta: list = [None, None]
+    warm: list = [None, None]
     delta[a] = (-s) * pa.sqrt_eta * w
     delta[b] = s * pb.eta * v
     warm[a] = w

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .cg import CGDSolution, Preconditioner
+from .cg import CGDSolution, Preconditioner, back_substitute
 from .hvp import MixedHVP
 
 
@@ -100,16 +100,8 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
             if W is not None:
                 p.sub_(_solve_small(WAW, AW @ r) @ W)
             rr = rr_new
-    rr = torch.dot(r, r)
-    v = torch.add(grads[b], u, alpha=-s)  # g_b + D_ba Δa
-    delta = [None, None]
-    warm = [None, None]
-    delta[a] = (-s) * pa.sqrt_eta * w
-    delta[b] = s * pb.eta * v
-    warm[a] = w
-    warm[b] = pb.sqrt_eta * v
     keep = _ritz_vectors(W, AW, QW, dirs, pa, pb, a, next_solve, threshold, max_keep)
-    return CGDSolution(tuple(delta), tuple(warm), iterations, rr, rhs_sq), keep, products
+    return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq), keep, products
 
 
 def _orthonormal_rows(V: Tensor) -> Optional[Tensor]:
