@@ -74,8 +74,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default="ring8", metavar="SOURCE",
                    help="ring8 (8 Gaussians on a ring), grid25 (25 on a grid), digits (scikit-learn's 1,797 8x8 "
-                        "digits), or a path: a .npy/.pt tensor file ((N,2) points or (N,[C,]H,W) images) or a "
-                        "folder of images. Nothing is downloaded. Default: ring8")
+                        "digits), mnist:ROOT / fashion-mnist:ROOT / cifar10:ROOT (the files torchvision keeps "
+                        "under ROOT once downloaded), or a path: a .npy/.pt tensor file ((N,2) points or "
+                        "(N,[C,]H,W) images) or a folder of images. Nothing is downloaded. Default: ring8")
     g.add_argument("--image-size", type=int, choices=(8, 16, 32), default=None,
                    help="resize images to this size (bilinear). Default: the data's own size (32 for folders)")
     g.add_argument("--model", choices=MODELS, default="auto",

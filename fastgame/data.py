@@ -8,7 +8,12 @@ Sources (never a download):
   (``sklearn.datasets.load_digits``, grey levels 0..16, scaled to [-1, 1]; optionally
   resized bilinearly to 16×16 or 32×32 with ``image_size``);
 * a path: a ``.npy`` or ``.pt`` tensor file — ``(N, 2)`` points, or ``(N, H, W)`` /
-  ``(N, C, H, W)`` images — or a folder of image files (PNG/JPEG/..., read with Pillow).
+  ``(N, C, H, W)`` images — or a folder of image files (PNG/JPEG/..., read with Pillow);
+* ``mnist:ROOT``, ``fashion-mnist:ROOT``, ``cifar10:ROOT`` — those training sets where
+  torchvision keeps them once downloaded (``ROOT/MNIST/raw/train-images-idx3-ubyte[.gz]``,
+  ``ROOT/FashionMNIST/raw/...``, ``ROOT/cifar-10-batches-py/data_batch_1..5``), read from disk
+  directly (no torchvision needed, never a download); MNIST is resized to ``image_size``
+  (default 32).
 
 Images are returned as float ``(N, C, S, S)`` tensors in [-1, 1]: integer images are
 divided by 255; float images with no negative value are taken to be in [0, 1], others
@@ -166,9 +171,64 @@ def _load_folder(path: str, image_size: Optional[int]) -> Dataset:
     return Dataset(path, "images", tensor=arr.float() / 127.5 - 1.0)
 
 
+_ON_DISK = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+
+
+def _read_idx_images(path: str) -> Tensor:
+    """An IDX file of uint8 images (MNIST's format: magic 2051, count, rows, cols, pixels)."""
+    import gzip
+    opener = gzip.open if path.endswith(".gz") else open
+    with opener(path, "rb") as f:
+        raw = f.read()
+    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
+        raise DataError(f"{path}: not an IDX image file (expected magic number 2051)")
+    n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
+    if len(raw) != 16 + n * rows * cols:
+        raise DataError(f"{path}: truncated IDX file ({len(raw) - 16} pixel bytes for {n} images of {rows}x{cols})")
+    return torch.frombuffer(bytearray(raw[16:]), dtype=torch.uint8).view(n, 1, rows, cols)
+
+
+def _read_cifar10(folder: str) -> Tensor:
+    """CIFAR-10's five training batches (the 'python version' pickles) as (50000, 3, 32, 32) uint8."""
+    import pickle
+    parts = []
+    for i in range(1, 6):
+        path = os.path.join(folder, f"data_batch_{i}")
+        if not os.path.isfile(path):
+            raise DataError(f"{path}: missing (CIFAR-10 is read from disk only; torchvision's "
+                            "CIFAR10(root, download=True) puts it there)")
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            data = torch.as_tensor(batch[b"data"], dtype=torch.uint8)
+        except Exception as exc:
+            raise DataError(f"{path}: cannot read this CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
+        parts.append(data.view(-1, 3, 32, 32))
+    return torch.cat(parts)
+
+
+def _load_on_disk(kind: str, root: str, image_size: Optional[int]) -> Dataset:
+    folder = os.path.join(root, _ON_DISK[kind])
+    if not os.path.isdir(folder):
+        raise DataError(f"{kind}:{root}: no {_ON_DISK[kind]} folder under {root!r} (fastgame never downloads; "
+                        "point ROOT at the folder torchvision downloaded into)")
+    if kind == "cifar10":
+        images = _read_cifar10(folder)
+    else:
+        raw = os.path.join(folder, "raw")
+        names = [os.path.join(raw, "train-images-idx3-ubyte" + ext) for ext in ("", ".gz")]
+        path = next((n for n in names if os.path.isfile(n)), None)
+        if path is None:
+            raise DataError(f"{kind}:{root}: missing {names[0]}[.gz]")
+        images = _read_idx_images(path)
+    size = image_size or 32
+    return Dataset(f"{kind}:{root}", "images", tensor=resize_images(images.float() / 127.5 - 1.0, size))
+
+
 def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
-    """The data set called ``source``: ``ring8``, ``grid25``, ``digits``, or a path to a
-    ``.npy``/``.pt`` file or an image folder. Raises :class:`DataError` naming the source."""
+    """The data set called ``source``: ``ring8``, ``grid25``, ``digits``, ``mnist:ROOT``,
+    ``fashion-mnist:ROOT``, ``cifar10:ROOT``, or a path to a ``.npy``/``.pt`` file or an image
+    folder. Raises :class:`DataError` naming the source."""
     if image_size is not None and image_size not in IMAGE_SIZES:
         raise DataError(f"--image-size must be one of {list(IMAGE_SIZES)}, got {image_size}")
     if source == "ring8":
@@ -181,6 +241,9 @@ def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
         # The generator trains on the classifier's training split only, so that the
         # metrics' held-out digits are unseen by both.
         return Dataset(source, "images", tensor=resize_images(images[train], image_size or 8))
+    kind, sep, root = source.partition(":")
+    if sep and kind in _ON_DISK:
+        return _load_on_disk(kind, root, image_size)
     if not os.path.exists(source):
         raise DataError(f"{source}: no such file or folder (built-in data: {', '.join(BUILTIN)})")
     if os.path.isdir(source):

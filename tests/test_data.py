@@ -74,3 +74,46 @@ def test_sampler_resumes_and_shards():
     assert sorted(idx.tolist()) == list(range(len(data)))
     with pytest.raises(ValueError, match="divisible"):
         BatchSampler(data, 101, seed=0, world=2)
+
+
+def _write_mnist(root, n=6, gz=True):
+    import gzip
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    pixels = (torch.arange(n * 28 * 28) % 256).to(torch.uint8)
+    blob = (2051).to_bytes(4, "big") + n.to_bytes(4, "big") + (28).to_bytes(4, "big") + (28).to_bytes(4, "big")
+    blob += bytes(pixels.tolist())
+    path = raw / ("train-images-idx3-ubyte" + (".gz" if gz else ""))
+    (gzip.open if gz else open)(path, "wb").write(blob)
+    return pixels.view(n, 1, 28, 28)
+
+
+def test_mnist_and_cifar10_read_from_disk(tmp_path):
+    """mnist:ROOT and cifar10:ROOT read the files torchvision keeps, without torchvision."""
+    import pickle
+    pixels = _write_mnist(tmp_path / "m")
+    data = load_dataset(f"mnist:{tmp_path / 'm'}", image_size=32)
+    assert data.tensor.shape == (6, 1, 32, 32) and data.tensor.min() >= -1 and data.tensor.max() <= 1
+    small = torch.nn.functional.interpolate(pixels.float() / 127.5 - 1, size=(32, 32), mode="bilinear",
+                                            align_corners=False, antialias=True).clamp(-1, 1)
+    torch.testing.assert_close(data.tensor, small)
+    folder = tmp_path / "c" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": np.full((2, 3072), 10 * i, dtype=np.uint8), b"labels": [0, 1]}, f)
+    cifar = load_dataset(f"cifar10:{tmp_path / 'c'}")
+    assert cifar.tensor.shape == (10, 3, 32, 32)
+    torch.testing.assert_close(cifar.tensor[0, 0, 0, 0], torch.tensor(10 / 127.5 - 1))
+
+
+def test_on_disk_sets_give_clear_errors(tmp_path):
+    with pytest.raises(DataError, match="never downloads"):
+        load_dataset(f"mnist:{tmp_path}")
+    (tmp_path / "MNIST" / "raw").mkdir(parents=True)
+    (tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte").write_bytes(b"\x00" * 20)
+    with pytest.raises(DataError, match="magic number 2051"):
+        load_dataset(f"mnist:{tmp_path}")
+    (tmp_path / "cifar-10-batches-py").mkdir()
+    with pytest.raises(DataError, match="data_batch_1: missing"):
+        load_dataset(f"cifar10:{tmp_path}")
