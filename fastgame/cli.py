@@ -129,9 +129,11 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", default=None,
                    help="the run folder to create (must not exist or be empty). Default: "
                         "fastgame-runs/<data>-<optimizer>-seed<seed>")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="acgd",
-                   help="acgd, bcgd, gacgd, or the baselines adam (simultaneous) and adam-alt (alternating). "
-                        "Default: acgd")
+    t.add_argument("--optimizer", choices=OPTIMIZERS, default="acgd", metavar="NAME",
+                   help="acgd, bcgd, gacgd; the baselines adam (simultaneous) and adam-alt (alternating, "
+                        "torch.optim.Adam with betas 0.5, 0.999); or another game dynamics of fastgame.optim.DYNAMICS: "
+                        + ", ".join(n for n in OPTIMIZERS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt"))
+                        + ". Default: acgd")
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint (its config.json is used; only --steps, "
                         "--quiet may change)")
