@@ -27,9 +27,10 @@ from .cg import CGDSolution, Preconditioner, back_substitute
 from .hvp import MixedHVP
 
 
-def _solve_small(m: Tensor, rhs: Tensor) -> Tensor:
-    """(W^T A W)^{-1} rhs in float64 (k <= a few, on the device)."""
-    return torch.linalg.solve(m, rhs.to(m.dtype)).to(rhs.dtype)
+def _apply_small(m_inv: Tensor, v: Tensor) -> Tensor:
+    """(W^T A W)^{-1} v with the inverse formed once per solve (k <= 8, float64), so the
+    iterations take no factorisation, and so no host sync for its error check."""
+    return (m_inv @ v.to(m_inv.dtype)).to(v.dtype)
 
 
 def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
@@ -54,7 +55,7 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
     w = torch.zeros_like(rhs)
     u = torch.zeros_like(grads[b])
     r = rhs.clone()
-    W = AW = QW = WAW = None
+    W = AW = QW = WAW_inv = None
     if deflate is not None and deflate.shape[0] > 0:
         W = _orthonormal_rows(deflate.to(rhs.dtype))
     if W is not None and W.shape[0] > 0:
@@ -64,7 +65,8 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
         WAW = W.double() @ AW.double().T
         WAW = (WAW + WAW.T) / 2
         if bool(torch.isfinite(WAW).all()):
-            c = _solve_small(WAW, W @ rhs)  # Galerkin start: the solution's part in span(W)
+            WAW_inv = torch.linalg.inv(WAW)  # SPD and >= I (W orthonormal, A >= I): well conditioned
+            c = _apply_small(WAW_inv, W @ rhs)  # Galerkin start: the solution's part in span(W)
             w.add_(c @ W)
             u.add_(c @ QW)
             r.sub_(c @ AW)
@@ -80,7 +82,7 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
     if bool(rr >= limit) and max_iter > 0:  # also stops on a non-finite residual (checked by the caller)
         p = r.clone()
         if W is not None:
-            p.sub_(_solve_small(WAW, AW @ r) @ W)  # A-orthogonal to span(W)
+            p.sub_(_apply_small(WAW_inv, AW @ r) @ W)  # A-orthogonal to span(W)
         while True:
             q = hvp(b, pa.sqrt_eta * p)
             ap, pap = fused.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
@@ -98,7 +100,7 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
             beta = rr_new / rr
             p.mul_(beta).add_(r)
             if W is not None:
-                p.sub_(_solve_small(WAW, AW @ r) @ W)
+                p.sub_(_apply_small(WAW_inv, AW @ r) @ W)
             rr = rr_new
     keep = _ritz_vectors(W, AW, QW, dirs, pa, pb, a, next_solve, threshold, max_keep)
     return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq), keep, products
