@@ -8,14 +8,16 @@
 #
 #   bash bench/gpu_check.sh                     # all stages
 #   bash bench/gpu_check.sh build tests         # some: build tests kernels suite fastgamebn diag
+#                                               #       eagergraph bn train
 #
 # env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
+# TESTS (the test files of the tests stage; default: the GPU, graph-replay, kernel, parity and sync tests),
 # OUT (a folder the log and results are also copied to). A wheel folder .whl/ (e.g. CGDs, which
 # the suite and the parity tests need, on a machine without network) is installed first.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-stages="${*:-build tests kernels suite fastgamebn diag}"
+stages="${*:-build tests eagergraph bn train kernels suite fastgamebn diag}"
 want() { [[ " $stages " == *" $1 "* ]]; }
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results
@@ -56,8 +58,29 @@ sys.exit('backends unavailable: %s' % missing if missing else 0)" || status=1
 
 if want tests; then
     echo "## gpu tests, kernel tests (all backends) and parity with CGDs"
-    FASTGAME_REQUIRE_CPP=1 "$PY" -m pytest -q -rs -p no:cacheprovider \
-        tests/test_gpu_graphs.py tests/test_ops.py tests/test_parity.py tests/test_sync_free.py || status=1
+    # shellcheck disable=SC2086
+    FASTGAME_REQUIRE_CPP=1 "$PY" -m pytest -q -rs -s -p no:cacheprovider \
+        ${TESTS:-tests/test_gpu_graphs.py tests/test_cg_replay.py tests/test_ops.py tests/test_parity.py tests/test_sync_free.py} \
+        || status=1
+fi
+
+if want eagergraph; then
+    echo "## the unchanged eager loop: CGDs vs fastgame on a loss / a closure (graph_cg) / whole-step graph"
+    "$PY" bench/eager_graph.py --json "$out/eager_graph_$stamp.json" || status=1
+fi
+if want bn; then
+    echo "## BatchNorm in mixed-HVP passes: native vs fastgame.nn (python bench/batchnorm_hvp.py)"
+    "$PY" bench/batchnorm_hvp.py || status=1
+fi
+if want train; then
+    echo "## the trainer on CUDA: eager (closure, graph_cg) and --graphed"
+    tmp="$(mktemp -d)"
+    for extra in "" "--graphed --max-iter 24"; do
+        # shellcheck disable=SC2086
+        "$PY" -m fastgame train --data digits --steps 150 --batch 64 --width 16 --device cuda --eval-every 150 -q \
+            $extra --out "$tmp/run$RANDOM" 2>&1 | tail -n 4 || status=1
+    done
+    rm -rf "$tmp"
 fi
 
 if want kernels; then

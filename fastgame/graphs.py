@@ -11,23 +11,8 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
+from .linalg.captured import retire_side_stream, side_stream
 from .optim.base import GameOptimizer
-
-
-_SIDE_STREAMS: dict[torch.device, torch.cuda.Stream] = {}
-
-
-def _cuda_device(device: torch.device) -> torch.device:
-    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
-
-
-def _side_stream(device: torch.device) -> torch.cuda.Stream:
-    """One warm-up/capture stream per device, shared by all graphed steps: cuBLAS keeps a
-    workspace per stream it has seen, so a new stream per step would cost memory each time."""
-    device = _cuda_device(device)
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return _SIDE_STREAMS[device]
 
 
 class GraphedStep:
@@ -104,7 +89,7 @@ class GraphedStep:
         return loss
 
     def _warmup_step(self) -> Tensor:
-        stream = _side_stream(self.opt.players[0].device)
+        stream = side_stream(self.opt.players[0].device)
         stream.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(stream):
             loss = self.opt.step(self._closure)
@@ -138,14 +123,14 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         try:
-            with torch.cuda.graph(graph, pool=self._pool, stream=_side_stream(device)):
+            with torch.cuda.graph(graph, pool=self._pool, stream=side_stream(device)):
                 loss = self.opt.step(self._closure)  # host effects happen once, here
         except BaseException:
             # If capture_end raised, graph.__exit__ left the capture stream current, and the
             # allocator may still route that stream's allocations to the failed graph's pool:
             # restore the stream and retire it for later captures.
             torch.cuda.set_stream(current)
-            _SIDE_STREAMS.pop(_cuda_device(device), None)
+            retire_side_stream(device)
             raise
         return graph, loss
 

@@ -78,8 +78,8 @@ class _CGDStepper:
             zs = self._graphed(real, z, t)
             # Inside a replayed graph the Python side does not run: report the zero-sum loss for both.
             d, g = (-zs.detach(), zs.detach()) if self._graphed.graphs else self._last
-        else:
-            self.opt.step(self._zero_sum(real, z, t))
+        else:  # a closure: on CUDA its CG iterations can then be graph-replayed (graph_cg)
+            self.opt.step(lambda: self._zero_sum(real, z, t))
             d, g = self._last
         return d, g, torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
 

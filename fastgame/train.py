@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from . import losses as L
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json
 from .data import BatchSampler, Dataset, load_dataset
+from .nn import convert_batchnorm
 from .models import ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, mlp_gan
 from .steppers import OPTIMIZERS, GameLosses, make_stepper
 
@@ -70,6 +71,7 @@ class TrainConfig:
     device: str = "auto"
     dtype: str = "float32"
     bf16: bool = False
+    batchnorm: str = "fastgame"
     graphed: bool = False
     eval_every: Optional[int] = None
     eval_samples: Optional[int] = None
@@ -121,6 +123,8 @@ def resolve(cfg: TrainConfig, data: Dataset) -> TrainConfig:
         raise ConfigError("--graphed needs --optimizer acgd or bcgd")
     if cfg.graphed and cfg.max_iter is None:
         raise ConfigError("--graphed needs --max-iter (a CUDA graph runs a fixed number of CG iterations)")
+    if cfg.batchnorm not in ("fastgame", "native"):
+        raise ConfigError(f"--batchnorm must be fastgame or native, got {cfg.batchnorm!r}")
     if cfg.bf16 and cfg.dtype == "float64":
         raise ConfigError("--bf16 autocasts float32 models; it cannot be combined with --dtype float64")
     model = cfg.model
@@ -155,9 +159,13 @@ def build_models(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, nn.Module]
     channels = data.sample_shape[0]
     if cfg.model == "dcgan":
         # Gradient penalties need each sample's output to depend on that sample only: no BatchNorm in D.
-        return (ConvGenerator(cfg.latent, cfg.width, cfg.image_size, out_ch=channels),
+        G, D = (ConvGenerator(cfg.latent, cfg.width, cfg.image_size, out_ch=channels),
                 ConvDiscriminator(cfg.width, cfg.image_size, in_ch=channels, batchnorm=cfg.penalty == "none"))
-    return WGANGPGenerator(cfg.width, cfg.latent, out_ch=channels), WGANGPDiscriminator(cfg.width, in_ch=channels)
+    else:
+        G, D = WGANGPGenerator(cfg.width, cfg.latent, out_ch=channels), WGANGPDiscriminator(cfg.width, in_ch=channels)
+    if cfg.batchnorm == "fastgame":  # the same function, cheaper mixed-HVP passes (bench/batchnorm_hvp.py)
+        G, D = convert_batchnorm(G), convert_batchnorm(D)
+    return G, D
 
 
 def _device(name: str) -> torch.device:

@@ -126,3 +126,43 @@ def test_graphed_step_other_shapes_run_eagerly_and_bf16(mixed, deterministic_cud
     assert len(step.graphs) == 2 and step.eager_reason is None
     torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-6, atol=0)
     assert int(graphed.state["game"]["step"]) == 12
+
+
+@pytest.mark.parametrize("how", ["closure", "own_stream"])
+@pytest.mark.parametrize("name", ["mlp", "conv_bn"])
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD])
+def test_eager_step_replays_cg_iterations(cls, name, how, deterministic_cuda):
+    """graph_cg: an eager step given a closure (or run on the caller's own stream) replays its CG
+    iterations from a graph captured in the solve, with the eager path's numbers and pass count;
+    a loss tensor from the default stream is solved eagerly and says why."""
+    G, D, batches, loss_fn = cases()[name]
+    G, D = G.cuda(), D.cuda()
+    G2, D2, G3, D3 = copy.deepcopy(G), copy.deepcopy(D), copy.deepcopy(G), copy.deepcopy(D)
+    batches = [(r.cuda(), z.cuda()) for r, z in batches]
+    kw = dict(lr_max=1e-3, lr_min=1e-3, tol=1e-8)
+    ref = cls(D.parameters(), G.parameters(), graph_cg=False, **kw)
+    opt = cls(D2.parameters(), G2.parameters(), **kw)
+    plain = cls(D3.parameters(), G3.parameters(), **kw)
+    own = torch.cuda.Stream()
+    graphed, reserved = [], []
+    for real, z in batches:
+        ref.step(loss_fn(G, D, real, z))
+        if how == "closure":
+            opt.step(lambda: loss_fn(G2, D2, real, z))
+        else:
+            own.wait_stream(torch.cuda.current_stream())
+            with torch.cuda.stream(own):
+                opt.step(loss_fn(G2, D2, real, z))
+            torch.cuda.current_stream().wait_stream(own)
+        plain.step(loss_fn(G3, D3, real, z))
+        assert opt.info["hvp_passes"] == ref.info["hvp_passes"] and opt.info["iter_num"] == ref.info["iter_num"]
+        graphed.append(opt.info["cg_graphed"])
+        reserved.append(torch.cuda.memory_reserved())
+        assert not plain.info["cg_graphed"]
+    assert graphed == [False] + [True] * (len(batches) - 1), opt.graph_cg_reason
+    assert "default CUDA stream" in plain.graph_cg_reason
+    diff = (flat(G2, D2) - flat(G, D)).abs().max().item()
+    print(f"graph_cg {cls.__name__} {name} {how}: max |dθ| vs eager {diff:.2e}, reserved MB "
+          f"{reserved[2] / 2**20:.0f} -> {reserved[-1] / 2**20:.0f}")
+    torch.testing.assert_close(flat(G2, D2), flat(G, D), rtol=1e-5, atol=1e-6)
+    assert reserved[-1] <= reserved[2] * 1.25 + 2**22  # the iteration graphs reuse one pool, step after step

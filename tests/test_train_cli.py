@@ -232,3 +232,21 @@ def test_train_every_game_dynamics(tmp_path, optimizer):
     assert [int(r["step"]) for r in rows] == [2, 4]
     assert all(np.isfinite(float(r["loss_d"])) for r in rows)
 
+
+
+@pytest.mark.parametrize("batchnorm", ["fastgame", "native"])
+def test_image_models_batchnorm(batchnorm):
+    """The image models' BatchNorm layers are fastgame.nn.BatchNorm by default (cheaper mixed-HVP
+    passes, the same function: same parameters, buffers and outputs), torch's with --batchnorm native."""
+    from fastgame.data import load_dataset
+    from fastgame.nn import BatchNorm
+
+    cfg = train_mod.resolve(train_mod.TrainConfig(data="digits", optimizer="acgd", steps=1, batch=8, out="x",
+                                                  batchnorm=batchnorm), load_dataset("digits"))
+    G, D = train_mod.build_models(cfg, load_dataset("digits"))
+    kinds = {type(m) for m in list(G.modules()) + list(D.modules()) if "BatchNorm" in type(m).__name__}
+    assert kinds == ({BatchNorm} if batchnorm == "fastgame" else {torch.nn.BatchNorm2d})
+    native = train_mod.build_models(train_mod.dataclasses.replace(cfg, batchnorm="native"), load_dataset("digits"))
+    assert [k for k, _ in G.state_dict().items()] == [k for k, _ in native[0].state_dict().items()]
+    z = torch.randn(8, cfg.latent)
+    torch.testing.assert_close(G(z), native[0](z))

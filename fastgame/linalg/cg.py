@@ -18,6 +18,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from .captured import IterationReplay
 from .hvp import MixedHVP
 
 
@@ -41,7 +42,7 @@ class CGDSolution:
 
 def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
               w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
-              check_every: Optional[int] = 1, fused: Any = ops) -> CGDSolution:
+              check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None) -> CGDSolution:
     """Solve for player ``solve`` by conjugate gradients and back-substitute the other.
 
     ``w0`` is the warm start (None: zero). CG stops when ‖r‖² < tol·‖rhs‖² or ‖r‖² < atol,
@@ -54,7 +55,11 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     same result; ``iterations`` is then a device tensor counting the effective ones.
     ``fused`` provides the fused vector ops (default: :mod:`fastgame.ops` under the
     process-wide backend; an optimizer passes its own ``ops.dispatch(backend)``).
+    ``replay`` (CUDA, with host checks): run the iterations from a CUDA graph captured at the
+    first one (:mod:`fastgame.linalg.captured`); the same iterates, one launch per iteration.
     """
+    if replay is not None and check_every is None:
+        raise ValueError("graph-replayed CG iterations read the convergence test on the host: give check_every")
     a, b = solve, 1 - solve
     s = -1.0 if a == 0 else 1.0
     pa, pb = pre[a], pre[b]
@@ -76,7 +81,9 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
         if check_every is None:
             raise ValueError("a solve without host checks (check_every=None) needs max_iter")
         max_iter = w.numel()
-    if check_every == 1:
+    if replay is not None:
+        iterations = int(_cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused, replay))
+    elif check_every == 1:
         iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, fused)
     else:
         iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
@@ -117,21 +124,32 @@ def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, ops) -> int
         rr = rr_new
 
 
-def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, ops) -> Tensor:
+def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, ops,
+               replay: Optional[IterationReplay] = None) -> Tensor:
     """CG whose iterations after convergence are no-ops (alpha masked to 0), reading the
-    device only every ``check_every`` iterations (never if None). Same iterates as plain CG."""
+    device only every ``check_every`` iterations (never if None). Same iterates as plain CG.
+    Each iteration works in place on buffers made before the first, so that ``replay`` can
+    run it from a CUDA graph."""
     active = rr >= threshold
     iterations = torch.zeros((), dtype=torch.int64, device=r.device)
     p = r.clone()
     sp = pa.sqrt_eta * p
-    for it in range(max_iter):
-        if check_every is not None and it % check_every == 0 and not bool(active):
-            break
+    rr = rr.clone()
+
+    def iteration() -> None:
         q = hvp(b, sp)
         ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
         rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, 0.0), pap)
-        iterations += active
-        active = active & (rr_new >= threshold)
-        sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
-        rr = rr_new
+        iterations.add_(active)
+        active.logical_and_(rr_new >= threshold)
+        sp.copy_(ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta))
+        rr.copy_(rr_new)
+
+    for it in range(max_iter):
+        if check_every is not None and it % check_every == 0 and not bool(active):
+            break
+        if replay is None:
+            iteration()
+        else:
+            replay.run(iteration, hvp)
     return iterations

@@ -42,6 +42,10 @@ class ACGD(CompetitiveGradient):
             exact reference behaviour), "zero" (one mixed-HVP pass fewer), or "recycle" (zero
             start deflated by the previous solve's outlying Ritz vectors, see
             :mod:`fastgame.linalg.recycle`; not capturable).
+        graph_cg: on CUDA, replay each solve's CG iterations from a CUDA graph captured at its
+            first iteration (same numbers, one launch per iteration instead of hundreds). It
+            applies from the second step to a step given a closure, or run on a non-default
+            stream; ``info["cg_graphed"]`` and ``graph_cg_reason`` tell. False: never.
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
@@ -52,9 +56,9 @@ class ACGD(CompetitiveGradient):
                  lr_max: float = 1e-3, lr_min: float = 1e-3, eps: float = 1e-5, beta: float = 0.99,
                  tol: float = 1e-12, atol: float = 1e-20, solve_x: bool = False, collect_info: bool = False,
                  max_iter: Optional[int] = None, check_every: int = 1, capturable: bool = False, *,
-                 backend: Optional[str] = None, cg_start: str = "warm") -> None:
+                 backend: Optional[str] = None, cg_start: str = "warm", graph_cg: bool = True) -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         check_every, capturable, backend, cg_start, eps=eps, beta=beta)
+                         check_every, capturable, backend, cg_start, graph_cg, eps=eps, beta=beta)
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}

@@ -210,7 +210,7 @@ class GameOptimizer(torch.optim.Optimizer):
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
         self._closure = closure
         try:
-            with torch.enable_grad():  # the step differentiates, even if the caller disabled grad
+            with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
                 losses = self._resolve_losses(losses)
                 self._begin_step()
                 with autocast_off(self.players[0].device):
@@ -219,6 +219,10 @@ class GameOptimizer(torch.optim.Optimizer):
             self._closure = None
         detached = tuple(t.detach().reshape(()) for t in losses)
         return detached[0] if len(detached) == 1 else detached
+
+    def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
+        """The CUDA stream context the step (and its closure) runs in: the caller's by default."""
+        return contextlib.nullcontext()
 
     def _step_pipeline(self, losses: tuple[Tensor, ...]) -> None:
         timer = time.perf_counter()

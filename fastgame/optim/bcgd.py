@@ -32,7 +32,7 @@ class BCGD(CompetitiveGradient):
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
         max_iter: cap on CG iterations per step (None: the system size).
-        check_every, capturable, backend, cg_start: as for :class:`ACGD`.
+        check_every, capturable, backend, cg_start, graph_cg: as for :class:`ACGD`.
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
@@ -45,9 +45,9 @@ class BCGD(CompetitiveGradient):
                  tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
                  solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None,
                  check_every: int = 1, capturable: bool = False, *, backend: Optional[str] = None,
-                 cg_start: str = "warm") -> None:
+                 cg_start: str = "warm", graph_cg: bool = True) -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
-                         check_every, capturable, backend, cg_start, momentum=momentum, update_max=update_max)
+                         check_every, capturable, backend, cg_start, graph_cg, momentum=momentum, update_max=update_max)
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
         state = super()._initial_state(player)

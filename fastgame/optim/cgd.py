@@ -3,12 +3,15 @@ solve of :mod:`fastgame.linalg.cg` for one player and back-substitution for the 
 alternating the solved player every step."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+import contextlib
+import warnings
+from typing import Any, Callable, Iterable, Optional
 
 import torch
 from torch import Tensor
 
 from ..linalg.hvp import MixedHVP
+from ..linalg import captured
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
 from ..linalg.recycle import solve_cgd_recycled
 from .base import GameOptimizer, Proposal
@@ -29,6 +32,12 @@ class CompetitiveGradient(GameOptimizer):
     ``max_iter`` iterations (those after convergence are no-ops), state is updated in
     place, the step count lives on the device, and a non-finite step is skipped on the
     device instead of raising (``info["finite"]`` tells; :meth:`raise_if_nonfinite` raises).
+
+    ``graph_cg=True`` (eager CUDA steps): each solve captures its first CG iteration in a
+    CUDA graph and replays it for the rest (:mod:`fastgame.linalg.captured`), with the same
+    iterates. It needs the step's autograd graph off the default stream: pass a closure (it
+    runs on the optimizer's side stream) or step on a stream of your own. ``info["cg_graphed"]``
+    says whether a step used it, and :attr:`graph_cg_reason` why not.
     """
 
     hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
@@ -42,19 +51,26 @@ class CompetitiveGradient(GameOptimizer):
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
                  check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
-                 cg_start: str = "warm", **defaults: Any) -> None:
+                 cg_start: str = "warm", graph_cg: bool = True, **defaults: Any) -> None:
+        boolean("graph_cg", graph_cg)
         self._check_combination({"capturable": capturable, "max_iter": max_iter, "cg_start": cg_start}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
                               capturable=bool(capturable), cg_start=cg_start, **defaults),
                          ("max_params", "min_params"), ("lr_max", "lr_min"), backend)
         self.collect_info = collect_info
+        self.graph_cg = bool(graph_cg)
         self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
         if self.capturable:  # allocate now, so that even a skipped first step changes no state
             self._prepare_capturable()
 
     def _config_attrs(self) -> tuple[str, ...]:
-        return (*super()._config_attrs(), "collect_info")
+        return (*super()._config_attrs(), "collect_info", "graph_cg")
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self.graph_cg_reason: Optional[str] = None  # why the last step's CG was not graph-replayed
+        self._graph_cg_failed: Optional[str] = None  # a failed capture: not tried again
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         if group["capturable"] and group["max_iter"] is None:
@@ -128,8 +144,15 @@ class CompetitiveGradient(GameOptimizer):
             extra = {"deflated": 0 if ritz is None else ritz.shape[0], "hvp_products": products}
         else:
             w0 = self.state.get(names[a], {}).get("warm_start") if start == "warm" else None
+            replay = self._iteration_replay()
             sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                            check_every=None if self.capturable else group["check_every"], fused=self.ops)
+                            check_every=None if self.capturable else group["check_every"], fused=self.ops,
+                            replay=replay)
+            extra = {"cg_graphed": replay is not None and replay.failure is None}
+            if replay is not None and replay.failure is not None:
+                self._graph_cg_failed = self.graph_cg_reason = f"capturing a CG iteration failed ({replay.failure})"
+                warnings.warn(f"{type(self).__name__}: {self.graph_cg_reason}; CG iterations run eagerly from now on "
+                              "(graph_cg=False silences this)", stacklevel=4)
         deltas, updated = self._updates(sol, step)
         for i, name in enumerate(names):
             state.setdefault(name, {}).update(updated.get(name, {}))
@@ -151,6 +174,28 @@ class CompetitiveGradient(GameOptimizer):
         info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
                 **extra}
         return Proposal(deltas, state, checks, info)
+
+    def _iteration_replay(self) -> Optional[captured.IterationReplay]:
+        """A graph replay for this solve's CG iterations, or None (and ``graph_cg_reason``)."""
+        device = self.players[0].device
+        if not self.graph_cg or self.capturable or device.type != "cuda":
+            self.graph_cg_reason = "graph_cg=False" if not self.graph_cg else (
+                "capturable (the whole step is graphed)" if self.capturable else "not a CUDA device")
+            return None
+        self.graph_cg_reason = self._graph_cg_failed or captured.why_not(device)
+        if self.graph_cg_reason is None and self.state["game"]["step"] == 0:  # kernels load and autotune eagerly first
+            self.graph_cg_reason = "the first step runs eagerly"
+        return captured.IterationReplay(device) if self.graph_cg_reason is None else None
+
+    def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
+        """A closure's step runs on the side stream when CG iterations are to be graph-replayed
+        from the default stream (autograd then runs its nodes there, where they can be captured)."""
+        device = self.players[0].device
+        if (closure is None or not self.graph_cg or self.capturable or device.type != "cuda"
+                or not torch.cuda.is_available() or torch.cuda.is_current_stream_capturing()
+                or torch.cuda.current_stream(device) != torch.cuda.default_stream(device)):
+            return contextlib.nullcontext()
+        return captured.on_side_stream(device)
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable

@@ -1,0 +1,135 @@
+"""CG iterations replayed from a CUDA graph captured inside the solve, for eager users.
+
+Why: on a GPU an eager CG iteration is two double-backward passes of hundreds of small
+kernels, and launching them costs more than running them for the models GANs use. A whole
+step captured once (:func:`fastgame.make_graphed_step`) removes that, but needs the loop
+restructured around static inputs. Here the solver captures its first iteration of each
+solve (the two HVP passes and the fused vector ops, writing into static buffers) and
+replays the graph for every iteration, so an unchanged ``opt.step(...)`` loop launches one
+graph per iteration. The graph cannot outlive the solve: the HVP passes read the tensors
+autograd saved for this step's loss, which live at new addresses every step.
+
+Capture has one precondition the solver cannot arrange: autograd runs each backward node on
+the stream its forward ran on, and a capture records one stream, which cannot be the legacy
+default stream. So the iterations are captured only when the step runs on a non-default
+stream: the optimizer arranges that for closures (it evaluates the closure on its own side
+stream); a loss tensor computed on the default stream is solved eagerly (:func:`why_not`).
+"""
+from __future__ import annotations
+
+import contextlib
+from typing import Callable, Iterator, Optional
+
+import torch
+
+from .distributed import is_data_parallel
+from .hvp import MixedHVP
+
+_SIDE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
+# Per device: (the pool every iteration graph allocates from, the last graph captured). The
+# last graph is kept until the next capture so that the pool always has a user: freed pool
+# memory then stays in the pool for the next solve's capture instead of being allocated anew.
+_POOLS: dict[torch.device, list] = {}
+
+
+def cuda_device(device: torch.device) -> torch.device:
+    """``device`` with its index filled in (``cuda`` -> ``cuda:<current>``)."""
+    return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
+
+
+def side_stream(device: torch.device) -> "torch.cuda.Stream":
+    """One side stream per device, shared by fastgame's captures and warm-ups: cuBLAS keeps a
+    workspace per stream it has seen, so a new stream per step would cost memory each time."""
+    device = cuda_device(device)
+    if device not in _SIDE_STREAMS:
+        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
+    return _SIDE_STREAMS[device]
+
+
+def retire_side_stream(device: torch.device) -> None:
+    """Stop using the device's side stream (after a failed capture left it unusable)."""
+    _SIDE_STREAMS.pop(cuda_device(device), None)
+
+
+@contextlib.contextmanager
+def on_side_stream(device: torch.device) -> Iterator[None]:
+    """Run the block on the device's side stream, ordered after and before the current stream's
+    work. Tensors the block allocates are safe to use and free afterwards: every later use of
+    the side stream starts with this wait on the current stream."""
+    current = torch.cuda.current_stream(device)
+    stream = side_stream(device)
+    stream.wait_stream(current)
+    try:
+        with torch.cuda.stream(stream):
+            yield
+    finally:
+        current.wait_stream(stream)
+
+
+def why_not(device: torch.device) -> Optional[str]:
+    """Why CG iterations on ``device`` cannot be captured now (None: they can)."""
+    if device.type != "cuda" or not torch.cuda.is_available():
+        return "not a CUDA device"
+    if torch.cuda.is_current_stream_capturing():
+        return "the step itself is being captured"
+    if is_data_parallel():
+        return "data-parallel (the passes all-reduce across ranks)"
+    if torch.cuda.current_stream(device) == torch.cuda.default_stream(device):
+        return ("the loss was computed on the default CUDA stream (autograd replays each node on its "
+                "forward's stream, and the default stream cannot be captured); pass a closure to step()")
+    return None
+
+
+class IterationReplay:
+    """Runs one solve's iteration body from a CUDA graph captured on the current stream.
+
+    The first :meth:`run` captures ``body`` (nothing runs) and replays it; later calls replay
+    it. ``body`` must work in place on buffers allocated before the capture. If the capture
+    fails (nothing ran), ``failure`` keeps why and this and later calls run ``body`` eagerly,
+    so the solve's numbers never depend on it. HVP passes are counted as eagerly: a capture
+    runs none, each replay runs the body's.
+    """
+
+    def __init__(self, device: torch.device) -> None:
+        self.device = cuda_device(device) if device.type == "cuda" else device
+        self.failure: Optional[str] = None
+        self.replays = 0
+        self._passes: Optional[int] = None  # the body's HVP passes, known after the capture
+
+    def run(self, body: Callable[[], None], hvp: MixedHVP) -> None:
+        if self.failure is not None:
+            body()
+            return
+        if self._passes is None:
+            before = hvp.passes
+            try:
+                self._capture(body)
+            except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: run eagerly, saying why)
+                hvp.passes = before
+                self.failure = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                body()
+                return
+            self._passes = hvp.passes - before
+            hvp.passes = before
+        self._replay()
+        self.replays += 1
+        hvp.passes += self._passes
+
+    def _capture(self, body: Callable[[], None]) -> None:
+        """Record ``body`` into a graph; raises what the capture raised, leaving none open."""
+        pool = _POOLS.setdefault(self.device, [None, None])
+        if pool[0] is None:
+            pool[0] = torch.cuda.graph_pool_handle()
+        graph = torch.cuda.CUDAGraph()
+        # capture_begin/end directly: torch.cuda.graph() would also synchronize, collect
+        # garbage and empty the allocator's cache, every solve.
+        graph.capture_begin(pool=pool[0])
+        try:
+            body()
+        finally:
+            graph.capture_end()  # raises if the capture was invalidated
+        self._graph = graph
+        pool[1] = graph  # releases the previous solve's graph; its pool memory is reused
+
+    def _replay(self) -> None:
+        self._graph.replay()
