@@ -7,8 +7,9 @@ through the same batches. DCGAN-32 also with its BatchNorm layers as fastgame.nn
     python bench/eager_graph.py [--steps 30] [--warmup 8] [--json FILE]
 
 Prints per row the median step time, the speed-up over CGDs in this run, the mean CG
-iterations, the share of steps whose CG was graph-replayed, and the largest parameter
-difference from the ``graph_cg=False`` closure row (same solves, so ~0).
+iterations, the share of steps whose CG was graph-replayed, the largest parameter difference
+from the ``graph_cg=False`` closure row (same solves, so ~0), and the median host time of
+recording and instantiating an iteration's graph (once per step).
 """
 from __future__ import annotations
 
@@ -31,7 +32,8 @@ from bench.cases import Config, build_case  # noqa: E402
 SMOKE = [(Config("mlp", 64, 32, 1e-3, depth=2), "native"), (Config("dcgan32", 4, 8, 1e-4), "fastgame")]  # --device cpu
 CONFIGS = [(Config("mlp", 512, 128, 1e-3), "native"), (Config("dcgan32", 64, 64, 1e-4), "native"),
            (Config("dcgan32", 64, 64, 1e-4), "fastgame")]
-ROWS = ("cgds", "fastgame-loss", "fastgame-closure", "fastgame-closure-nograph", "fastgame-graphed")
+ROWS = ("cgds", "fastgame-loss", "fastgame-closure", "fastgame-closure-check4", "fastgame-closure-nograph",
+        "fastgame-graphed")
 
 
 def _flat(G, D) -> torch.Tensor:
@@ -59,8 +61,8 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, m
                                                   torch.empty_like(z0), check_finite=False)
     else:
         opt = fastgame.ACGD(D.parameters(), G.parameters(), graph_cg=name != "fastgame-closure-nograph",
-                            cg_start=cg_start, **kw)
-    ms, iters, graphed = [], [], []
+                            cg_start=cg_start, check_every=4 if name.endswith("check4") else 1, **kw)
+    ms, iters, graphed, capture_ms = [], [], [], []
     for i in range(warmup + steps):
         real, z = case.batches[i % len(case.batches)]
         _sync(device)
@@ -77,11 +79,14 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, m
             if name != "cgds":
                 iters.append(int(opt.info["iter_num"]))
                 graphed.append(bool(opt.info.get("cg_graphed", graphed_step is not None)))
+                if "cg_capture_s" in opt.info:
+                    capture_ms.append(1e3 * opt.info["cg_capture_s"])
     if graphed_step is not None:
         opt.raise_if_nonfinite()
     row = {"config": cfg.label, "batchnorm": case.batchnorm, "optimizer": name, "ms_median": statistics.median(ms),
            "ms_min": min(ms), "cg_iters": statistics.fmean(iters) if iters else None,
            "cg_graphed": statistics.fmean(graphed) if graphed else None,
+           "capture_ms": statistics.median(capture_ms) if capture_ms else None,
            "k_max": max(iters) if iters else None, "reason": getattr(opt, "graph_cg_reason", None)}
     if graphed_step is not None:
         row["max_iter"] = max_iter
@@ -108,7 +113,7 @@ def main(argv=None) -> int:
     print(f"# eager loop on {name}, torch {torch.__version__}, "
           f"{args.steps} timed steps after {args.warmup}, tol {args.tol:g}, fastgame cg_start {args.cg_start}; command: python bench/eager_graph.py "
           + " ".join(argv if argv is not None else sys.argv[1:]))
-    print(f"{'config':16} {'BN':9} {'optimizer':26} {'ms':>8} {'vs CGDs':>8} {'k':>6} {'graphed':>8} {'|dθ| vs nograph':>16}")
+    print(f"{'config':16} {'BN':9} {'optimizer':26} {'ms':>8} {'vs CGDs':>8} {'k':>6} {'graphed':>8} {'|dθ| vs nograph':>16} {'capture ms':>10}")
     rows = []
     for cfg, bn in (CONFIGS if device.type == "cuda" else SMOKE):
         case = build_case(cfg, device, n_batches=8, batchnorm=bn)
@@ -135,7 +140,7 @@ def main(argv=None) -> int:
                 g = f"{r['cg_graphed']:.2f}" if r["cg_graphed"] is not None else "-"
                 sp = f"{r['speedup_vs_cgds']:.2f}x" if r["speedup_vs_cgds"] else "-"
                 print(f"{r['config']:16} {bn:9} {name:26} {r['ms_median']:8.2f} {sp:>8} {k:>6} {g:>8} "
-                      f"{r['dtheta_vs_nograph']:16.2e}" + (f"  ({r['reason']})" if r.get("reason") and name == "fastgame-loss" else ""))
+                      f"{r['dtheta_vs_nograph']:16.2e} " + (f"{r['capture_ms']:10.2f}" if r["capture_ms"] else f"{'-':>10}") + (f"  ({r['reason']})" if r.get("reason") and name == "fastgame-loss" else ""))
             rows.append(r)
         for r in done.values():
             r.pop("params", None)

@@ -76,6 +76,7 @@ def test_replayed_iterations_equal_eager(monkeypatch, cls, cg_start, check_every
     assert [int(a["iter_num"]) for a in info] == [int(b["iter_num"]) for b in ref_info]
     assert all(isinstance(a["iter_num"], int) for a in info[1:])  # read on the host anyway
     assert [i["cg_graphed"] for i in info] == [False] + [True] * 7
+    assert all(i["cg_capture_s"] >= 0 for i in info[1:]) and "cg_capture_s" not in info[0]
     if check_every == 1:
         assert [i["hvp_passes"] for i in info] == [i["hvp_passes"] for i in ref_info]
 

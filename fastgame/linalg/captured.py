@@ -18,6 +18,7 @@ stream); a loss tensor computed on the default stream is solved eagerly (:func:`
 from __future__ import annotations
 
 import contextlib
+import time
 from typing import Callable, Iterator, Optional
 
 import torch
@@ -87,13 +88,15 @@ class IterationReplay:
     it. ``body`` must work in place on buffers allocated before the capture. If the capture
     fails (nothing ran), ``failure`` keeps why and this and later calls run ``body`` eagerly,
     so the solve's numbers never depend on it. HVP passes are counted as eagerly: a capture
-    runs none, each replay runs the body's.
+    runs none, each replay runs the body's. ``capture_seconds``: the host time of recording
+    and instantiating the graph.
     """
 
     def __init__(self, device: torch.device) -> None:
         self.device = cuda_device(device) if device.type == "cuda" else device
         self.failure: Optional[str] = None
         self.replays = 0
+        self.capture_seconds = 0.0
         self._passes: Optional[int] = None  # the body's HVP passes, known after the capture
 
     def run(self, body: Callable[[], None], hvp: MixedHVP) -> None:
@@ -102,6 +105,7 @@ class IterationReplay:
             return
         if self._passes is None:
             before = hvp.passes
+            start = time.perf_counter()
             try:
                 self._capture(body)
             except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: run eagerly, saying why)
@@ -109,6 +113,7 @@ class IterationReplay:
                 self.failure = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
                 body()
                 return
+            self.capture_seconds = time.perf_counter() - start
             self._passes = hvp.passes - before
             hvp.passes = before
         self._replay()

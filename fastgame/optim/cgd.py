@@ -149,6 +149,8 @@ class CompetitiveGradient(GameOptimizer):
                             check_every=None if self.capturable else group["check_every"], fused=self.ops,
                             replay=replay)
             extra = {"cg_graphed": replay is not None and replay.failure is None}
+            if extra["cg_graphed"]:
+                extra["cg_capture_s"] = replay.capture_seconds
             if replay is not None and replay.failure is not None:
                 self._graph_cg_failed = self.graph_cg_reason = f"capturing a CG iteration failed ({replay.failure})"
                 warnings.warn(f"{type(self).__name__}: {self.graph_cg_reason}; CG iterations run eagerly from now on "
