@@ -8,7 +8,7 @@
 #
 # OUT defaults to fastgame-runs/tolerance (ignored by git); the summary goes to RESULT_MD
 # (default bench/results/tolerance_quality_cpu.md). Finished runs in OUT are reused, so an
-# interrupted study continues where it stopped. On a shared 2-core CPU, one thread: ~35-45 min.
+# interrupted study continues where it stopped. On a shared 2-core CPU, one thread: 24 min (measured).
 # RING_STEPS / DIGITS_STEPS / SEEDS override the step counts and seeds (for a quick try).
 set -euo pipefail
 cd "$(dirname "$0")/.."
