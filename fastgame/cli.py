@@ -16,7 +16,7 @@ from . import losses as L
 from .checkpoint import CheckpointError
 from .data import DataError
 from .steppers import OPTIMIZERS
-from .train import MODELS, PENALTIES, ConfigError, TrainConfig
+from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -35,9 +35,10 @@ _EPILOG_COMPARE = """examples:
   fastgame compare --data ring8 --optimizers acgd adam --seeds 0 1 2 --steps 1000 --out runs/cmp
   fastgame compare --data digits --optimizers acgd adam:lr_d=4e-4,lr_g=1e-4 --out runs/cmp-digits
 
-An optimizer may carry its own settings after a colon (lr_d, lr_g, tol, max_iter), e.g.
-two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4". Writes DIR/compare.md and compare.csv (final
-and best value of each metric, mean +- std over seeds), DIR/compare.png (the first metric
+An optimizer may carry its own settings after a colon (lr_d, lr_g, tol, max_iter, cg_start),
+e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4" or "acgd:tol=1e-6,cg_start=zero". Writes
+DIR/compare.md and compare.csv (final and best value of each metric, mean +- std over seeds;
+CG iterations and mixed-HVP passes per step), DIR/compare.png (the first metric
 against steps and against wall-clock time), each run in DIR/<optimizer>-seed<k>/ and its
 final samples as DIR/samples-<optimizer>-seed<k>.png. Finished runs are reused and
 unfinished ones resumed when the command is run again."""
@@ -97,6 +98,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="CG tolerance of ACGD/BCGD/GACGD. Default: the optimizer's own")
     g.add_argument("--max-iter", type=_positive_int, default=None,
                    help="at most this many CG iterations per step. Default: the optimizer's own")
+    g.add_argument("--cg-start", choices=CG_STARTS, default=None,
+                   help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
+                        "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
+                        "Default: the optimizer's own (warm)")
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=_positive_int, default=None, help="training steps. Default: 2000")
     g.add_argument("--batch", type=_positive_int, default=256, help="batch size (all processes together). "
@@ -157,8 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _config(args: argparse.Namespace, **over) -> TrainConfig:
     keys = ("data", "optimizer", "batch", "seed", "loss", "penalty", "penalty_weight", "lr_d", "lr_g", "model",
-            "width", "latent", "image_size", "tol", "max_iter", "device", "dtype", "bf16", "batchnorm", "graphed", "eval_every",
-            "eval_samples", "checkpoint_every", "threads", "out")
+            "width", "latent", "image_size", "tol", "max_iter", "cg_start", "device", "dtype", "bf16", "batchnorm",
+            "graphed", "eval_every", "eval_samples", "checkpoint_every", "threads", "out")
     kw = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     kw["steps"] = args.steps or TrainConfig.steps
     kw.update(over)

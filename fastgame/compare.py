@@ -13,15 +13,16 @@ from typing import Any, Callable
 from .checkpoint import write_csv
 from .steppers import OPTIMIZERS
 from .data import load_dataset
-from .train import METRIC_DIRECTION, ConfigError, TrainConfig, prepare, resolve
+from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, prepare, resolve
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
-_SPEC_KEYS = {"lr_d": float, "lr_g": float, "tol": float, "max_iter": int}
+_SPEC_KEYS = {"lr_d": float, "lr_g": float, "tol": float, "max_iter": int, "cg_start": str}
 
 
 def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
-    """``"adam:lr_d=4e-4,lr_g=1e-4"`` -> ``("adam", {"lr_d": 4e-4, "lr_g": 1e-4})``."""
+    """``"adam:lr_d=4e-4,lr_g=1e-4"`` -> ``("adam", {"lr_d": 4e-4, "lr_g": 1e-4})``;
+    ``"acgd:cg_start=zero,tol=1e-6"`` -> ``("acgd", {"cg_start": "zero", "tol": 1e-6})``."""
     name, _, rest = spec.partition(":")
     if name not in OPTIMIZERS:
         raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(OPTIMIZERS)}")
@@ -30,6 +31,13 @@ def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or key not in _SPEC_KEYS:
             raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(_SPEC_KEYS)}")
+        if key == "cg_start":
+            if value not in CG_STARTS:
+                raise ConfigError(f"{spec!r}: cg_start must be one of {', '.join(CG_STARTS)}, got {value!r}")
+            if name not in ("acgd", "bcgd"):
+                raise ConfigError(f"{spec!r}: cg_start sets the CG solve of acgd and bcgd, not {name}")
+            over[key] = value
+            continue
         try:
             over[key] = _SPEC_KEYS[key](value)
         except ValueError:
@@ -50,7 +58,8 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 def summarise(runs: dict[str, list[list[dict[str, Any]]]], metrics: list[str]) -> list[dict[str, Any]]:
     """One row per optimizer: final and best of each metric (mean and std over seeds), the
-    wall-clock seconds and the mean CG iterations per step."""
+    wall-clock seconds, the mean CG iterations per step and the mean mixed-HVP passes per step
+    (NaN for runs recorded before the trainer counted passes)."""
     table = []
     for name, seeds in runs.items():
         row: dict[str, Any] = {"optimizer": name, "seeds": len(seeds), "steps": seeds[0][-1]["step"]}
@@ -60,6 +69,8 @@ def summarise(runs: dict[str, list[list[dict[str, Any]]]], metrics: list[str]) -
             row[f"{m}_best"] = _mean_std([best(r[m] for r in rows) for rows in seeds])
         row["wall_s"] = _mean_std([rows[-1]["wall_s"] for rows in seeds])
         row["cg_iters"] = _mean_std([statistics.fmean(r["cg_iters"] for r in rows) for rows in seeds])
+        row["hvp_passes"] = _mean_std([statistics.fmean(r.get("hvp_passes", math.nan) for r in rows)
+                                       for rows in seeds])
         table.append(row)
     return table
 
@@ -74,14 +85,18 @@ def _fmt(ms: tuple[float, float], digits: int = 3) -> str:
 def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], setting: str) -> None:
     arrow = {m: "↑" if METRIC_DIRECTION[m] == "max" else "↓" for m in metrics}
     cols = [f"{m} {arrow[m]} final" for m in metrics] + [f"{m} best" for m in metrics[:1]]
-    lines = [f"{setting}\n", "| optimizer | seeds | steps | " + " | ".join(cols) + " | wall-clock s | CG iters/step |",
-             "|---" * (len(cols) + 5) + "|"]
+    lines = [f"{setting}\n", "| optimizer | seeds | steps | " + " | ".join(cols)
+             + " | wall-clock s | CG iters/step | HVP passes/step |", "|---" * (len(cols) + 6) + "|"]
     for r in table:
         vals = [_fmt(r[f"{m}_final"]) for m in metrics] + [_fmt(r[f"{m}_best"]) for m in metrics[:1]]
-        cg = "–" if r["optimizer"].startswith("adam") else _fmt(r["cg_iters"])  # Adam solves nothing
+        adam = r["optimizer"].startswith("adam")  # Adam solves nothing and takes no HVP pass
+        cg, hp = ("–", "–") if adam else (_fmt(r["cg_iters"]), _fmt(r["hvp_passes"]))
         lines.append(f"| {r['optimizer']} | {r['seeds']} | {r['steps']} | " + " | ".join(vals)
-                     + f" | {_fmt(r['wall_s'])} | {cg} |")
-    lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run.")
+                     + f" | {_fmt(r['wall_s'])} | {cg} | {hp} |")
+    lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run. "
+                 "HVP passes/step: mixed double-backward (Hessian-vector product) passes per step as the "
+                 "optimizer counts them (a batched pass counts once; ACGD/BCGD take 2 + 2k with the warm "
+                 "start, 1 + 2k from zero, for k CG iterations), averaged over the evaluation windows.")
     with open(os.path.join(folder, "compare.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     flat = []

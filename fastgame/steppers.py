@@ -5,8 +5,11 @@ the baselines are Adam, simultaneous (both players' gradients at the same point)
 alternating (the discriminator first, then the generator against the updated
 discriminator), each player with its own learning rate (two-timescale rates).
 
-Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations)`` (tensors, no
-host sync), ``state_dict()`` and ``load_state_dict()``. Under ``torch.distributed`` the
+Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations, hvp_passes)`` (tensors,
+no host sync), ``state_dict()`` and ``load_state_dict()``. ``hvp_passes`` is the number of mixed
+double-backward (Hessian-vector product) passes the step took, as the optimizer counts them in
+``get_info()["hvp_passes"]`` (a batched pass counts once; 0 for Adam and for dynamics without
+HVPs); ``cg_iterations`` is the solver's iteration count. Under ``torch.distributed`` the
 fastgame optimizers average gradients and Hessian-vector products across ranks
 themselves; the Adam baselines average their gradients here.
 """
@@ -81,13 +84,19 @@ class _CGDStepper:
         else:  # a closure: on CUDA its CG iterations can then be graph-replayed (graph_cg)
             self.opt.step(lambda: self._zero_sum(real, z, t))
             d, g = self._last
-        return d, g, torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+        return (d, g) + _counts(self.opt)
 
     def state_dict(self) -> dict[str, Any]:
         return self.opt.state_dict()
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.opt.load_state_dict(sd)
+
+
+def _counts(opt: Any) -> tuple[Tensor, Tensor]:
+    """(solver iterations, mixed-HVP passes) of ``opt``'s last step, from its ``get_info()``."""
+    info = opt.get_info()
+    return (torch.as_tensor(float(info.get("iter_num", 0))), torch.as_tensor(float(info.get("hvp_passes", 0))))
 
 
 class _GACGDStepper:
@@ -99,7 +108,7 @@ class _GACGDStepper:
     def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         d, g, _ = self.losses(real, z, t)
         self.opt.step(d, g)
-        return d.detach(), g.detach(), torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+        return (d.detach(), g.detach()) + _counts(self.opt)
 
     def state_dict(self) -> dict[str, Any]:
         return self.opt.state_dict()
@@ -124,7 +133,7 @@ class _DynamicsStepper:
             return zs
         self.opt.step(zero_sum)
         d, g = first[0]  # the losses at the step's starting point
-        return d, g, torch.as_tensor(float(self.opt.get_info().get("iter_num", 0)))
+        return (d, g) + _counts(self.opt)
 
     def state_dict(self) -> dict[str, Any]:
         return self.opt.state_dict()
@@ -163,7 +172,7 @@ class _AdamStepper:
         self.opt_g.step()
         for p in self.d_params + self.g_params:
             p.grad = None
-        return d.detach(), g.detach(), torch.zeros(())
+        return d.detach(), g.detach(), torch.zeros(()), torch.zeros(())
 
     def state_dict(self) -> dict[str, Any]:
         return {"d": self.opt_d.state_dict(), "g": self.opt_g.state_dict()}
@@ -177,15 +186,20 @@ class _AdamStepper:
 
 def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
                  tol: Optional[float] = None, max_iter: Optional[int] = None, graphed: bool = False,
-                 example: tuple[Tensor, ...] = ()) -> Any:
-    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`)."""
+                 example: tuple[Tensor, ...] = (), cg_start: Optional[str] = None) -> Any:
+    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`); ``cg_start`` (ACGD and
+    BCGD only; None: the optimizer's own, "warm") is how each CG solve starts."""
     kw: dict[str, Any] = {"max_iter": max_iter}
     if tol is not None:
         kw["tol"] = tol
+    if cg_start is not None and name not in ("acgd", "bcgd"):
+        raise ValueError(f"cg_start sets the CG solve of acgd and bcgd, not {name}")
     if name in ("acgd", "bcgd"):
         cls: Callable[..., Any] = fastgame.ACGD if name == "acgd" else fastgame.BCGD
         if graphed:
             kw["capturable"] = True
+        if cg_start is not None:
+            kw["cg_start"] = cg_start
         opt = cls(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr_d, lr_min=lr_g, **kw)
         return _CGDStepper(opt, losses, graphed, example)
     if graphed:

@@ -5,7 +5,8 @@ checkpoint) before anything is written, so bad input changes no file; :func:`Run
 then trains with a progress bar and writes the run folder::
 
     RUN_DIR/config.json         the resolved configuration
-    RUN_DIR/metrics.csv, .json  losses, CG iterations, wall-clock and metrics at each evaluation
+    RUN_DIR/metrics.csv, .json  losses, CG iterations, mixed-HVP passes, wall-clock and metrics at each
+                                evaluation (losses and counts: means over the steps since the last one)
     RUN_DIR/checkpoint.pt       the latest checkpoint (atomic): models, optimizer, data order, RNGs
     RUN_DIR/samples.png         the latest samples (also samples/step_NNNNNN.png at each evaluation)
     RUN_DIR/curves.png          losses and metrics against steps
@@ -38,6 +39,7 @@ __all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "MODELS"]
 
 MODELS = ("auto", "mlp", "dcgan", "wgan_gp_dcgan")
 PENALTIES = ("none",) + tuple(L.PENALTIES)
+CG_STARTS = ("warm", "zero", "recycle")  # as fastgame.optim.cgd.CG_STARTS
 _WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
 _LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
 _LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
@@ -68,6 +70,7 @@ class TrainConfig:
     image_size: Optional[int] = None
     tol: Optional[float] = None
     max_iter: Optional[int] = None
+    cg_start: Optional[str] = None  # ACGD/BCGD's CG start (warm, zero, recycle); None: the optimizer's own
     device: str = "auto"
     dtype: str = "float32"
     bf16: bool = False
@@ -119,6 +122,12 @@ def resolve(cfg: TrainConfig, data: Dataset) -> TrainConfig:
         raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
     if cfg.penalty_weight < 0:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    if cfg.cg_start is not None and cfg.cg_start not in CG_STARTS:
+        raise ConfigError(f"--cg-start must be one of {', '.join(CG_STARTS)}, got {cfg.cg_start!r}")
+    if cfg.cg_start is not None and cfg.optimizer not in ("acgd", "bcgd"):
+        raise ConfigError(f"--cg-start sets the CG solve of acgd and bcgd, not {cfg.optimizer}")
+    if cfg.graphed and cfg.cg_start == "recycle":
+        raise ConfigError("--graphed cannot use --cg-start recycle (its Ritz extraction reads the host)")
     if cfg.graphed and cfg.optimizer not in ("acgd", "bcgd"):
         raise ConfigError("--graphed needs --optimizer acgd or bcgd")
     if cfg.graphed and cfg.max_iter is None:
@@ -208,7 +217,8 @@ class Run:
                    torch.zeros(self.shard, cfg.latent, device=self.device, dtype=self.dtype),
                    torch.zeros(self.shard, device=self.device, dtype=self.dtype))
         self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g, tol=cfg.tol,
-                                    max_iter=cfg.max_iter, graphed=cfg.graphed, example=example)
+                                    max_iter=cfg.max_iter, graphed=cfg.graphed, example=example,
+                                    cg_start=cfg.cg_start)
         try:
             self.sampler = BatchSampler(data, cfg.batch, cfg.seed, rank, world)
         except ValueError as exc:
@@ -230,7 +240,8 @@ class Run:
 
     def _restore(self, st: dict[str, Any]) -> None:
         free = ("steps", "out", "extra")  # may differ: a resumed run can be extended, or its folder moved
-        saved = {k: v for k, v in st["config"].items() if k not in free}
+        # A checkpoint written before a setting existed holds that setting's default.
+        saved = {k: v for k, v in {**TrainConfig().to_json(), **st["config"]}.items() if k not in free}
         mine = {k: v for k, v in self.cfg.to_json().items() if k not in free}
         if saved != mine:
             diff = sorted(k for k in mine if saved.get(k) != mine[k])
@@ -281,8 +292,8 @@ class Run:
             z = torch.randn(cfg.batch, cfg.latent, generator=self.noise, dtype=self.dtype)
             t = torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)
             lo = self.rank * k
-            d, g, it = self.stepper.step(real, z[lo:lo + k].to(self.device), t[lo:lo + k].to(self.device))
-            window.append(torch.stack([d.float().cpu(), g.float().cpu(), it.float().cpu()]))
+            d, g, it, hp = self.stepper.step(real, z[lo:lo + k].to(self.device), t[lo:lo + k].to(self.device))
+            window.append(torch.stack([d.float().cpu(), g.float().cpu(), it.float().cpu(), hp.float().cpu()]))
             self.step += 1
             last = self.step == cfg.steps
             if bar is not None and (self.step % 10 == 0 or last):
@@ -311,7 +322,8 @@ class Run:
     def _evaluate(self, window: Tensor) -> dict[str, Any]:
         cfg = self.cfg
         row: dict[str, Any] = {"step": self.step, "wall_s": round(self.elapsed, 3), "loss_d": float(window[0]),
-                               "loss_g": float(window[1]), "cg_iters": float(window[2])}
+                               "loss_g": float(window[1]), "cg_iters": float(window[2]),
+                               "hvp_passes": float(window[3])}
         samples = self.samples(cfg.eval_samples)
         row.update(self.evaluator(samples))
         self.rows.append(row)

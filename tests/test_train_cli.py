@@ -156,6 +156,66 @@ def test_compare_two_seeds(tmp_path, capsys):
     assert "other settings (lr_d)" in capsys.readouterr().err
 
 
+def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
+    """`acgd:cg_start=zero,tol=1e-6` reaches the optimizer; the table counts mixed-HVP passes
+    as the optimizer reports them: 2 + 2k per step from the warm start, 1 + 2k from zero."""
+    from fastgame.compare import parse_optimizer
+    assert parse_optimizer("acgd:cg_start=zero,tol=1e-6") == ("acgd", {"cg_start": "zero", "tol": 1e-6})
+    assert parse_optimizer("bcgd:cg_start=recycle") == ("bcgd", {"cg_start": "recycle"})
+    out = tmp_path / "cmp"
+    assert main(["compare", "--data", "ring8", "--optimizers", "acgd", "acgd:cg_start=zero,tol=1e-6", "adam",
+                 "--seeds", "0", "--out", str(out)] + TINY) == 0
+    cfg = json.load(open(out / "acgd_cg_start=zero_tol=1e-6-seed0" / "config.json"))
+    assert (cfg["cg_start"], cfg["tol"]) == ("zero", 1e-6)
+    assert json.load(open(out / "acgd-seed0" / "config.json"))["cg_start"] is None  # the optimizer's own (warm)
+    # The warm start's first step has no previous solution and starts from zero (1 + 2k), so the
+    # first window (steps 1-2) averages 1.5 + 2k; later windows 2 + 2k.
+    for folder, firsts in (("acgd-seed0", (1.5, 2)), ("acgd_cg_start=zero_tol=1e-6-seed0", (1, 1))):
+        for i, r in enumerate(_rows(out / folder)):
+            assert float(r["hvp_passes"]) == pytest.approx(firsts[min(i, 1)] + 2 * float(r["cg_iters"])), folder
+    assert all(float(r["hvp_passes"]) == 0 for r in _rows(out / "adam-seed0"))
+    with open(out / "compare.csv") as f:
+        table = {r["optimizer"]: r for r in csv.DictReader(f)}
+    assert float(table["acgd:cg_start=zero,tol=1e-6"]["hvp_passes_mean"]) > 1
+    md = open(out / "compare.md").read()
+    assert "HVP passes/step" in md and "mixed double-backward" in md
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("acgd:cg_start=cold", "cg_start must be one of warm, zero, recycle, got 'cold'"),
+    ("adam:cg_start=zero", "cg_start sets the CG solve of acgd and bcgd, not adam"),
+    ("acgd:tol=x", "tol must be a number"),
+    ("acgd:start=zero", "key one of lr_d, lr_g, tol, max_iter, cg_start"),
+])
+def test_compare_bad_spec_one_line_error(tmp_path, capsys, spec, message):
+    new = tmp_path / "new"
+    assert main(["compare", "--optimizers", spec, "acgd", "--out", str(new)] + TINY) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err, err
+    assert not new.exists()
+
+
+def test_train_cg_start_and_old_checkpoint(tmp_path, capsys):
+    """`fastgame train --cg-start` reaches the optimizer, is refused for Adam, and a run folder
+    written before the setting existed (no cg_start in its config) still resumes."""
+    out = tmp_path / "run"
+    assert main(["train", "--data", "ring8", "--cg-start", "zero", "--out", str(out)] + TINY) == 0
+    assert all(float(r["hvp_passes"]) == pytest.approx(1 + 2 * float(r["cg_iters"])) for r in _rows(out))
+    assert main(["train", "--data", "ring8", "--optimizer", "adam", "--cg-start", "zero",
+                 "--out", str(tmp_path / "adam")]) == 2
+    assert "--cg-start sets the CG solve of acgd and bcgd, not adam" in capsys.readouterr().err
+    old = tmp_path / "old"
+    assert main(["train", "--data", "ring8", "--out", str(old)] + TINY) == 0
+    cfg = json.load(open(old / "config.json"))
+    del cfg["cg_start"]
+    json.dump(cfg, open(old / "config.json", "w"))
+    st = _state(old)
+    del st["config"]["cg_start"]
+    torch.save(st, old / "checkpoint.pt")
+    assert main(["train", "--resume", str(old), "--steps", "6", "-q"]) == 0
+    assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
+
+
 def _tree_hash(folder):
     h = {}
     for root, _, files in os.walk(folder):
