@@ -96,8 +96,8 @@ class CGDsRunner(Runner):
         import CGDs
 
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-        super().__init__({"optimizer": "cgds", "algo": f"CGDs 0.4.5 {algo}", "backend": "-", "mode": "eager"},
-                         G, D, case.batches, warmup)
+        super().__init__({"optimizer": "cgds", "algo": f"CGDs 0.4.5 {algo}", "backend": "-", "mode": "eager",
+                          "cg_start": "warm", "tol": tol}, G, D, case.batches, warmup)
         self.opt = getattr(CGDs, algo)(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
                              tol=tol, atol=atol, collect_info=False)
         self.loss_fn = case.loss_fn
@@ -174,17 +174,18 @@ class FastgameRunner(Runner):
     ``fastgame.make_graphed_step`` step (capturable: CG runs exactly ``max_iter`` iterations)."""
 
     def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float, backend: str,
-                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False) -> None:
+                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False,
+                 cg_start: Optional[str] = None) -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
         name = ("fastgame-graphed" if graphed else "fastgame") + ("-bf16" if mixed else "")
         row = {"optimizer": name, "algo": f"fastgame {algo}" + (" (bf16 autocast)" if mixed else ""),
-               "backend": backend, "mode": "graphed" if graphed else "eager"}
+               "backend": backend, "mode": "graphed" if graphed else "eager", "tol": tol}
         super().__init__(row, G, D, case.batches, max(warmup, 6) if graphed else warmup, count_calls=not graphed)
         self.backend, self.graphed = backend, graphed
         self.loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE) if mixed else case.loss_fn
         self.iters: list = []
         self.passes: list[int] = []
-        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol)
+        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol, **({"cg_start": cg_start} if cg_start else {}))
         if graphed:
             row["max_iter"] = max_iter
             self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), capturable=True,
@@ -197,6 +198,7 @@ class FastgameRunner(Runner):
             self.peak_from = self.graphed_step.warmup  # the captures allocate the graphs' pool: count them
         else:
             self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), **kw)
+        row["cg_start"] = self.opt.param_groups[0]["cg_start"]
 
     def enter(self):
         fastgame.set_backend(self.backend)
