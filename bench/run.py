@@ -11,7 +11,12 @@ Each row reports the median ms/step (warm-up steps excluded), CG iterations k an
 passes per step, the peak memory, the speed-up over CGDs and the cost relative to Adam. Each
 model also gets its *floor* measured in the same run and mode: one forward + create_graph
 backward (F) and one mixed HVP pass (H, the mean of D_xy and D_yx); a fastgame step doing
-P = 2 + 2k passes has floor F + P·H, and ``step/floor`` says how close the step gets to it.
+P passes (1 + 2k from CG's zero start, 2 + 2k warm) has floor F + P·H, and ``step/floor`` says
+how close the step gets to it. On the CPU the floor is sampled in the rows' loop, each sample
+F_j and the mean H_j of 6 passes each way, on the same batch, thread count and models, and a
+row's floor is the median over samples of F_j + P·H_j: a median of per-step sums, as the rows'
+own times are (a sum of per-pass medians would leave out the passes a shared CPU slows down).
+A recycled-CG row's batched passes (A·W) count once but cost more than one pass.
 
 Timing: on CUDA, per-step CUDA events with no host sync between steps (the graphed step is run
 with check_finite=False), torch.backends.cudnn.benchmark on, rows one after another; on the
@@ -65,7 +70,7 @@ import fastgame
 from .cases import SUITES, VARIANTS, Case, Config, build_case
 from .measure import measure_floor
 from .rows import (AdamRunner, CGDsRunner, FastgameRunner, FloorRunner, Runner, _flat, cgds_iterations, drive,
-                   mixed_step_errors)
+                   floor_ms, mixed_step_errors)
 OPTIMIZERS = ("cgds", "fastgame", "fastgame-graphed", "fastgame-bf16", "fastgame-graphed-bf16", "adam", "adam-fused")
 COLUMNS = ["suite", "config", "model", "batch", "device", "optimizer", "algo", "backend", "mode", "status",
            "ms_median", "ms_mean", "ms_min", "ms_iqr", "steps", "cg_iters", "cg_iters_max", "hvp_passes",
@@ -312,7 +317,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
             f = fl.get(r["mode"])
             if r["optimizer"] in ("fastgame", "fastgame-graphed") and f:  # the floor is fp32's
                 r["fwd_bwd_ms"], r["hvp_ms"] = f["fwd_bwd_ms"], f["hvp_ms"]
-                r["floor_ms"] = f["fwd_bwd_ms"] + r["hvp_passes"] * f["hvp_ms"]
+                r["floor_ms"] = floor_ms(f, r["hvp_passes"])
                 r["step_over_floor"] = r["ms_median"] / r["floor_ms"]
             key = r.get("key") or r["optimizer"] + ("" if r["optimizer"] == "cgds" else f"/{r['backend']}")
             cg_key = cg_ref.get("key", "cgds") if cg_ref is not None else "cgds"
@@ -446,7 +451,8 @@ def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
             f"{_fmt(r.get('cost_vs_adam'), '.2f'):>8}{_fmt(r.get('dtheta_vs_cgds'), '.1e'):>9}"
             f"{_fmt(r.get('step_err_vs_fp32'), '.1e'):>9}")
     method = next((r.get("mem_method") for r in rows if r.get("mem_method")), "n/a")
-    lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode); "
+    lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode; "
+                 f"eager CPU: median over steps of F_j + passes·H_j); "
                  f"mem MB: peak above the row's start (models, batches), {method}{' (growth during the row)' if method.startswith('rss') else ''}; "
                  f"start/tol: CG's start and tolerance (CGDs: warm); vs CGDs: speed-up over CGDs at the same tol; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run; "
                  f"Δ/fp32 (-bf16 rows): median ‖Δθ−Δθ_fp32‖/‖Δθ_fp32‖ of one step from the same point")

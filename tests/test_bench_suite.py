@@ -3,6 +3,7 @@ seconds and writes JSON/CSV with the expected columns and sane values."""
 import csv
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -67,7 +68,10 @@ def test_rows_sane(result):
     assert len(graphed) >= 2  # each backend, and bf16
     assert all(r["status"] in ("skipped", "ok") for r in graphed)
     floor = result["floors"]["mlp-b64-w32"]["eager"]
-    assert all(v > 0 and math.isfinite(v) for v in floor.values())
+    assert all(v > 0 and math.isfinite(v) for k, v in floor.items() if k != "per_step")
+    assert len(floor["per_step"]) == 2 and all(f > 0 and h > 0 for f, h in floor["per_step"])
+    fast = next(r for r in ok if r["optimizer"] == "fastgame")  # median over steps of F_j + P·H_j
+    assert fast["floor_ms"] == pytest.approx(statistics.median(f + fast["hvp_passes"] * h for f, h in floor["per_step"]))
 
 
 def test_table_and_cli(result, tmp_path, capsys):
