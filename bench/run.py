@@ -166,7 +166,8 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
                 else "time.perf_counter per step", statistic="median over timed steps (warm-up excluded)")
     log(f"# fastgame bench --suite {suite} --algo {algo} --batchnorm {batchnorm}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
         f"CGDs {meta['cgds']}, fastgame {meta['fastgame']}, {meta['threads']} threads, "
-        f"{steps} timed steps after {warmup} warm-up, tol {tol:g}, {'interleaved' if interleave else 'sequential'} rows")
+        f"{steps} timed steps after {warmup} warm-up (where a case sets none), tol {tol:g}, "
+        f"{'interleaved' if interleave else 'sequential'} rows")
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     t_suite = time.perf_counter()
