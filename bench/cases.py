@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
 import torch
 from torch import nn
@@ -22,13 +22,23 @@ class Config:
     lr: float
     depth: int = 3                  # mlp hidden layers
     latent: int = 0                 # 0: the model's default
+    warmup: Optional[int] = None    # untimed / timed steps for this case (None: the suite's; the
+    steps: Optional[int] = None     # command line's --warmup/--steps override both)
+    variants: bool = False          # also fastgame rows per cg_start and tolerance preset (VARIANTS)
 
     @property
     def label(self) -> str:
-        return f"{self.model}-b{self.batch}" + ("" if self.width == _FULL_WIDTH[self.model] else f"-w{self.width}")
+        return (f"{self.model}-b{self.batch}" + ("" if self.width == _FULL_WIDTH[self.model] else f"-w{self.width}")
+                + ("" if self.lr == _DEFAULT_LR[self.model] else f"-lr{self.lr:g}"))
 
 
 _FULL_WIDTH = {"mlp": 128, "dcgan32": 64, "dcgan64": 64}
+_DEFAULT_LR = {"mlp": 1e-3, "dcgan32": 1e-4, "dcgan64": 1e-4}
+
+# The extra fastgame rows of a case with ``variants``: (cg_start, tol) on the auto backend, tol
+# None meaning the suite's (--tol, CGDs' 1e-10 by default); CGDs gets a row at each other tol.
+VARIANTS: list[tuple[str, Optional[float]]] = [
+    (start, tol) for tol in (None, 1e-6) for start in ("warm", "zero", "recycle")]
 
 SUITES: dict[str, dict[str, Any]] = {
     # the issue's configurations (a), (b), (c) at full size, for one GPU
@@ -38,9 +48,13 @@ SUITES: dict[str, dict[str, Any]] = {
     # the same models on the CPU; conv models at smaller batch and width
     "cpu": dict(device="cpu", warmup=3, steps=10, configs=[
         Config("mlp", 512, 128, 1e-3), Config("dcgan32", 16, 64, 1e-4), Config("dcgan64", 8, 32, 1e-4)]),
-    # a couple of minutes on a 2-core CPU
+    # a few minutes on a 2-core CPU. The MLP GAN at lr 1e-3 and 1e-2 with rows per CG start and
+    # tolerance preset, after 30 untimed steps: CG's iteration count grows over the first tens
+    # of steps (at lr 1e-2 from ~4 to ~12), and the timed steps should see the grown one.
     "quick": dict(device="cpu", warmup=2, steps=6, threads=1, configs=[
-        Config("mlp", 256, 128, 1e-3), Config("dcgan32", 8, 32, 1e-4), Config("dcgan64", 4, 16, 1e-4)]),
+        Config("mlp", 256, 128, 1e-3, warmup=30, steps=16, variants=True),
+        Config("mlp", 256, 128, 1e-2, warmup=30, steps=16, variants=True),
+        Config("dcgan32", 8, 32, 1e-4), Config("dcgan64", 4, 16, 1e-4)]),
     # seconds: the smoke test (tests/test_bench_suite.py)
     "tiny": dict(device="cpu", warmup=1, steps=3, threads=1, configs=[
         Config("mlp", 64, 32, 1e-3, depth=2), Config("dcgan32", 4, 8, 1e-4)]),

@@ -96,8 +96,8 @@ class CGDsRunner(Runner):
         import CGDs
 
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
-        super().__init__({"optimizer": "cgds", "algo": f"CGDs 0.4.5 {algo}", "backend": "-", "mode": "eager"},
-                         G, D, case.batches, warmup)
+        super().__init__({"optimizer": "cgds", "algo": f"CGDs 0.4.5 {algo}", "backend": "-", "mode": "eager",
+                          "cg_start": "warm", "tol": tol}, G, D, case.batches, warmup)
         self.opt = getattr(CGDs, algo)(max_params=D.parameters(), min_params=G.parameters(), lr_max=cfg.lr, lr_min=cfg.lr,
                              tol=tol, atol=atol, collect_info=False)
         self.loss_fn = case.loss_fn
@@ -174,17 +174,18 @@ class FastgameRunner(Runner):
     ``fastgame.make_graphed_step`` step (capturable: CG runs exactly ``max_iter`` iterations)."""
 
     def __init__(self, case: Case, cfg: Config, warmup: int, tol: float, atol: float, backend: str,
-                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False) -> None:
+                 graphed: bool, max_iter: Optional[int], algo: str = "ACGD", mixed: bool = False,
+                 cg_start: Optional[str] = None) -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
         name = ("fastgame-graphed" if graphed else "fastgame") + ("-bf16" if mixed else "")
         row = {"optimizer": name, "algo": f"fastgame {algo}" + (" (bf16 autocast)" if mixed else ""),
-               "backend": backend, "mode": "graphed" if graphed else "eager"}
+               "backend": backend, "mode": "graphed" if graphed else "eager", "tol": tol}
         super().__init__(row, G, D, case.batches, max(warmup, 6) if graphed else warmup, count_calls=not graphed)
         self.backend, self.graphed = backend, graphed
         self.loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE) if mixed else case.loss_fn
         self.iters: list = []
         self.passes: list[int] = []
-        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol)
+        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol, **({"cg_start": cg_start} if cg_start else {}))
         if graphed:
             row["max_iter"] = max_iter
             self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), capturable=True,
@@ -197,6 +198,7 @@ class FastgameRunner(Runner):
             self.peak_from = self.graphed_step.warmup  # the captures allocate the graphs' pool: count them
         else:
             self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), **kw)
+        row["cg_start"] = self.opt.param_groups[0]["cg_start"]
 
     def enter(self):
         fastgame.set_backend(self.backend)
@@ -232,12 +234,18 @@ class FastgameRunner(Runner):
 
 class FloorRunner(Runner):
     """The eager floor as a row of the interleaved CPU loop: each step times one forward +
-    create_graph backward and one mixed HVP pass each way on its own model copy (perf_counter)."""
+    create_graph backward (F) and then ``pairs`` mixed HVP passes each way, alternating as in
+    CG (perf_counter), on its own model copy.
 
-    def __init__(self, case: Case, warmup: int) -> None:
+    A row's floor is the median over steps of F_j + P·H_j, H_j the mean pass time of step j, so
+    that it is a median of per-step sums like the rows' own times: on a shared CPU some passes
+    run at a fraction of full speed, and F + P·median(H) (a sum of medians) would leave those
+    out of the floor while every row's step pays for its share of them."""
+
+    def __init__(self, case: Case, warmup: int, pairs: int = 6) -> None:
         G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
         super().__init__({"optimizer": "floor"}, G, D, case.batches, warmup, count_calls=False)
-        self.case = case
+        self.case, self.pairs = case, pairs
         gen = torch.Generator().manual_seed(7)
         dev = next(D.parameters()).device
         self.vecs = ([1e-3 * torch.randn(p.shape, generator=gen).to(dev) for p in D.parameters()],
@@ -247,23 +255,37 @@ class FloorRunner(Runner):
     def step(self, real, z):
         t0 = time.perf_counter()
         _, (gD, gG), _ = _floor_program(self.G, self.D, self.case, real, z, self.vecs, 0, 0)
-        t1 = time.perf_counter()
+        f = (time.perf_counter() - t0) * 1e3
         pD, pG = list(self.D.parameters()), list(self.G.parameters())
         vD, vG = self.vecs
-        mixed_hvp(gG, pD, vG)  # D_xy v
-        t2 = time.perf_counter()
-        mixed_hvp(gD, pG, vD)  # D_yx v
-        t3 = time.perf_counter()
-        self._last = ((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        xy = yx = 0.0
+        for _ in range(self.pairs):
+            t1 = time.perf_counter()
+            mixed_hvp(gG, pD, vG)  # D_xy v
+            t2 = time.perf_counter()
+            mixed_hvp(gD, pG, vD)  # D_yx v
+            t3 = time.perf_counter()
+            xy, yx = xy + (t2 - t1) * 1e3, yx + (t3 - t2) * 1e3
+        self._last = (f, xy / self.pairs, yx / self.pairs)
 
     def record(self, calls):
         for key, v in zip(self.samples, self._last):
             self.samples[key].append(v)
 
-    def floor(self) -> dict[str, float]:
-        out = {k: statistics.median(v) for k, v in self.samples.items()}
-        out["hvp_ms"] = (out["hvp_xy_ms"] + out["hvp_yx_ms"]) / 2
+    def floor(self) -> dict[str, Any]:
+        out: dict[str, Any] = {k: statistics.median(v) for k, v in self.samples.items()}
+        out["hvp_ms"] = statistics.median((a + b) / 2 for a, b in zip(self.samples["hvp_xy_ms"],
+                                                                        self.samples["hvp_yx_ms"]))
+        out["per_step"] = [(f, (a + b) / 2) for f, a, b in zip(*self.samples.values())]
         return out
+
+
+def floor_ms(floor: dict[str, Any], passes: float) -> float:
+    """The floor of a step doing ``passes`` mixed HVP passes: the median over the floor's steps
+    of F_j + passes·H_j where it has per-step samples (:class:`FloorRunner`), else F + passes·H."""
+    if floor.get("per_step"):
+        return statistics.median(f + passes * h for f, h in floor["per_step"])
+    return floor["fwd_bwd_ms"] + passes * floor["hvp_ms"]
 
 
 def drive(runners: list[Runner], device: torch.device, steps: int, interleave: bool) -> None:

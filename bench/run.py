@@ -2,7 +2,7 @@
 backend) vs CGDs 0.4.5 vs simultaneous Adam (eager and fused), on the same model, initial
 parameters, batches and tolerance, in one process (docs/design.md §7).
 
-    python -m bench --suite quick                    # CPU, small sizes, < 2 minutes
+    python -m bench --suite quick                    # CPU, small sizes, a few minutes
     python -m bench --suite cpu  --out bench/results/
     python -m bench --suite gpu  --out bench/results/   # CUDA: eager + graphed rows, CUDA-event timing
     python -m bench --suite cpu --models mlp --optimizers cgds fastgame adam
@@ -11,7 +11,12 @@ Each row reports the median ms/step (warm-up steps excluded), CG iterations k an
 passes per step, the peak memory, the speed-up over CGDs and the cost relative to Adam. Each
 model also gets its *floor* measured in the same run and mode: one forward + create_graph
 backward (F) and one mixed HVP pass (H, the mean of D_xy and D_yx); a fastgame step doing
-P = 2 + 2k passes has floor F + P·H, and ``step/floor`` says how close the step gets to it.
+P passes (1 + 2k from CG's zero start, 2 + 2k warm) has floor F + P·H, and ``step/floor`` says
+how close the step gets to it. On the CPU the floor is sampled in the rows' loop, each sample
+F_j and the mean H_j of 6 passes each way, on the same batch, thread count and models, and a
+row's floor is the median over samples of F_j + P·H_j: a median of per-step sums, as the rows'
+own times are (a sum of per-pass medians would leave out the passes a shared CPU slows down).
+A recycled-CG row's batched passes (A·W) count once but cost more than one pass.
 
 Timing: on CUDA, per-step CUDA events with no host sync between steps (the graphed step is run
 with check_finite=False), torch.backends.cudnn.benchmark on, rows one after another; on the
@@ -62,17 +67,17 @@ import torch
 
 import fastgame
 
-from .cases import SUITES, Case, Config, build_case
+from .cases import SUITES, VARIANTS, Case, Config, build_case
 from .measure import measure_floor
 from .rows import (AdamRunner, CGDsRunner, FastgameRunner, FloorRunner, Runner, _flat, cgds_iterations, drive,
-                   mixed_step_errors)
+                   floor_ms, mixed_step_errors)
 OPTIMIZERS = ("cgds", "fastgame", "fastgame-graphed", "fastgame-bf16", "fastgame-graphed-bf16", "adam", "adam-fused")
 COLUMNS = ["suite", "config", "model", "batch", "device", "optimizer", "algo", "backend", "mode", "status",
            "ms_median", "ms_mean", "ms_min", "ms_iqr", "steps", "cg_iters", "cg_iters_max", "hvp_passes",
            "grad_passes", "floor_ms", "step_over_floor", "fwd_bwd_ms", "hvp_ms", "peak_mb", "extra_mb",
            "mem_method", "speedup_vs_cgds", "cost_vs_adam", "dtheta_vs_cgds", "step_err_vs_fp32",
-           "step_err_vs_fp32_max", "params_G", "params_D", "tol",
-           "lr", "max_iter", "note"]
+           "step_err_vs_fp32_max", "params_G", "params_D", "tol", "cg_start",
+           "lr", "warmup", "max_iter", "note"]
 
 
 def _available_backends(device: torch.device) -> list[str]:
@@ -143,6 +148,7 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
         torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
+    warmup_arg, steps_arg = warmup, steps  # None: each case's own, else the suite's
     warmup = spec["warmup"] if warmup is None else warmup
     steps = spec["steps"] if steps is None else steps
     if interleave is None:  # a shared CPU's load drifts over minutes: let it hit every row alike
@@ -160,18 +166,22 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
                 else "time.perf_counter per step", statistic="median over timed steps (warm-up excluded)")
     log(f"# fastgame bench --suite {suite} --algo {algo} --batchnorm {batchnorm}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
         f"CGDs {meta['cgds']}, fastgame {meta['fastgame']}, {meta['threads']} threads, "
-        f"{steps} timed steps after {warmup} warm-up, tol {tol:g}, {'interleaved' if interleave else 'sequential'} rows")
+        f"{steps} timed steps after {warmup} warm-up (where a case sets none), tol {tol:g}, "
+        f"{'interleaved' if interleave else 'sequential'} rows")
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     t_suite = time.perf_counter()
     for cfg in spec["configs"]:
         if not _matches(cfg, models):
             continue
+        warmup = warmup_arg if warmup_arg is not None else (cfg.warmup if cfg.warmup is not None else spec["warmup"])
+        steps = steps_arg if steps_arg is not None else (cfg.steps if cfg.steps is not None else spec["steps"])
         n_batches = max(warmup, 6) + steps  # graphed rows warm up for at least 6 steps
         full = build_case(cfg, dev, n_batches, batchnorm=batchnorm)
         case = dataclasses.replace(full, batches=full.batches[:warmup + steps])  # eager rows: warmup + steps
-        base = _row_base(suite, cfg, case, dev, tol)
-        log(f"## {cfg.label}: G {base['params_G']:,} D {base['params_D']:,} params, {case.loss_name}, lr {cfg.lr:g}")
+        base = {**_row_base(suite, cfg, case, dev, tol), "warmup": warmup}
+        log(f"## {cfg.label}: G {base['params_G']:,} D {base['params_D']:,} params, {case.loss_name}, lr {cfg.lr:g}, "
+            f"{steps} timed steps after {warmup}")
         cfg_rows: list[dict[str, Any]] = []
         finals: dict[str, torch.Tensor] = {}
         theta0 = _flat(case.G, case.D)
@@ -180,24 +190,32 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
             row = {**base, **row}
             cfg_rows.append(row)
             if row.get("status") == "ok":
-                log(f"   {row['optimizer']:<22}{row['backend']:<8}{row['ms_median']:9.2f} ms"
+                log(f"   {_name(row):<34}{row['backend']:<8}{row['ms_median']:9.2f} ms"
                     + (f"  k {row['cg_iters']:.2f}  passes {row['hvp_passes']:.1f}" if row.get("cg_iters") is not None
                        else ""))
             else:
-                log(f"   {row['optimizer']:<22}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
+                log(f"   {_name(row):<34}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
 
         mk: list[tuple[str, Callable[[], Runner]]] = []
         if "adam" in optimizers:
             mk.append(("adam", lambda: AdamRunner(case, cfg, warmup, fused=False)))
         if "adam-fused" in optimizers:
             mk.append(("adam-fused", lambda: AdamRunner(case, cfg, warmup, fused=True)))
-        if "cgds" in optimizers:
-            mk.append(("cgds", lambda: CGDsRunner(case, cfg, warmup, tol, atol, algo)))
         backends_here = _available_backends(dev)
+        variants = VARIANTS if cfg.variants and "fastgame" in optimizers and backends_here else []
+        if "cgds" in optimizers:  # one row at the suite's tol, one at each other tolerance preset
+            for t in dict.fromkeys([tol] + [vt for _, vt in variants if vt is not None]):
+                mk.append(("cgds" if t == tol else f"cgds@tol{t:g}",
+                           lambda t=t: CGDsRunner(case, cfg, warmup, t, atol, algo)))
         if "fastgame" in optimizers:
             for backend in backends_here:
                 mk.append((f"fastgame/{backend}",
                            lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None, algo)))
+            for start, vt in variants:  # per CG start and tolerance preset, on the auto backend
+                t = tol if vt is None else vt
+                mk.append((f"fastgame@{start},tol{t:g}/auto",
+                           lambda s=start, t=t: FastgameRunner(case, cfg, warmup, t, atol, "auto", False, None, algo,
+                                                               cg_start=s)))
         if "fastgame-bf16" in optimizers and backends_here:  # one row: the mixed part is autograd's, not the ops'
             mk.append(("fastgame-bf16/auto",
                        lambda: FastgameRunner(case, cfg, warmup, tol, atol, "auto", False, None, algo, mixed=True)))
@@ -222,11 +240,12 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
         if floor_runner is not None and floor_runner.row.get("status") == "ok":
             fl["eager"] = floor_runner.floor()
         for rn in runners:
+            rn.row["key"] = rn.key
             if rn.row.get("status") == "ok":
                 finals[rn.key] = rn.final_params
-            if rn.key == "cgds" and rn.row.get("status") == "ok":
+            if rn.key.startswith("cgds") and rn.row.get("status") == "ok":
                 iters, formula_ok = cgds_iterations(case, cfg, warmup, steps if count_steps is None else
-                                                    min(steps, count_steps), tol, atol, algo)
+                                                    min(steps, count_steps), rn.row["tol"], atol, algo)
                 rn.row.update(cg_iters=statistics.fmean(iters) if iters else None,
                               cg_iters_max=max(iters) if iters else None,
                               note=f"k from an untimed collect_info run ({len(iters)} steps)"
@@ -238,8 +257,8 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
         del runners
         # graphed rows (CUDA): CG runs as many iterations as the eager fastgame step needed at most
         def eager_kmax(name: str) -> int:
-            return max((r["cg_iters_max"] for r in cfg_rows if r["optimizer"] == name and r.get("status") == "ok"),
-                       default=0)
+            return max((r["cg_iters_max"] for r in cfg_rows if r.get("key", "").startswith(name + "/")
+                        and r.get("status") == "ok"), default=0)
 
         graphed_rows = [(f"fastgame-graphed/{b}", b, False) for b in backends_here if "fastgame-graphed" in optimizers]
         if "fastgame-graphed-bf16" in optimizers and backends_here:
@@ -285,24 +304,27 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
                 log(f"   floor ({mode}): forward + create_graph backward {f['fwd_bwd_ms']:.3f} ms, "
                     f"one HVP pass {f['hvp_ms']:.3f} ms (D_xy {f['hvp_xy_ms']:.3f}, D_yx {f['hvp_yx_ms']:.3f})")
         floors[cfg.label] = fl
-        # ratios
-        ref = {r["optimizer"]: r for r in cfg_rows if r.get("status") == "ok"}
+        # ratios: against CGDs at the row's own tolerance (the suite's where CGDs has no row at it)
+        ref = {r["optimizer"]: r for r in cfg_rows if r.get("status") == "ok" and r.get("tol", tol) == tol}
+        cgds_at = {r["tol"]: r for r in cfg_rows if r.get("status") == "ok" and r["optimizer"] == "cgds"}
         for r in cfg_rows:
             if r.get("status") != "ok":
                 continue
-            if "cgds" in ref:
-                r["speedup_vs_cgds"] = ref["cgds"]["ms_median"] / r["ms_median"]
+            cg_ref = cgds_at.get(r.get("tol", tol), ref.get("cgds"))
+            if cg_ref is not None:
+                r["speedup_vs_cgds"] = cg_ref["ms_median"] / r["ms_median"]
             if "adam" in ref:
                 r["cost_vs_adam"] = r["ms_median"] / ref["adam"]["ms_median"]
             f = fl.get(r["mode"])
             if r["optimizer"] in ("fastgame", "fastgame-graphed") and f:  # the floor is fp32's
                 r["fwd_bwd_ms"], r["hvp_ms"] = f["fwd_bwd_ms"], f["hvp_ms"]
-                r["floor_ms"] = f["fwd_bwd_ms"] + r["hvp_passes"] * f["hvp_ms"]
+                r["floor_ms"] = floor_ms(f, r["hvp_passes"])
                 r["step_over_floor"] = r["ms_median"] / r["floor_ms"]
-            key = r["optimizer"] + ("" if r["optimizer"] == "cgds" else f"/{r['backend']}")
-            if r["algo"] != "Adam SimGDA" and "cgds" in finals and key in finals:
-                moved = (finals["cgds"] - theta0).norm()
-                r["dtheta_vs_cgds"] = float((finals[key] - finals["cgds"]).norm() / moved) if moved > 0 else 0.0
+            key = r.get("key") or r["optimizer"] + ("" if r["optimizer"] == "cgds" else f"/{r['backend']}")
+            cg_key = cg_ref.get("key", "cgds") if cg_ref is not None else "cgds"
+            if r["algo"] != "Adam SimGDA" and cg_key in finals and key in finals:
+                moved = (finals[cg_key] - theta0).norm()
+                r["dtheta_vs_cgds"] = float((finals[key] - finals[cg_key]).norm() / moved) if moved > 0 else 0.0
         rows.extend(cfg_rows)
         del case, full
         gc.collect()
@@ -348,22 +370,36 @@ def _fmt(v: Any, spec: str, missing: str = "-") -> str:
     return format(v, spec)
 
 
+def _name(row: dict[str, Any]) -> str:
+    """The optimizer, with its CG start and tolerance where a row names them."""
+    extra = [f"{row['cg_start']}" if row.get("cg_start") else "", f"tol {row['tol']:g}" if row.get("tol") else ""]
+    extra = [e for e in extra if e] if row["optimizer"] != "adam" and not row["optimizer"].startswith("adam") else []
+    return row["optimizer"] + (f" ({', '.join(extra)})" if extra else "")
+
+
 def _fastest(rows: list[dict[str, Any]], config: str, optimizers: tuple[str, ...]) -> Optional[dict[str, Any]]:
-    ok = [r for r in rows if r["config"] == config and r["optimizer"] in optimizers and r.get("status") == "ok"]
+    """The fastest ok row of ``optimizers`` for ``config``, at the tolerance of the config's CGDs row
+    (the suite's), so that a looser preset does not stand in for a like-for-like comparison."""
+    cgds_tol = next((r.get("tol") for r in rows if r["config"] == config and r.get("key", r["optimizer"]) == "cgds"),
+                    None)
+    ok = [r for r in rows if r["config"] == config and r["optimizer"] in optimizers and r.get("status") == "ok"
+          and (cgds_tol is None or r.get("tol", cgds_tol) == cgds_tol)]
     return min(ok, key=lambda r: r["ms_median"]) if ok else None
 
 
 def format_verdict(rows: list[dict[str, Any]]) -> str:
     """The suite in a few lines: per model, fastgame's fastest fp32 row (eager, and graphed
     where there is one) as a speed-up over CGDs and a cost relative to Adam."""
-    lines = ["verdict (fastest fp32 fastgame row per model; speed-up over CGDs 0.4.5, cost relative to Adam):"]
+    lines = ["verdict (fastest fp32 fastgame row per model at CGDs' tolerance; speed-up over CGDs 0.4.5, "
+             "cost relative to Adam):"]
     for config in dict.fromkeys(r["config"] for r in rows):
         parts = []
         for label, names in (("eager", ("fastgame",)), ("graphed", ("fastgame-graphed",))):
             r = _fastest(rows, config, names)
             if r is not None:
                 parts.append(f"{label} {_fmt(r.get('speedup_vs_cgds'), '.2f')}x CGDs, "
-                             f"{_fmt(r.get('cost_vs_adam'), '.1f')}x Adam ({r['ms_median']:.1f} ms, {r['backend']})")
+                             f"{_fmt(r.get('cost_vs_adam'), '.1f')}x Adam ({r['ms_median']:.1f} ms, {r['backend']}, "
+                             f"cg_start {r.get('cg_start')}, step/floor {_fmt(r.get('step_over_floor'), '.2f')})")
         lines.append(f"  {config:<16}" + ("; ".join(parts) if parts else "no fastgame rows"))
     return "\n".join(lines)
 
@@ -397,26 +433,29 @@ def plot_verdict(rows: list[dict[str, Any]], path: str, title: str) -> Optional[
 
 
 def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
-    head = (f"{'config':<16}{'optimizer':<22}{'backend':<8}{'mode':<8}{'ms/step':>9}{'k':>6}{'passes':>7}"
+    head = (f"{'config':<20}{'optimizer':<22}{'backend':<8}{'mode':<8}{'start':<8}{'tol':>6}{'ms/step':>9}{'k':>6}"
+            f"{'passes':>7}"
             f"{'floor':>8}{'/floor':>7}{'mem MB':>9}{'vs CGDs':>8}{'vs Adam':>8}{'dθ/CGDs':>9}{'Δ/fp32':>9}")
     lines = [head, "-" * len(head)]
     for r in rows:
         if r.get("status") != "ok":
-            lines.append(f"{r['config']:<16}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}"
+            lines.append(f"{r['config']:<20}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}"
                          f"  {r.get('status')}: {r.get('note', '')}")
             continue
         mem = r.get("extra_mb") if r.get("extra_mb") is not None else r.get("peak_mb")
         lines.append(
-            f"{r['config']:<16}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}{r['ms_median']:>9.2f}"
+            f"{r['config']:<20}{r['optimizer']:<22}{r['backend']:<8}{r['mode']:<8}{r.get('cg_start') or '-':<8}"
+            f"{_fmt(r.get('tol') if r.get('cg_start') else None, '.0e'):>6}{r['ms_median']:>9.2f}"
             f"{_fmt(r.get('cg_iters'), '.2f'):>6}{_fmt(r.get('hvp_passes'), '.1f'):>7}"
             f"{_fmt(r.get('floor_ms'), '.2f'):>8}{_fmt(r.get('step_over_floor'), '.2f'):>7}"
             f"{_fmt(mem, '.1f', 'n/a'):>9}{_fmt(r.get('speedup_vs_cgds'), '.2f'):>8}"
             f"{_fmt(r.get('cost_vs_adam'), '.2f'):>8}{_fmt(r.get('dtheta_vs_cgds'), '.1e'):>9}"
             f"{_fmt(r.get('step_err_vs_fp32'), '.1e'):>9}")
     method = next((r.get("mem_method") for r in rows if r.get("mem_method")), "n/a")
-    lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode); "
+    lines.append(f"k: mean CG iterations/step; passes: mixed-HVP passes/step; floor = F + passes·H (ms, same mode; "
+                 f"eager CPU: median over steps of F_j + passes·H_j); "
                  f"mem MB: peak above the row's start (models, batches), {method}{' (growth during the row)' if method.startswith('rss') else ''}; "
-                 f"vs CGDs: speed-up; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run; "
+                 f"start/tol: CG's start and tolerance (CGDs: warm); vs CGDs: speed-up over CGDs at the same tol; vs Adam: cost; dθ/CGDs: ‖θ−θ_CGDs‖/‖θ_CGDs−θ0‖ after the run; "
                  f"Δ/fp32 (-bf16 rows): median ‖Δθ−Δθ_fp32‖/‖Δθ_fp32‖ of one step from the same point")
     return "\n".join(lines)
 

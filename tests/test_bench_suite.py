@@ -3,6 +3,7 @@ seconds and writes JSON/CSV with the expected columns and sane values."""
 import csv
 import json
 import math
+import statistics
 
 import pytest
 import torch
@@ -48,15 +49,16 @@ def test_rows_sane(result):
     for r in ok:
         if r["optimizer"] == "fastgame":
             k = r["cg_iters"]
-            assert k >= 1 and r["hvp_passes"] == pytest.approx(2 + 2 * k)  # warm-started steps: 2 + 2k
+            passes = 2 + 2 * k if r["cg_start"] == "warm" else 1 + 2 * k  # warm-started steps: 2 + 2k
+            assert k >= 1 and r["hvp_passes"] == pytest.approx(passes)
             assert r["floor_ms"] > 0 and r["step_over_floor"] > 0
             assert r["speedup_vs_cgds"] > 0 and r["cost_vs_adam"] > 0
             assert r["dtheta_vs_cgds"] < 1e-3  # the same numbers as CGDs, to solver tolerance
             assert "autograd call count disagrees" not in (r.get("note") or "")
         if r["optimizer"] == "cgds":
             assert r["hvp_passes"] == pytest.approx(5 + 2 * r["cg_iters"]) and r["grad_passes"] == 2
-        if r["optimizer"] == "fastgame-bf16":  # autocast forward and HVPs, fp32 CG state
-            assert r["hvp_passes"] == pytest.approx(2 + 2 * r["cg_iters"])
+        if r["optimizer"] == "fastgame-bf16":  # autocast forward and HVPs, fp32 CG state (zero start)
+            assert r["hvp_passes"] == pytest.approx(1 + 2 * r["cg_iters"])
             assert 0 < r["step_err_vs_fp32"] <= r["step_err_vs_fp32_max"] < 0.1  # bf16-sized, not garbage
             assert 1e-4 < r["dtheta_vs_cgds"] < 0.5
             assert r.get("floor_ms") is None  # the floor is fp32's
@@ -66,7 +68,10 @@ def test_rows_sane(result):
     assert len(graphed) >= 2  # each backend, and bf16
     assert all(r["status"] in ("skipped", "ok") for r in graphed)
     floor = result["floors"]["mlp-b64-w32"]["eager"]
-    assert all(v > 0 and math.isfinite(v) for v in floor.values())
+    assert all(v > 0 and math.isfinite(v) for k, v in floor.items() if k != "per_step")
+    assert len(floor["per_step"]) == 2 and all(f > 0 and h > 0 for f, h in floor["per_step"])
+    fast = next(r for r in ok if r["optimizer"] == "fastgame")  # median over steps of F_j + P·H_j
+    assert fast["floor_ms"] == pytest.approx(statistics.median(f + fast["hvp_passes"] * h for f, h in floor["per_step"]))
 
 
 def test_table_and_cli(result, tmp_path, capsys):
@@ -94,7 +99,7 @@ def test_bcgd_rows(tmp_path):
     assert {r["algo"] for r in rows} >= {"CGDs 0.4.5 BCGD", "fastgame BCGD"}
     for r in rows:
         k = r["cg_iters"]
-        passes = 5 + 2 * k if r["optimizer"] == "cgds" else 2 + 2 * k
+        passes = 5 + 2 * k if r["optimizer"] == "cgds" else 1 + 2 * k
         assert r["hvp_passes"] == pytest.approx(passes)
         if r["optimizer"] == "fastgame":
             assert r["dtheta_vs_cgds"] < 1e-3
@@ -117,3 +122,37 @@ def test_plain_batchnorm_rows():
     with pytest.raises(ValueError, match="batchnorm"):
         run.run_suite("tiny", out=None, models=["mlp"], optimizers=["adam"], steps=1, warmup=1, verbose=False,
                       batchnorm="fused")
+
+
+def test_variant_rows(monkeypatch):
+    """A case with ``variants``: a fastgame row per (cg_start, tolerance preset) and a CGDs row per
+    tolerance, each fastgame row compared with CGDs at its own tolerance; the verdict only uses
+    rows at the suite's (CGDs') tolerance."""
+    import dataclasses
+
+    from bench.cases import VARIANTS
+    tiny = run.SUITES["tiny"]
+    monkeypatch.setitem(run.SUITES, "tiny", {**tiny, "configs": [dataclasses.replace(tiny["configs"][0], variants=True)]})
+    threads = torch.get_num_threads()
+    try:
+        res = run.run_suite("tiny", out=None, optimizers=["cgds", "fastgame"], steps=2, warmup=1, verbose=False,
+                            floor=False)
+    finally:
+        torch.set_num_threads(threads)
+    rows = [r for r in res["rows"] if r["status"] == "ok"]
+    cgds = {r["tol"]: r for r in rows if r["optimizer"] == "cgds"}
+    assert set(cgds) == {1e-10, 1e-6}
+    variants = {(r["cg_start"], r["tol"]): r for r in rows if r["key"].startswith("fastgame@")}
+    assert set(variants) == {(s, 1e-10 if t is None else t) for s, t in VARIANTS}
+    for (start, tol), r in variants.items():
+        k = r["cg_iters"]
+        if start == "warm":
+            assert r["hvp_passes"] == pytest.approx(2 + 2 * k)
+        elif start == "zero":
+            assert r["hvp_passes"] == pytest.approx(1 + 2 * k)
+        else:
+            assert r["hvp_passes"] >= 1 + 2 * k - 1e-9
+        assert r["speedup_vs_cgds"] == pytest.approx(cgds[tol]["ms_median"] / r["ms_median"])
+        assert r["dtheta_vs_cgds"] < 1e-3
+    assert run._fastest(res["rows"], rows[0]["config"], ("fastgame",))["tol"] == 1e-10
+    assert "recycle" in run.format_table(res["rows"], res["floors"])

@@ -408,7 +408,7 @@ def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
         kw = dict(lr_max=1e-2, lr_min=1e-2, tol=1e-14, atol=1e-30)
         ref = getattr(CGDs, cls)(max_params=D.parameters(), min_params=G.parameters(), **kw)
         fastgame.set_backend(name)
-        ours = getattr(fastgame, cls)(max_params=D2.parameters(), min_params=G2.parameters(), **kw)
+        ours = getattr(fastgame, cls)(max_params=D2.parameters(), min_params=G2.parameters(), cg_start="warm", **kw)
         for real, z in batches:
             ref.step(gan_loss(G, D, real, z))
             ours.step(gan_loss(G2, D2, real, z))

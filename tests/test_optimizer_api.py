@@ -45,12 +45,15 @@ def state_equal(a, b):
 
 
 # ---- the 2 + 2k pass schedule -----------------------------------------------------------
-def test_pass_count_is_2_plus_2k(float64, monkeypatch):
+@pytest.mark.parametrize("cg_start", ["warm", "zero"])
+def test_pass_count_is_2_plus_2k(float64, monkeypatch, cg_start):
+    """CGDs' warm start: 2 + 2k passes (1 + 2k on the first step); the default zero start 1 + 2k."""
     G, D, batches = make_case()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     ref = CGDs.ACGD(max_params=D2.parameters(), min_params=G2.parameters(), lr_max=1e-2, lr_min=1e-2,
                     tol=1e-14, collect_info=True)
-    opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=1e-2, lr_min=1e-2, tol=1e-14)
+    opt = fastgame.ACGD(max_params=D.parameters(), min_params=G.parameters(), lr_max=1e-2, lr_min=1e-2, tol=1e-14,
+                        **({"cg_start": cg_start} if cg_start == "warm" else {}))  # zero: the default
     calls = []
     real_grad = torch.autograd.grad
 
@@ -65,9 +68,10 @@ def test_pass_count_is_2_plus_2k(float64, monkeypatch):
         opt.step(gan_loss(G, D, real, z))
         monkeypatch.setattr(torch.autograd, "grad", real_grad)
         k = ref.info["iter_num"]
-        assert k >= 2 and opt.info["iter_num"] == k
+        assert k >= 2 and (opt.info["iter_num"] == k or cg_start == "zero")
+        k = opt.info["iter_num"]
         assert calls.count(True) == 1  # one create_graph backward for both players
-        assert calls.count(False) == (1 if t == 0 else 2) + 2 * k
+        assert calls.count(False) == (1 if t == 0 or cg_start == "zero" else 2) + 2 * k
         assert opt.info["hvp_passes"] == calls.count(False)
 
 
@@ -348,17 +352,24 @@ def test_zero_start_solves_the_same_system(cls, float64):
     torch.testing.assert_close(params(D, G), params(D2, G2), rtol=1e-8, atol=1e-10)
 
 
-def test_state_dict_of_an_older_version_loads():
-    """A dict saved before cg_start existed takes this optimizer's value."""
+@pytest.mark.parametrize("older, expected", [({}, "warm"), ({"warm_start": True}, "warm"),
+                                              ({"warm_start": False}, "zero")])
+def test_state_dict_of_an_older_version_loads(older, expected):
+    """A dict saved before cg_start existed resumes with the start it was saved with: warm (the
+    only one then, CGDs'), or what the short-lived bool ``warm_start`` hyperparameter said;
+    whatever the loading optimizer was built with."""
     G, D, batches = make_case()
-    opt = fastgame.ACGD(D.parameters(), G.parameters(), cg_start="zero")
-    opt.step(gan_loss(G, D, *batches[0]))
-    sd = opt.state_dict()
-    for g in sd["param_groups"]:
-        del g["cg_start"]
-    opt.load_state_dict(sd)
-    assert opt.param_groups[0]["cg_start"] == "zero"
-    opt.step(gan_loss(G, D, *batches[1]))
+    for own in ("zero", "recycle", "warm"):
+        opt = fastgame.ACGD(D.parameters(), G.parameters(), cg_start=own)
+        opt.step(gan_loss(G, D, *batches[0]))
+        sd = opt.state_dict()
+        for g in sd["param_groups"]:
+            del g["cg_start"]
+            g.update(older)
+        opt.load_state_dict(sd)
+        assert [g["cg_start"] for g in opt.param_groups] == [expected, expected]
+        opt.step(gan_loss(G, D, *batches[1]))
+        assert opt.info["hvp_passes"] == (2 if expected == "warm" else 1) + 2 * opt.info["iter_num"]
 
 
 def test_recycled_deflation_solves_the_same_system():

@@ -88,7 +88,9 @@ class GameOptimizer(torch.optim.Optimizer):
     state_keys: frozenset[str] = frozenset()
     game_state: dict[str, Validator] = {}
     row_state_keys: frozenset[str] = frozenset()  # per-player state that is a (k, numel) matrix
-    added_later: frozenset[str] = frozenset()  # hyperparameters a state_dict saved by an older version lacks
+    # Hyperparameters a state_dict saved by an older version lacks -> the value that version
+    # behaved as, given the saved group (so a resumed run keeps the behaviour it was saved with).
+    added_later: dict[str, Callable[[dict[str, Any]], Any]] = {}
     second_order: bool = True  # whether the gradients keep their graph for HVPs (False: first-order methods)
     needs_closure: bool = False  # whether the method re-evaluates the loss at other points (see _gradients_at)
 
@@ -494,8 +496,8 @@ class GameOptimizer(torch.optim.Optimizer):
             raise ValueError("state_dict['param_groups'] must be a list of dicts")
         if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in self.players]:
             raise ValueError("state_dict has a different number of parameters per player than this optimizer")
-        # Hyperparameters newer than the dict take this optimizer's values (see ``added_later``).
-        groups = [{**{k: own[k] for k in self.added_later if k not in g}, **g} for g, own in zip(groups, self.param_groups)]
+        # Hyperparameters newer than the dict take the values its version behaved as (``added_later``).
+        groups = [{**{k: older(g) for k, older in self.added_later.items() if k not in g}, **g} for g in groups]
         state_dict = {**state_dict, "param_groups": groups}
         self._validate_groups(groups, "load_state_dict")
         if not isinstance(state, dict):

@@ -16,7 +16,8 @@ class BCGD(CompetitiveGradient):
 
     Solves ``(I + lr_max lr_min D_xy D_yx) Δ = ...`` by CG for one player and
     back-substitutes the other, alternating every step. Same keywords, defaults and numbers
-    (to solver tolerance) as ``CGDs.BCGD`` 0.4.5.
+    (to solver tolerance) as ``CGDs.BCGD`` 0.4.5, except that CG starts from zero by default
+    (``cg_start="warm"`` is CGDs' start; see :class:`ACGD`).
 
     Args:
         max_params, min_params: the maximising and the minimising player's parameters.
@@ -32,7 +33,8 @@ class BCGD(CompetitiveGradient):
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
         max_iter: cap on CG iterations per step (None: the system size).
-        check_every, capturable, backend, cg_start, graph_cg: as for :class:`ACGD`.
+        check_every, capturable, backend, cg_start, graph_cg: as for :class:`ACGD` (``cg_start``
+            default "zero"; "warm" for CGDs' exact start).
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
@@ -45,7 +47,7 @@ class BCGD(CompetitiveGradient):
                  tol: float = 1e-12, atol: float = 1e-20, momentum: float = 0.0, device: Any = None,
                  solve_x: bool = False, collect_info: bool = True, max_iter: Optional[int] = None,
                  check_every: int = 1, capturable: bool = False, *, backend: Optional[str] = None,
-                 cg_start: str = "warm", graph_cg: bool = True) -> None:
+                 cg_start: str = "zero", graph_cg: bool = True) -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
                          check_every, capturable, backend, cg_start, graph_cg, momentum=momentum, update_max=update_max)
 

@@ -43,7 +43,8 @@ class CompetitiveGradient(GameOptimizer):
     hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
                        "check_every": positive_int, "capturable": boolean, "cg_start": one_of(*CG_STARTS)}
     game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "cg_start"})
-    added_later = frozenset({"cg_start"})
+    # A dict from before cg_start: CG started warm (CGDs' start), or as its bool warm_start said.
+    added_later = {"cg_start": lambda g: "zero" if g.get("warm_start") is False else "warm"}
     state_keys = frozenset({"warm_start", "ritz"})
     row_state_keys = frozenset({"ritz"})  # cg_start="recycle": the deflation vectors of the player solved next
     game_state = {"step": step_count, "solve_x": boolean}
@@ -51,7 +52,7 @@ class CompetitiveGradient(GameOptimizer):
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
                  tol: float, atol: float, solve_x: bool, collect_info: bool, max_iter: Optional[int],
                  check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
-                 cg_start: str = "warm", graph_cg: bool = True, **defaults: Any) -> None:
+                 cg_start: str = "zero", graph_cg: bool = True, **defaults: Any) -> None:
         boolean("graph_cg", graph_cg)
         self._check_combination({"capturable": capturable, "max_iter": max_iter, "cg_start": cg_start}, "__init__")
         super().__init__(max_params, min_params, lr_max, lr_min,

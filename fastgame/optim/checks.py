@@ -123,6 +123,14 @@ def finite_flags(tensors: Sequence[Tensor], device: torch.device) -> Tensor:
     makes every rank refuse the step (and none runs ahead into a collective the others skip).
     """
     # (an empty tensor has no max: it is finite, so it stands in as a 0)
-    norms = torch._foreach_norm([t.detach().reshape(-1) if t.numel() else t.new_zeros(1) for t in tensors],
-                                float("inf"))
+    flat = [t.detach().reshape(-1) if t.numel() else t.new_zeros(1) for t in tensors]
+    if all(t.device.type == "cpu" for t in flat):
+        # On the CPU the max-abs norm takes a slow unvectorised path (1.6 ms for 15 vectors of
+        # 33k floats against 0.09 ms here); a tensor is finite exactly when its minimum and its
+        # maximum are (NaN propagates through both; +inf shows in the maximum, -inf in the minimum).
+        mins, maxs = zip(*[torch.aminmax(t) for t in flat])
+        if len({t.dtype for t in flat}) > 1:
+            mins, maxs = [m.to(torch.float64) for m in mins], [m.to(torch.float64) for m in maxs]
+        return all_ranks_true((torch.isfinite(torch.stack(mins)) & torch.isfinite(torch.stack(maxs))).to(device))
+    norms = torch._foreach_norm(flat, float("inf"))
     return all_ranks_true(torch.isfinite(torch.stack([n.to(device=device, dtype=torch.float64) for n in norms])))
