@@ -163,14 +163,15 @@ def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
     assert parse_optimizer("acgd:cg_start=zero,tol=1e-6") == ("acgd", {"cg_start": "zero", "tol": 1e-6})
     assert parse_optimizer("bcgd:cg_start=recycle") == ("bcgd", {"cg_start": "recycle"})
     out = tmp_path / "cmp"
-    assert main(["compare", "--data", "ring8", "--optimizers", "acgd", "acgd:cg_start=zero,tol=1e-6", "adam",
-                 "--seeds", "0", "--out", str(out)] + TINY) == 0
+    assert main(["compare", "--data", "ring8", "--optimizers", "acgd", "acgd:cg_start=warm",
+                 "acgd:cg_start=zero,tol=1e-6", "adam", "--seeds", "0", "--out", str(out)] + TINY) == 0
     cfg = json.load(open(out / "acgd_cg_start=zero_tol=1e-6-seed0" / "config.json"))
     assert (cfg["cg_start"], cfg["tol"]) == ("zero", 1e-6)
-    assert json.load(open(out / "acgd-seed0" / "config.json"))["cg_start"] is None  # the optimizer's own (warm)
+    assert json.load(open(out / "acgd-seed0" / "config.json"))["cg_start"] is None  # the optimizer's own (zero)
     # The warm start's first step has no previous solution and starts from zero (1 + 2k), so the
     # first window (steps 1-2) averages 1.5 + 2k; later windows 2 + 2k.
-    for folder, firsts in (("acgd-seed0", (1.5, 2)), ("acgd_cg_start=zero_tol=1e-6-seed0", (1, 1))):
+    for folder, firsts in (("acgd_cg_start=warm-seed0", (1.5, 2)), ("acgd_cg_start=zero_tol=1e-6-seed0", (1, 1)),
+                           ("acgd-seed0", (1, 1))):
         for i, r in enumerate(_rows(out / folder)):
             assert float(r["hvp_passes"]) == pytest.approx(firsts[min(i, 1)] + 2 * float(r["cg_iters"])), folder
     assert all(float(r["hvp_passes"]) == 0 for r in _rows(out / "adam-seed0"))

@@ -137,14 +137,16 @@ def _ritz_vectors(W: Optional[Tensor], AW: Optional[Tensor], QW: Optional[Tensor
     if not Z:
         return empty
     Z, AZ, QZ = torch.stack(Z), torch.stack(AZ), torch.stack(QZ)
-    G = Z.double() @ Z.double().T
-    H = Z.double() @ AZ.double().T
+    # The Gram matrices in the vectors' own precision (a float64 product of these m x n blocks
+    # cost more than the rest of the extraction); only the small m x m problems are float64.
+    G = (Z @ Z.T).double()
+    H = (Z @ AZ.T).double()
     H = (H + H.T) / 2
     if not (bool(torch.isfinite(G).all()) and bool(torch.isfinite(H).all())):
         return empty  # a non-finite step: the caller's finiteness check refuses it
     try:
         lam, U = torch.linalg.eigh(G)  # an orthonormal basis of span(Z), dropping dependent directions
-        ok = lam > lam.max() * 1e-10
+        ok = lam > lam.max() * (1e-10 if Z.dtype == torch.float64 else 1e-6)
         if not bool(ok.any()):
             return empty
         B = U[:, ok] / lam[ok].sqrt()
