@@ -27,7 +27,8 @@ status=0
 export PYTHONUNBUFFERED=1
 
 {
-echo "# fastgame gpu_check $stamp  (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')), stages: $stages"
+# The device copy's git metadata can lag its working tree: say so when they differ.
+echo "# fastgame gpu_check $stamp  (git $(git rev-parse --short HEAD 2>/dev/null || echo '?')$(git diff --quiet HEAD 2>/dev/null || echo ' + uncommitted changes')), stages: $stages"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 nvcc --version | tail -n 2 || true
 "$PY" -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, 'gpu', torch.cuda.is_available())"
