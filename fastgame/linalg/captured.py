@@ -67,15 +67,16 @@ def on_side_stream(device: torch.device) -> Iterator[None]:
         current.wait_stream(stream)
 
 
-def why_not(device: torch.device) -> Optional[str]:
-    """Why CG iterations on ``device`` cannot be captured now (None: they can)."""
+def why_not(device: torch.device, stream: bool = True) -> Optional[str]:
+    """Why CG iterations on ``device`` cannot be captured now (None: they can); ``stream=False``
+    leaves out the current stream (for deciding whether to move a step off the default one)."""
     if device.type != "cuda" or not torch.cuda.is_available():
         return "not a CUDA device"
     if torch.cuda.is_current_stream_capturing():
         return "the step itself is being captured"
     if is_data_parallel():
         return "data-parallel (the passes all-reduce across ranks)"
-    if torch.cuda.current_stream(device) == torch.cuda.default_stream(device):
+    if stream and torch.cuda.current_stream(device) == torch.cuda.default_stream(device):
         return ("the loss was computed on the default CUDA stream (autograd replays each node on its "
                 "forward's stream, and the default stream cannot be captured); pass a closure to step()")
     return None

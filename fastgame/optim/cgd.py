@@ -194,8 +194,8 @@ class CompetitiveGradient(GameOptimizer):
         """A closure's step runs on the side stream when CG iterations are to be graph-replayed
         from the default stream (autograd then runs its nodes there, where they can be captured)."""
         device = self.players[0].device
-        if (closure is None or not self.graph_cg or self.capturable or device.type != "cuda"
-                or not torch.cuda.is_available() or torch.cuda.is_current_stream_capturing()
+        if (closure is None or not self.graph_cg or self.capturable or self._graph_cg_failed
+                or self.param_groups[0]["cg_start"] == "recycle" or captured.why_not(device, stream=False) is not None
                 or torch.cuda.current_stream(device) != torch.cuda.default_stream(device)):
             return contextlib.nullcontext()
         return captured.on_side_stream(device)
