@@ -3,7 +3,7 @@
 # ACGD vs Adam on the 8-Gaussians and on scikit-learn's handwritten digits, 2 seeds each,
 # with `fastgame compare`. Everything lands in one folder (default fastgame-runs/demo,
 # ignored by git; pass another as the first argument), whose path is printed at the end.
-# About 6-9 minutes on a 2-core CPU, plus 1-3 minutes of first-time set-up.
+# About 4-6 minutes on a 2-core CPU (3 min 42 s on an idle one), plus 1-3 minutes of first-time set-up.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source .ci/setup.sh
