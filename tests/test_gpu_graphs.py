@@ -166,3 +166,35 @@ def test_eager_step_replays_cg_iterations(cls, name, how, deterministic_cuda):
           f"{reserved[2] / 2**20:.0f} -> {reserved[-1] / 2**20:.0f}")
     torch.testing.assert_close(flat(G2, D2), flat(G, D), rtol=1e-5, atol=1e-6)
     assert reserved[-1] <= reserved[2] * 1.25 + 2**22  # the iteration graphs reuse one pool, step after step
+
+
+def test_eager_graph_cg_beside_a_cuda_thread():
+    """graph_cg captures every step; another thread's CUDA work (allocations, host reads, as a
+    pinning data loader does) must not break it, nor be broken by it."""
+    import threading
+
+    G, D, batches, loss_fn = cases()["mlp"]
+    G, D = G.cuda(), D.cuda()
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-3, lr_min=1e-3, tol=1e-8)
+    errors, stop = [], threading.Event()
+
+    def busy():
+        try:
+            while not stop.is_set():
+                t = torch.randn(1 << 16, device="cuda")
+                float(t.sum())
+                torch.empty(1 << 20, pin_memory=True)
+        except Exception as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    worker = threading.Thread(target=busy)
+    worker.start()
+    try:
+        for real, z in batches:
+            real, z = real.cuda(), z.cuda()
+            opt.step(lambda: loss_fn(G, D, real, z))
+    finally:
+        stop.set()
+        worker.join()
+    assert not errors, errors
+    assert opt.info["cg_graphed"], opt.graph_cg_reason

@@ -128,8 +128,10 @@ class IterationReplay:
             pool[0] = torch.cuda.graph_pool_handle()
         graph = torch.cuda.CUDAGraph()
         # capture_begin/end directly: torch.cuda.graph() would also synchronize, collect
-        # garbage and empty the allocator's cache, every solve.
-        graph.capture_begin(pool=pool[0])
+        # garbage and empty the allocator's cache, every solve. "thread_local": the user's other
+        # threads (a data loader pinning memory, say) may go on calling CUDA during the capture;
+        # autograd's own worker thread only launches onto the captured stream.
+        graph.capture_begin(pool=pool[0], capture_error_mode="thread_local")
         try:
             body()
         finally:
