@@ -101,7 +101,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cg-start", choices=CG_STARTS, default=None,
                    help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
                         "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
-                        "Default: the optimizer's own (warm)")
+                        "Default: the optimizer's own (zero)")
     g = p.add_argument_group("run")
     g.add_argument("--steps", type=_positive_int, default=None, help="training steps. Default: 2000")
     g.add_argument("--batch", type=_positive_int, default=256, help="batch size (all processes together). "
