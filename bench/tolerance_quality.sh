@@ -39,9 +39,14 @@ echo "   digits done after $total s"
 
 MACHINE="$(uname -m), $(nproc --all) CPU threads (shared with other jobs), $(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ //' || echo 'unknown CPU'), load average at the end $(cut -d' ' -f1-3 /proc/loadavg)"
 python - "$OUT" "$RESULT" "$total" "$MACHINE" "${RING[*]}" "${DIGITS[*]}" <<'EOF'
-import csv, json, os, statistics, sys
+import csv, inspect, json, os, statistics, sys
 
 import torch
+
+import fastgame
+
+START = inspect.signature(fastgame.ACGD).parameters["cg_start"].default  # what plain `acgd` runs
+SCHEDULE = {"warm": "2 + 2k with the warm start", "zero": "1 + 2k from a zero start"}.get(START, START)
 
 out, result, total, machine, ring_cmd, digits_cmd = sys.argv[1:7]
 PRIMARY = {"ring8": ["modes_covered", "high_quality", "mode_jsd"], "digits": ["fcd", "classes_covered", "class_kl"]}
@@ -52,7 +57,7 @@ lines = ["# Solve tolerance vs training quality (CPU)", "",
          "`acgd` is ACGD's default tolerance (tol 1e-12, the drop-in default); `tol` is relative and squared: "
          "CG stops when ||r||² < tol·||b||², so 1e-6 and 1e-4 are relative residuals of 1e-3 and 1e-2. "
          "Mean ± std over the seeds at the last step; passes = mixed double-backward (HVP) passes per step as "
-         "the optimizer counts them (2 + 2k with the warm start); wall-clock = seconds per run (training and "
+         f"the optimizer counts them ({SCHEDULE}: ACGD's default cg_start={START!r}); wall-clock = seconds per run (training and "
          "its 20 evaluations), on a shared machine."]
 for part, metrics in PRIMARY.items():
     with open(os.path.join(out, part, "compare.csv")) as f:

@@ -6,6 +6,7 @@ line ``fastgame: error: ...`` and exits with status 2 before anything is trained
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 from typing import Optional, Sequence
@@ -161,9 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _config(args: argparse.Namespace, **over) -> TrainConfig:
-    keys = ("data", "optimizer", "batch", "seed", "loss", "penalty", "penalty_weight", "lr_d", "lr_g", "model",
-            "width", "latent", "image_size", "tol", "max_iter", "cg_start", "device", "dtype", "bf16", "batchnorm",
-            "graphed", "eval_every", "eval_samples", "checkpoint_every", "threads", "out")
+    keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"steps", "extra"}  # the options of the same names
     kw = {k: getattr(args, k) for k in keys if hasattr(args, k)}
     kw["steps"] = args.steps or TrainConfig.steps
     kw.update(over)

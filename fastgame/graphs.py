@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .linalg.captured import retire_side_stream, side_stream
+from .linalg.captured import on_side_stream, retire_side_stream, side_stream
 from .optim.base import GameOptimizer
 
 
@@ -89,12 +89,8 @@ class GraphedStep:
         return loss
 
     def _warmup_step(self) -> Tensor:
-        stream = side_stream(self.opt.players[0].device)
-        stream.wait_stream(torch.cuda.current_stream())
-        with torch.cuda.stream(stream):
-            loss = self.opt.step(self._closure)
-        torch.cuda.current_stream().wait_stream(stream)
-        return loss
+        with on_side_stream(self.opt.players[0].device):
+            return self.opt.step(self._closure)
 
     def _capture(self, phase: int) -> Optional[Tensor]:
         """Capture this phase's step and replay it once (that is the step); None if the capture

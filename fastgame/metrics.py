@@ -20,6 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .checkpoint import atomic_write
 from .data import digits_split, load_digits, resize_images
 
 __all__ = ["DigitClassifier", "digit_classifier", "cache_dir", "frechet_distance", "DigitMetrics", "class_metrics"]
@@ -116,12 +117,7 @@ def digit_classifier(verbose: bool = False) -> DigitClassifier:
     os.makedirs(os.path.dirname(path), exist_ok=True)
     sd = dict(model.state_dict())
     sd["held_out_accuracy"] = torch.tensor(model.held_out_accuracy)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(sd, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_write(path, lambda f: torch.save(sd, f))
     return model
 
 

@@ -95,8 +95,8 @@ class _CGDStepper:
 
 def _counts(opt: Any) -> tuple[Tensor, Tensor]:
     """(solver iterations, mixed-HVP passes) of ``opt``'s last step, from its ``get_info()``."""
-    info = opt.get_info()
-    return (torch.as_tensor(float(info.get("iter_num", 0))), torch.as_tensor(float(info.get("hvp_passes", 0))))
+    info = opt.get_info()  # as tensors, without reading a device count (a graphed step's) to the host
+    return tuple(torch.as_tensor(info.get(k, 0), dtype=torch.float32) for k in ("iter_num", "hvp_passes"))
 
 
 class _GACGDStepper:

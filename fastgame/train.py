@@ -20,6 +20,7 @@ import copy
 import dataclasses
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Any, Optional
@@ -31,15 +32,15 @@ from torch import Tensor, nn
 from . import losses as L
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json
 from .data import BatchSampler, Dataset, load_dataset
-from .nn import convert_batchnorm
 from .models import ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, mlp_gan
+from .nn import convert_batchnorm
+from .optim.cgd import CG_STARTS
 from .steppers import OPTIMIZERS, GameLosses, make_stepper
 
 __all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "MODELS"]
 
 MODELS = ("auto", "mlp", "dcgan", "wgan_gp_dcgan")
 PENALTIES = ("none",) + tuple(L.PENALTIES)
-CG_STARTS = ("warm", "zero", "recycle")  # as fastgame.optim.cgd.CG_STARTS
 _WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
 _LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
 _LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
@@ -293,28 +294,33 @@ class Run:
             t = torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)
             lo = self.rank * k
             d, g, it, hp = self.stepper.step(real, z[lo:lo + k].to(self.device), t[lo:lo + k].to(self.device))
-            window.append(torch.stack([d.float().cpu(), g.float().cpu(), it.float().cpu(), hp.float().cpu()]))
+            # kept on the device: read every 10 steps for the bar and at evaluations, not every step
+            window.append(torch.stack([d.detach().float(), g.detach().float(),
+                                       it.to(d.device, torch.float32), hp.to(d.device, torch.float32)]))
             self.step += 1
             last = self.step == cfg.steps
             if bar is not None and (self.step % 10 == 0 or last):
-                m = window[-1]
+                m = window[-1].tolist()
                 bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}", cg=int(m[2]), **shown, refresh=False)
                 bar.update(self.step - bar.n)
-            if self.step % cfg.eval_every == 0 or last:
+            evaluate, save = self.step % cfg.eval_every == 0 or last, self.step % cfg.checkpoint_every == 0 or last
+            if evaluate or save:
                 self.elapsed = time.perf_counter() - start
+                paused = time.perf_counter()  # the training clock stops for evaluations and checkpoints
+            if evaluate:
                 if main:
-                    row = self._evaluate(torch.stack(window).mean(0))
+                    row = self._evaluate(torch.stack(window).mean(0).cpu())
                     if quiet:
                         print(f"{label or cfg.optimizer} step {self.step}/{cfg.steps} "
                               + " ".join(f"{k_}={_fmt(v)}" for k_, v in row.items() if k_ != "step"), flush=True)
                     shown = {m_: _fmt(row[m_]) for m_ in self.evaluator.names[:2]}
                 window = []
-            if self.step % cfg.checkpoint_every == 0 or last:
-                self.elapsed = time.perf_counter() - start
-                if main:
-                    save_checkpoint(os.path.join(self.out, "checkpoint.pt"), self._state())
-                    plot_curves(os.path.join(self.out, "curves.png"), self.rows, self.evaluator.names,
-                                f"{cfg.optimizer} on {cfg.data}, seed {cfg.seed}")
+            if save and main:
+                save_checkpoint(os.path.join(self.out, "checkpoint.pt"), self._state())
+                plot_curves(os.path.join(self.out, "curves.png"), self.rows, self.evaluator.names,
+                            f"{cfg.optimizer} on {cfg.data}, seed {cfg.seed}")
+            if evaluate or save:
+                start += time.perf_counter() - paused
         if bar is not None:
             bar.close()
         return self.rows
@@ -332,9 +338,9 @@ class Run:
         write_json(os.path.join(self.out, "metrics.json"), self.rows)
         title = f"{cfg.optimizer} on {os.path.basename(cfg.data)}, step {self.step}\n" + ", ".join(
             f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
-        for path in (os.path.join(self.out, "samples", f"step_{self.step:06d}.png"),
-                     os.path.join(self.out, "samples.png")):
-            self.evaluator.picture(path, samples, title)
+        picture = os.path.join(self.out, "samples", f"step_{self.step:06d}.png")
+        self.evaluator.picture(picture, samples, title)
+        shutil.copyfile(picture, os.path.join(self.out, "samples.png"))
         return row
 
 

@@ -25,7 +25,11 @@ def test_tensor_files(tmp_path):
     assert float(load_dataset(str(tmp_path / "u8.npy")).tensor.min()) == 1.0
     torch.save(torch.rand(5, 16, 16), tmp_path / "unit.pt")  # floats in [0, 1] -> [-1, 1]
     d = load_dataset(str(tmp_path / "unit.pt"), image_size=8)
-    assert d.sample_shape == (1, 8, 8) and float(d.tensor.min()) >= -1.0
+    assert d.sample_shape == (1, 8, 8) and float(d.tensor.min()) >= -1.0 and float(d.tensor.max()) <= 1.0
+    unit = torch.rand(5, 16, 16)
+    torch.save(unit, tmp_path / "unit16.pt")  # at its own size: exactly 2x - 1
+    torch.testing.assert_close(load_dataset(str(tmp_path / "unit16.pt"), image_size=16).tensor.reshape(5, 16, 16),
+                               unit * 2 - 1)
     torch.save(torch.full((5, 8, 8), 3.0), tmp_path / "big.pt")
     with pytest.raises(DataError, match=r"\[0, 1\] or \[-1, 1\]"):
         load_dataset(str(tmp_path / "big.pt"))

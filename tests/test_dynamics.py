@@ -15,9 +15,7 @@ import torch
 
 import fastgame
 from fastgame.games import Bilinear, DiracGAN, GaussianLocationGame, ICRQuadratic
-from tests.test_optimizer_api import _NanInDoubleBackward
-from tests.test_reliability import _equal
-from tests.test_sync_free import NoHostReads
+from tests.helpers import NanInDoubleBackward, NoHostReads, state_equal
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIRST_ORDER = ["simgd", "simadam", "altgd", "altadam", "extragradient", "extra-adam", "ogda", "optimistic-adam"]
@@ -325,7 +323,7 @@ def test_capturable_non_finite_step_is_skipped(name):
     assert torch.equal(game.point(), point)
     with pytest.raises(FloatingPointError, match="loss"):
         opt.raise_if_nonfinite()
-    assert _equal(before, opt.state_dict())
+    assert state_equal(before, opt.state_dict())
 
 
 # ---- state ---------------------------------------------------------------------------------------
@@ -384,7 +382,7 @@ def bad_loss(stage, game):
         return x @ A @ y * float("nan")
     if stage == "gradient":  # d/dx sqrt(x² − x²) at 0 is inf·0 = nan; the loss is finite
         return x @ A @ y + torch.sqrt((x * x - x.detach() ** 2).sum())
-    return x @ A @ _NanInDoubleBackward.apply(y)
+    return x @ A @ NanInDoubleBackward.apply(y)
 
 
 @pytest.mark.parametrize("name, stage", [(name, stage) for name in METHODS for stage in ("loss", "gradient", "hvp")
@@ -397,7 +395,7 @@ def test_non_finite_step_raises_and_changes_nothing(name, stage):
     match = {"loss": "loss", "gradient": "gradient of the min player", "hvp": "HVP"}[stage]
     with pytest.raises(FloatingPointError, match=match):
         opt.step(lambda: bad_loss(stage, game))
-    assert torch.equal(game.point(), point) and _equal(before, opt.state_dict())
+    assert torch.equal(game.point(), point) and state_equal(before, opt.state_dict())
     opt.step(game.loss)  # and it still works
     assert opt.state_dict()["state"]["game"]["step"] == 2
 
@@ -415,7 +413,7 @@ def test_non_finite_at_the_extrapolated_point_restores_the_parameters(name):
         return game.loss() if len(calls) == 1 else bad_loss("gradient", game)
     with pytest.raises(FloatingPointError, match="gradient of the min player (after|at)"):
         opt.step(closure)
-    assert torch.equal(game.point(), point) and _equal(before, opt.state_dict())
+    assert torch.equal(game.point(), point) and state_equal(before, opt.state_dict())
 
 
 @pytest.mark.parametrize("name", METHODS)
@@ -438,7 +436,7 @@ def test_bad_input_raises_value_error_and_changes_nothing(name):
     with pytest.raises(ValueError, match="lr"):
         opt.step(game.loss)
     opt.param_groups[0]["lr"] = 0.1
-    assert torch.equal(game.point(), point) and _equal(before, opt.state_dict())
+    assert torch.equal(game.point(), point) and state_equal(before, opt.state_dict())
 
 
 def test_closure_methods_refuse_a_loss_tensor():

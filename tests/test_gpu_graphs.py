@@ -164,7 +164,7 @@ def test_eager_step_replays_cg_iterations(cls, name, how, deterministic_cuda):
     diff = (flat(G2, D2) - flat(G, D)).abs().max().item()
     print(f"graph_cg {cls.__name__} {name} {how}: max |dθ| vs eager {diff:.2e}, reserved MB "
           f"{reserved[2] / 2**20:.0f} -> {reserved[-1] / 2**20:.0f}")
-    torch.testing.assert_close(flat(G2, D2), flat(G, D), rtol=1e-5, atol=1e-6)
+    assert torch.equal(flat(G2, D2), flat(G, D))  # the same kernels, deterministic settings: 0.0 on an H200
     assert reserved[-1] <= reserved[2] * 1.25 + 2**22  # the iteration graphs reuse one pool, step after step
 
 

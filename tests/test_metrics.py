@@ -12,15 +12,8 @@ from fastgame.data import digits_split, load_digits, resize_images
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    old = os.environ.get("FASTGAME_CACHE")
-    # One cache for the whole session: the classifier is trained once for all test modules.
-    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.getbasetemp() / "fastgame-cache")
-    yield metrics.digit_classifier()
-    if old is None:
-        del os.environ["FASTGAME_CACHE"]
-    else:
-        os.environ["FASTGAME_CACHE"] = old
+def classifier(fastgame_cache):
+    return metrics.digit_classifier()
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ import torch
 
 import fastgame
 from fastgame.linalg.hvp import MixedHVP
-from tests.helpers import NanGradient
+from tests.helpers import NanGradient, snapshot
 
 BAD = [float("nan"), float("inf")]
 
@@ -76,10 +76,6 @@ def do_step(opt, x, y, f, bad_loss=None, bad_grad=None):
     if isinstance(opt, fastgame.GACGD):
         return opt.step(loss, -f(x, y, bad_grad))
     return opt.step(loss)
-
-
-def snapshot(opt, x, y):
-    return opt.state_dict(), x.detach().clone(), y.detach().clone()
 
 
 def assert_unchanged(before, opt, x, y):

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import fastgame
+from tests.helpers import snapshot, state_equal
 
 ALL = [fastgame.ACGD, fastgame.BCGD, fastgame.GACGD]
 
@@ -34,21 +35,7 @@ def step(opt, x, y, A):
 def unchanged(opt, x, y, before):
     sd, x0, y0 = before
     return (torch.equal(x.detach(), x0) and torch.equal(y.detach(), y0)
-            and _equal(sd, opt.state_dict()))
-
-
-def _equal(a, b):
-    if isinstance(a, torch.Tensor):
-        return isinstance(b, torch.Tensor) and a.shape == b.shape and a.dtype == b.dtype and torch.equal(a, b)
-    if isinstance(a, dict):
-        return isinstance(b, dict) and a.keys() == b.keys() and all(_equal(a[k], b[k]) for k in a)
-    if isinstance(a, (list, tuple)):
-        return len(a) == len(b) and all(_equal(u, v) for u, v in zip(a, b))
-    return a == b
-
-
-def snap(opt, x, y):
-    return opt.state_dict(), x.detach().clone(), y.detach().clone()
+            and state_equal(sd, opt.state_dict()))
 
 
 # ---- copies -------------------------------------------------------------------------------
@@ -74,7 +61,7 @@ def test_copies_work_and_are_independent(cls, how):
     for _ in range(3):
         step(opt, x, y, A)
     assert torch.equal(cx.detach(), x.detach()) and torch.equal(cy.detach(), y.detach())
-    assert _equal(copied.state_dict(), opt.state_dict())
+    assert state_equal(copied.state_dict(), opt.state_dict())
 
 
 # ---- stale losses, closures under no_grad ---------------------------------------------------
@@ -83,7 +70,7 @@ def test_stale_loss_is_refused(cls):
     x, y, A, opt = make(cls)
     losses = loss_of(opt, x, y, A)
     opt.step(*losses)
-    before = snap(opt, x, y)
+    before = snapshot(opt, x, y)
     with pytest.raises(ValueError, match="already used by a previous step"):
         opt.step(*losses)
     assert unchanged(opt, x, y, before)
@@ -121,7 +108,7 @@ def test_invalid_group_values_are_refused_at_the_next_step(cls, key, value):
     if key not in opt.param_groups[0]:
         pytest.skip(f"{cls.__name__} has no {key}")
     step(opt, x, y, A)
-    before = snap(opt, x, y)
+    before = snapshot(opt, x, y)
     for g in opt.param_groups if key in ("tol", "max_iter", "restart") else opt.param_groups[:1]:
         g[key] = value
     with pytest.raises(ValueError, match=key):
@@ -199,7 +186,7 @@ def test_load_state_dict_validates_everything_first(cls):
     x2, y2, _, target = make(cls, seed=1)
     step(target, x2, y2, A)
     for label, bad in _bad_dicts(cls, good):
-        before = snap(target, x2, y2)
+        before = snapshot(target, x2, y2)
         with pytest.raises(ValueError):
             target.load_state_dict(bad)
         assert unchanged(target, x2, y2, before), label
@@ -213,7 +200,7 @@ def test_another_optimizers_state_dict_is_refused(src, dst):
     x, y, A, opt = make(src)
     step(opt, x, y, A)
     x2, y2, _, target = make(dst)
-    before = snap(target, x2, y2)
+    before = snapshot(target, x2, y2)
     with pytest.raises(ValueError, match="another optimizer|lacks|keeps"):
         target.load_state_dict(opt.state_dict())
     assert unchanged(target, x2, y2, before)
@@ -280,7 +267,7 @@ def test_shape_change_is_refused_and_changes_nothing(cls):
     x, y, A, opt = make(cls)
     step(opt, x, y, A)
     x.data = torch.zeros(5)
-    before = snap(opt, x, y)
+    before = snapshot(opt, x, y)
     f = x.sum() * y.sum()
     with pytest.raises(ValueError, match="changed shape from"):
         opt.step(f, -f) if cls is fastgame.GACGD else opt.step(f)
@@ -305,7 +292,7 @@ def test_loss_whose_graph_was_freed_is_a_value_error(cls):
     x, y, A, opt = make(cls)
     losses = loss_of(opt, x, y, A)
     losses[0].backward()
-    before = snap(opt, x, y)
+    before = snapshot(opt, x, y)
     with pytest.raises(ValueError, match="graph was already freed"):
         opt.step(*losses)
     assert unchanged(opt, x, y, before)

@@ -7,7 +7,7 @@ import torch
 
 import fastgame
 from bench.models import gan_loss, mlp_gan, ring_data
-from tests.helpers import flat
+from tests.helpers import NoHostReads, flat
 
 OPTIMIZERS = [fastgame.ACGD, fastgame.BCGD]
 
@@ -53,25 +53,6 @@ def test_capturable_matches_eager(cls, kw):
         assert int(capt.info["iter_num"]) == eager.info["iter_num"]
     torch.testing.assert_close(flat(D2, G2), flat(D, G), rtol=1e-5, atol=1e-6)
     assert isinstance(capt.state["game"]["step"], torch.Tensor) and int(capt.state["game"]["step"]) == 10
-
-
-class NoHostReads:
-    """Make every device-to-host read raise, as torch.cuda.set_sync_debug_mode('error')
-    would on a GPU."""
-
-    def __enter__(self):
-        self.saved = {}
-        for name in ("item", "tolist", "__bool__", "__int__", "__float__", "numpy", "cpu"):
-            self.saved[name] = getattr(torch.Tensor, name)
-
-            def refuse(*args, _name=name, **kwargs):
-                raise AssertionError(f"host read Tensor.{_name} inside a capturable step")
-            setattr(torch.Tensor, name, refuse)
-        return self
-
-    def __exit__(self, *exc):
-        for name, fn in self.saved.items():
-            setattr(torch.Tensor, name, fn)
 
 
 @pytest.mark.parametrize("cls", OPTIMIZERS)

@@ -19,16 +19,9 @@ TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64",
 
 
 @pytest.fixture(scope="module", autouse=True)
-def cache(tmp_path_factory):
-    """The digit classifier is trained once into a temporary cache for this module."""
-    old = os.environ.get("FASTGAME_CACHE")
-    # One cache for the whole session: the classifier is trained once for all test modules.
-    os.environ["FASTGAME_CACHE"] = str(tmp_path_factory.getbasetemp() / "fastgame-cache")
-    yield
-    if old is None:
-        del os.environ["FASTGAME_CACHE"]
-    else:
-        os.environ["FASTGAME_CACHE"] = old
+def cache(fastgame_cache):
+    """The digit classifier is trained once into the session's temporary cache."""
+    return fastgame_cache
 
 
 def _rows(run_dir):

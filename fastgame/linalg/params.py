@@ -12,6 +12,8 @@ from typing import Iterable, Optional, Sequence
 import torch
 from torch import Tensor
 
+from .flat import flatten, split_like
+
 
 def as_param_list(params: Iterable[Tensor], name: str) -> list[Tensor]:
     """Validate one player's parameters: a non-empty list of distinct leaf tensors that
@@ -121,15 +123,15 @@ class Player:
 
     def split(self, vec: Tensor) -> list[Tensor]:
         """Views of a flat vector (last dimension) shaped like the parameters."""
-        if vec.dim() == 1 and all(self.numels):  # torch's C++ unflatten: narrow + view, half the host time
-            return list(torch._utils._unflatten_dense_tensors(vec, self.params))
+        if vec.dim() == 1:
+            return split_like(vec, self.params)
         lead = vec.shape[:-1]
         return [t.view(tuple(lead) + tuple(s)) for t, s in zip(torch.split(vec, self.numels, dim=-1), self.shapes)]
 
     def gather(self, tensors: Sequence[Tensor], batch: int | None = None) -> Tensor:
         """One flat vector (or a ``(batch, numel)`` matrix) from per-parameter tensors."""
-        if batch is None:  # torch's C++ flatten: cat of the flattened tensors, half the host time
-            return torch._utils._flatten_dense_tensors(list(tensors))
+        if batch is None:
+            return flatten(tensors)
         # materialize_grads gives unbatched zeros for inputs a batched pass does not reach
         return torch.cat([(t if t.dim() > len(s) else t.expand(batch, *s)).reshape(batch, -1)
                           for t, s in zip(tensors, self.shapes)], dim=1)

@@ -55,6 +55,7 @@ class ACGD(CompetitiveGradient):
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
     state_keys = frozenset({"warm_start", "ritz", "square_avg"})
+    nonnegative_state_keys = frozenset({"square_avg"})
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  max_reducer: Any = None, min_reducer: Any = None,

@@ -88,6 +88,7 @@ class GameOptimizer(torch.optim.Optimizer):
     state_keys: frozenset[str] = frozenset()
     game_state: dict[str, Validator] = {}
     row_state_keys: frozenset[str] = frozenset()  # per-player state that is a (k, numel) matrix
+    nonnegative_state_keys: frozenset[str] = frozenset()  # per-player state that must be >= 0 (second moments)
     # Hyperparameters a state_dict saved by an older version lacks -> the value that version
     # behaved as, given the saved group (so a resumed run keeps the behaviour it was saved with).
     added_later: dict[str, Callable[[dict[str, Any]], Any]] = {}
@@ -117,6 +118,7 @@ class GameOptimizer(torch.optim.Optimizer):
         self.info: dict[str, Any] = {}
         self.ops = ops.dispatch(self.backend)  # the fused ops under this optimizer's backend choice
         self._lr_t: list[Optional[Tensor]] = [None, None]
+        self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         # A capturable step's checks: (stages, device flags, host flags once read).
         self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
@@ -319,7 +321,14 @@ class GameOptimizer(torch.optim.Optimizer):
         checks += [(f"update of {lab} (stage: update)", d) for lab, d in zip(labels, proposal.deltas) if d is not None]
         checks += [(f"new {k} of {self.player_label.format(name)} (stage: optimizer state)", t)
                    for name, entries in proposal.state.items() for k, t in entries.items()]
-        return checks
+        # A tensor listed twice (a method's own check, then as an update or state) is checked
+        # once, under its first, more specific stage.
+        unique, seen = [], set()
+        for stage, t in checks:
+            if id(t) not in seen:
+                seen.add(id(t))
+                unique.append((stage, t))
+        return unique
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Sequence[Optional[Tensor]], capturable: bool) -> None:
         """Add optional diagnostics to ``self.info`` after the commit."""
@@ -410,8 +419,14 @@ class GameOptimizer(torch.optim.Optimizer):
         for i, player in enumerate(self.players):
             if self._lr_t[i] is None or self._lr_t[i].device != player.device:
                 self._lr_t[i] = torch.zeros((), dtype=torch.float64, device=player.device)
-            if not _capturing():  # a graph replays the lr tensors; the caller refreshes them
-                self._lr_t[i].fill_(float(self.param_groups[i]["lr"]))
+                self._lr_host[i] = None
+            lr = float(self.param_groups[i]["lr"])
+            # Filled only when the value changed (a kernel launch on CUDA, and methods ask
+            # several times a step); not while capturing: a graph replays the lr tensors, and
+            # the caller refreshes them.
+            if lr != self._lr_host[i] and not _capturing():
+                self._lr_t[i].fill_(lr)
+                self._lr_host[i] = lr
         return self._lr_t[0], self._lr_t[1]
 
     def _finite_flags(self, checks: Sequence[tuple[str, Tensor]]) -> Tensor:
@@ -553,7 +568,7 @@ class GameOptimizer(torch.optim.Optimizer):
                 raise ValueError(f"{where}.{k} has dtype {v.dtype}; expected a floating-point tensor")
             if not bool(torch.isfinite(v).all()):
                 raise ValueError(f"{where}.{k} has non-finite values")
-            if k == "square_avg" and bool((v < 0).any()):
+            if k in self.nonnegative_state_keys and bool((v < 0).any()):
                 raise ValueError(f"{where}.{k} has negative values (a second-moment average is >= 0)")
 
     def get_info(self) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Optional, Sequence, Union
+from typing import Any, Callable, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -66,14 +66,6 @@ def one_of(*choices: str) -> Validator:
 def check_nonnegative(**values: float) -> None:
     for name, v in values.items():
         nonnegative(name, v)
-
-
-def check_beta(beta: float, name: str = "beta") -> None:
-    unit_interval(name, beta)
-
-
-def check_max_iter(max_iter: Optional[int]) -> None:
-    optional_count("max_iter", max_iter)
 
 
 def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:

@@ -79,6 +79,7 @@ class GACGD(GameOptimizer):
                        "atol": nonnegative, "max_iter": optional_count, "restart": positive_int, "warm_start": boolean}
     game_wide = frozenset({"tol", "atol", "max_iter", "restart", "warm_start"})
     state_keys = frozenset({"square_avg", "warm_start"})
+    nonnegative_state_keys = frozenset({"square_avg"})
     game_state = {"step": step_count}
 
     def __init__(self, x_params: Iterable[Tensor], y_params: Iterable[Tensor],
