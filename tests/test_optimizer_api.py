@@ -135,11 +135,13 @@ def test_reflattens_after_module_cast():
 @pytest.mark.parametrize("cls", OPTIMIZERS)
 def test_state_dict_is_a_copy_and_round_trips(cls):
     G, D, batches = make_case()
-    opt = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2)
+    kw = {"momentum": 0.5} if cls is fastgame.BCGD else {}  # so both keep per-player state (BCGD: its buffer)
+    opt = cls(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, **kw)
     for real, z in batches[:3]:
         opt.step(gan_loss(G, D, real, z))
     sd = opt.state_dict()
     assert sd["state"]["game"] == {"step": 3, "solve_x": True}
+    assert sd["state"]["max"]
     for t in sd["state"]["max"].values():
         t.add_(1.0)  # mutating the copy must not touch the optimizer
     assert not state_equal(sd["state"], opt.state_dict()["state"])
@@ -147,7 +149,7 @@ def test_state_dict_is_a_copy_and_round_trips(cls):
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     opt_copy = cls(D2.parameters(), G2.parameters(), lr_max=1.0, lr_min=1.0)
     opt_copy.load_state_dict(opt.state_dict())
-    assert opt_copy.param_groups[0]["lr"] == 1e-2
+    assert opt_copy.param_groups[0]["lr"] == 1e-2 and opt_copy.param_groups[0].get("momentum") == kw.get("momentum")
     for real, z in batches[3:6]:
         opt.step(gan_loss(G, D, real, z))
         opt_copy.step(gan_loss(G2, D2, real, z))
@@ -342,12 +344,14 @@ def test_state_dict_of_an_older_version_loads(older, expected):
     whatever the loading optimizer was built with."""
     G, D, batches = make_case()
     for own in ("zero", "recycle", "warm"):
-        opt = fastgame.ACGD(D.parameters(), G.parameters(), cg_start=own)
-        opt.step(gan_loss(G, D, *batches[0]))
-        sd = opt.state_dict()
+        # older versions kept the warm starts in the state whatever they started from
+        saver = fastgame.ACGD(D.parameters(), G.parameters(), cg_start="warm")
+        saver.step(gan_loss(G, D, *batches[0]))
+        sd = saver.state_dict()
         for g in sd["param_groups"]:
             del g["cg_start"]
             g.update(older)
+        opt = fastgame.ACGD(D.parameters(), G.parameters(), cg_start=own)
         opt.load_state_dict(sd)
         assert [g["cg_start"] for g in opt.param_groups] == [expected, expected]
         opt.step(gan_loss(G, D, *batches[1]))

@@ -179,11 +179,12 @@ def _bad_dicts(cls, good):
 
 @pytest.mark.parametrize("cls", ALL)
 def test_load_state_dict_validates_everything_first(cls):
-    x, y, A, opt = make(cls)
+    warm = {} if cls is fastgame.GACGD else {"cg_start": "warm"}  # so the state holds warm starts to corrupt
+    x, y, A, opt = make(cls, **warm)
     for _ in range(2):
         step(opt, x, y, A)
     good = opt.state_dict()
-    x2, y2, _, target = make(cls, seed=1)
+    x2, y2, _, target = make(cls, seed=1, **warm)
     step(target, x2, y2, A)
     for label, bad in _bad_dicts(cls, good):
         before = snapshot(target, x2, y2)

@@ -86,7 +86,8 @@ class CompetitiveGradient(GameOptimizer):
         raise NotImplementedError
 
     def _initial_state(self, player: Any) -> dict[str, Tensor]:
-        return {"warm_start": torch.zeros_like(player.flat)}
+        # the warm start is kept only where it is read (a capturable step allocates what is missing each step)
+        return {"warm_start": torch.zeros_like(player.flat)} if self.param_groups[0]["cg_start"] == "warm" else {}
 
     def _solved_player(self) -> int:
         """0 to solve for the max player this step, 1 for the min player."""
@@ -159,7 +160,8 @@ class CompetitiveGradient(GameOptimizer):
         deltas, updated = self._updates(sol, step)
         for i, name in enumerate(names):
             state.setdefault(name, {}).update(updated.get(name, {}))
-            state[name]["warm_start"] = sol.warm_start[i]
+            if start == "warm":  # the next solve's start; nothing else reads it
+                state[name]["warm_start"] = sol.warm_start[i]
         if start == "recycle":  # the Ritz vectors belong to the player solved next
             state[names[self._next_solved_player(a)]]["ritz"] = keep
         # Each mixed HVP result reaches the right-hand side, the CG residual, the solution or

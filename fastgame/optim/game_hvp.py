@@ -8,7 +8,7 @@ double-backward pass through the step's create_graph gradients, as the mixed blo
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -46,11 +46,14 @@ class GameHVP(MixedHVP):
                 start += n
         return flats
 
-    def jacobian_transpose(self, u: Sequence[Tensor]) -> tuple[Tensor, Tensor]:
-        """Jᵀu = ∂(v·u)/∂z in one pass over both players (with u = v: ∇H, H = ½‖v‖²)."""
+    def jacobian_transpose(self, u: Sequence[Optional[Tensor]]) -> tuple[Tensor, Tensor]:
+        """Jᵀu = ∂(v·u)/∂z in one pass over both players (with u = v: ∇H, H = ½‖v‖²). ``u[1]``
+        None: u_y = 0, and the pass leaves player y's gradient out (less backward work)."""
         (sx, sy), (px, py) = self.step_grads, self.players
-        vecs = px.split(self.signs[0] * u[0]) + py.split(self.signs[1] * u[1])
-        gx, gy = self._pass([*sx, *sy], (0, 1), vecs)
+        if u[1] is None:
+            gx, gy = self._pass(list(sx), (0, 1), px.split(self.signs[0] * u[0]))
+        else:
+            gx, gy = self._pass([*sx, *sy], (0, 1), px.split(self.signs[0] * u[0]) + py.split(self.signs[1] * u[1]))
         return gx, gy
 
     def cross_gradient(self, i: int) -> Tensor:

@@ -39,7 +39,8 @@ class BestResponseManifold(GameDynamics):
             steps of the retraction. warm_start: start the solve from the last step's w.
 
     ``step`` needs a closure (evaluated at every retraction iterate). Cost per step:
-    1 + ``retraction_steps`` gradient evaluations and 2·``ls_iters`` + 4 HVP passes.
+    1 + ``retraction_steps`` gradient evaluations and 2·``ls_iters`` + 1 HVP passes (+ 2 when
+    warm-started from a saved w).
     Capturable (the solve runs a fixed number of iterations).
     """
 
@@ -65,24 +66,27 @@ class BestResponseManifold(GameDynamics):
         v = (hvp.cross_gradient(0), g)  # ∇ℓ_G: on 𝓜, ℓ_G also changes through D
 
         def normal(w: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # MMᵀw, and Mᵀw
-            mt_w = hvp.jacobian_transpose((w, torch.zeros_like(g)))
+            mt_w = hvp.jacobian_transpose((w, None))
             return hvp.jacobian_row(0, mt_w), mt_w
 
         saved = self.state.get(self.players[0].name, {}).get("ls_solution")
-        w = torch.zeros_like(d) if saved is None or not group["warm_start"] else saved
-        mm_w, _ = normal(w)
+        if saved is None or not group["warm_start"]:  # w = 0: MMᵀw and Mᵀw are zero, no passes
+            w, mm_w, mt_w = torch.zeros_like(d), torch.zeros_like(d), (torch.zeros_like(d), torch.zeros_like(g))
+        else:
+            w = saved
+            mm_w, mt_w = normal(w)
         r = hvp.jacobian_row(0, v) - mm_w  # Mv − MMᵀw
         p, rr = r, r.dot(r)
         for _ in range(group["ls_iters"]):  # CG, a fixed count: no host read
-            mm_p, _ = normal(p)
+            mm_p, mt_p = normal(p)
             curvature = p.dot(mm_p)
             alpha = torch.where(curvature > 0, rr / curvature, torch.zeros_like(rr))
             w = w + alpha * p
+            mt_w = (mt_w[0] + alpha * mt_p[0], mt_w[1] + alpha * mt_p[1])  # Mᵀw along, as CG tracks u
             r = r - alpha * mm_p
             rr_next = r.dot(r)
             p = r + torch.where(rr > 0, rr_next / rr, torch.zeros_like(rr)) * p
             rr = rr_next
-        mt_w = hvp.jacobian_transpose((w, torch.zeros_like(g)))
         tangent = [vi - mi for vi, mi in zip(v, mt_w)]  # v − Mᵀw: v's part along 𝓜
         checks = [("least-squares residual of the projection (stage: HVP / least-squares solve)", rr),
                   ("tangent direction of the discriminator (stage: HVP / projection)", tangent[0]),
