@@ -226,7 +226,7 @@ def test_adam_forms_are_the_methods_with_adam():
 def test_info_reports_the_cost():
     expected = {"simgd": (1, 0), "altgd": (2, 0), "extragradient": (2, 0), "ogda": (1, 0), "consensus": (1, 1),
                 "sga": (1, 3), "hamiltonian": (1, 1), "lead": (1, 2),
-                "manifold": (1 + 5, 2 * 10 + 4)}
+                "manifold": (1 + 5, 2 * 10 + 1)}  # from w = 0: no passes for Mᵀw and MMᵀw
     for name, (grads, passes) in expected.items():
         game = quadratic_game()
         opt = build(name, game)
@@ -234,6 +234,9 @@ def test_info_reports_the_cost():
         info = opt.get_info()
         assert (info["grad_evals"], info["hvp_passes"]) == (grads, passes), name
         assert info["time"] > 0
+        if name == "manifold":  # warm-started from the saved w: two passes for MMᵀw
+            opt.step(game.loss)
+            assert opt.get_info()["hvp_passes"] == 2 * 10 + 3
 
 
 # ---- who converges where ----------------------------------------------------------------------
