@@ -17,7 +17,7 @@ from . import losses as L
 from .checkpoint import CheckpointError
 from .data import DataError
 from .steppers import OPTIMIZERS
-from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig
+from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig, truncate_metrics
 
 __all__ = ["main", "build_parser"]
 
@@ -188,8 +188,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         if run.world > 1:
             dist.barrier()
         if args.resume is not None and run.rank == 0:
-            from .train import _truncate_metrics
-            _truncate_metrics(run)
+            truncate_metrics(run)
         if run.rank == 0 and args.resume is not None:
             print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}", flush=True)
         try:

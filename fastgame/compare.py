@@ -13,7 +13,7 @@ from typing import Any, Callable
 from .checkpoint import write_csv
 from .steppers import OPTIMIZERS
 from .data import load_dataset
-from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, prepare, resolve
+from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, truncate_metrics, prepare, resolve
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
@@ -146,23 +146,26 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
             if resume is not None:
                 _check_same_setting(out, resolve(cfg, data))
             plans.append((spec, seed, cfg, resume))
-    runs_checked = [prepare(cfg, resume, args.steps if resume else None) for _, _, cfg, resume in plans]
+    for _, _, cfg, resume in plans:  # built once to check it, then dropped: one run in memory at a time
+        prepare(cfg, resume, args.steps if resume else None, data=data)
     os.makedirs(folder, exist_ok=True)
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     metrics: list[str] = []
-    for i, ((spec, seed, cfg, resume), run) in enumerate(zip(plans, runs_checked)):
+    for i, (spec, seed, cfg, resume) in enumerate(plans):
+        run = prepare(cfg, resume, args.steps if resume else None, data=data)
         label = f"[{i + 1}/{len(plans)}] {spec} seed {seed}"
         if resume is not None:
-            from .train import _truncate_metrics
-            _truncate_metrics(run)
+            truncate_metrics(run)
             if run.step >= run.cfg.steps:
                 print(f"{label}: finished earlier, reusing {run.out}", flush=True)
         run.train(quiet=args.quiet, label=label)
         runs.setdefault(spec, []).append(run.rows)
         metrics = run.evaluator.names
+        if i == 0:
+            cfg0 = run.cfg  # as resolved (model, sizes): the table's setting line
         shutil.copyfile(os.path.join(run.out, "samples.png"),
                         os.path.join(folder, f"samples-{_folder_name(spec)}-seed{seed}.png"))
-    cfg0 = runs_checked[0].cfg
+        del run
     setting = (f"{cfg0.data}, {cfg0.model} (width {cfg0.width}), loss {cfg0.loss}, penalty {cfg0.penalty}, batch "
                f"{cfg0.batch}, {cfg0.steps} steps, lr_d {cfg0.lr_d}, lr_g {cfg0.lr_g} unless set per optimizer")
     table = summarise(runs, metrics)

@@ -22,7 +22,8 @@ from torch import Tensor, nn
 
 import fastgame
 from . import losses as L
-from .linalg.distributed import all_reduce_mean
+from .linalg.distributed import all_reduce_mean, is_data_parallel
+from .linalg.flat import flatten, split_like
 from .optim import DYNAMICS
 
 __all__ = ["OPTIMIZERS", "GameLosses", "make_stepper"]
@@ -33,6 +34,11 @@ OPTIMIZERS = (*_CGD_FAMILY, "adam", "adam-alt", *sorted(n for n in DYNAMICS if n
 other game dynamics of :data:`fastgame.optim.DYNAMICS` (extragradient, OGDA, consensus, …)."""
 
 ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
+
+
+def _wide(t: Tensor) -> Tensor:
+    """Losses in at least float32 (bf16/fp16 outputs under autocast), float64 kept float64."""
+    return t.float() if t.dtype in (torch.float16, torch.bfloat16) else t
 
 
 class GameLosses:
@@ -50,14 +56,23 @@ class GameLosses:
         self.G, self.D, self.loss = G, D, L.get_loss(loss)
         self.penalty, self.weight, self.autocast = penalty, weight, autocast
 
+    def _autocast(self) -> Any:
+        return self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False)
+
     def __call__(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        with self.autocast if self.autocast is not None else torch.autocast("cpu", enabled=False):
+        with self._autocast():
             fake = self.G(z)
-            out = self.loss(self.D(real).float(), self.D(fake).float())
+            out = self.loss(_wide(self.D(real)), _wide(self.D(fake)))
             if self.penalty is None:
                 return out.discriminator, out.generator, out.zero_sum
-            pen = L.gradient_penalty(self.penalty, self.D, real, fake.to(real.dtype), self.weight, t=t).float()
+            pen = _wide(L.gradient_penalty(self.penalty, self.D, real, fake.to(real.dtype), self.weight, t=t))
         return out.discriminator + pen, out.generator, out.zero_sum - pen
+
+    def generator(self, real: Tensor, z: Tensor) -> Tensor:
+        """``loss_g`` alone: the penalty is D's, so the generator's re-evaluation after D moved
+        (alternating play) skips its double-backward graph."""
+        with self._autocast():
+            return self.loss(_wide(self.D(real)), _wide(self.D(self.G(z)))).generator
 
 
 class _CGDStepper:
@@ -143,10 +158,13 @@ class _DynamicsStepper:
 
 
 def _set_grads(params: list[Tensor], loss: Tensor) -> None:
-    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True)
+    """``p.grad`` of ``loss`` for each parameter, averaged across data-parallel ranks in one
+    collective (a flat buffer, not one all-reduce per parameter)."""
+    grads = torch.autograd.grad(loss, params, retain_graph=True, allow_unused=True, materialize_grads=True)
+    if is_data_parallel():
+        grads = split_like(all_reduce_mean(flatten(grads)), params)
     for p, g in zip(params, grads):
-        g = torch.zeros_like(p) if g is None else g
-        p.grad = all_reduce_mean(g.contiguous())
+        p.grad = g
 
 
 class _AdamStepper:
@@ -164,8 +182,7 @@ class _AdamStepper:
         _set_grads(self.d_params, d)
         if self.alternating:
             self.opt_d.step()
-            d2, g, _ = self.losses(real, z, t)  # G answers the updated D on the same batch
-            del d2
+            g = self.losses.generator(real, z)  # G answers the updated D on the same batch
         _set_grads(self.g_params, g)
         if not self.alternating:
             self.opt_d.step()

@@ -383,9 +383,11 @@ METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "
 """Whether a larger (max) or smaller (min) value of each metric is better."""
 
 
-def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None) -> Run:
+def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None,
+            data: Optional[Dataset] = None) -> Run:
     """Check ``cfg`` (or the run folder ``resume``, whose total ``steps`` may be raised),
-    load the data and build the run.
+    load the data (unless ``data``, ``cfg.data`` already loaded at ``cfg.image_size``, is
+    given) and build the run.
 
     Raises :class:`ConfigError`, :class:`~fastgame.data.DataError` or
     :class:`~fastgame.checkpoint.CheckpointError` with a one-line message; writes nothing.
@@ -411,7 +413,8 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
             raise ConfigError(f"{out} already exists and is not empty; pass another --out, or --resume {out}")
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = load_dataset(cfg.data, cfg.image_size)
+    if data is None:
+        data = load_dataset(cfg.data, cfg.image_size)
     if resume is None:
         cfg = resolve(cfg, data)
         cfg.out = out
@@ -430,12 +433,12 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] =
     if run.world > 1:
         dist.barrier()  # every rank has checked its input before rank 0 writes anything
     if resume is not None and run.rank == 0:
-        _truncate_metrics(run)
+        truncate_metrics(run)
     run.train(quiet=quiet, label=label)
     return run
 
 
-def _truncate_metrics(run: Run) -> None:
+def truncate_metrics(run: Run) -> None:
     """Keep the metric rows up to the checkpoint's step: the resumed run recomputes the rest."""
     path = os.path.join(run.out, "metrics.json")
     try:

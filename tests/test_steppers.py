@@ -1,0 +1,54 @@
+"""The trainer's Adam baselines against the plain torch loop they stand for."""
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from fastgame import losses as L
+from fastgame.steppers import ADAM_BETAS, GameLosses, make_stepper
+
+
+def _models(seed: int) -> tuple[nn.Module, nn.Module]:
+    torch.manual_seed(seed)
+    G = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 2)).double()
+    D = nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).double()
+    return G, D
+
+
+@pytest.mark.parametrize("penalty", [None, "r1", "wgan_gp"])
+@pytest.mark.parametrize("alternating", [False, True])
+def test_adam_stepper_is_the_torch_loop(penalty, alternating):
+    """D descends loss_d (+ penalty) and G descends loss_g, G from the same point (simultaneous)
+    or after D moved (alternating, on the same batch: the penalty is D's and not recomputed)."""
+    G, D = _models(0)
+    G_ref, D_ref = _models(0)
+    stepper = make_stepper("adam-alt" if alternating else "adam", G, D,
+                           GameLosses(G, D, "standard", penalty, 2.0), lr_d=1e-2, lr_g=2e-2)
+    opt_d = torch.optim.Adam(D_ref.parameters(), lr=1e-2, betas=ADAM_BETAS)
+    opt_g = torch.optim.Adam(G_ref.parameters(), lr=2e-2, betas=ADAM_BETAS)
+    loss = L.get_loss("standard")
+    g = torch.Generator().manual_seed(1)
+    for _ in range(5):
+        real, z, t = torch.randn(16, 2, generator=g).double(), torch.randn(16, 3, generator=g).double(), \
+            torch.rand(16, generator=g).double()
+        stepper.step(real, z, t)
+
+        fake = G_ref(z)
+        out = loss(D_ref(real), D_ref(fake))
+        loss_d = out.discriminator
+        if penalty is not None:
+            loss_d = loss_d + L.gradient_penalty(penalty, D_ref, real, fake, 2.0, t=t)
+        opt_d.zero_grad()
+        opt_g.zero_grad()
+        loss_d.backward(inputs=list(D_ref.parameters()), retain_graph=True)
+        if alternating:
+            opt_d.step()
+            out = loss(D_ref(real), D_ref(G_ref(z)))
+        out.generator.backward(inputs=list(G_ref.parameters()))
+        if not alternating:
+            opt_d.step()
+        opt_g.step()
+    for p, q in zip(list(G.parameters()) + list(D.parameters()), list(G_ref.parameters()) + list(D_ref.parameters())):
+        torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
+    assert all(p.grad is None for p in list(G.parameters()) + list(D.parameters()))
