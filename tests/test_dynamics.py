@@ -88,6 +88,29 @@ def test_altgd_moves_the_second_player_after_the_first():
         torch.testing.assert_close(game.point(), z, rtol=1e-12, atol=1e-12)
 
 
+@pytest.mark.parametrize("name", ["simgd", "altgd"])
+@pytest.mark.parametrize("loss", ["standard", "non_saturating"])
+def test_gradient_play_equals_the_toolkits_plain_version(name, loss):
+    """The pipeline's SimGD/AltGD take the same steps as fastgame.games' plain torch.optim
+    versions (the toolkit's reference, which also picks zero- or general-sum per step)."""
+    from fastgame import games
+    paths = []
+    for pipeline in (True, False):
+        game = DiracGAN(loss=loss, penalty="r1", penalty_weight=0.3, theta=0.8, psi=-0.6).double()
+        if pipeline:
+            opt = build(name, game, 0.2, general_sum=not game.is_zero_sum)
+        else:
+            cls = games.SimGD if name == "simgd" else games.AltGD
+            opt = cls(game.max_params, game.min_params, lr_max=0.2, lr_min=0.2)
+        closure = game.loss if game.is_zero_sum else game.losses
+        path = []
+        for _ in range(25):
+            opt.step(closure)
+            path.append(game.point().clone())
+        paths.append(torch.stack(path))
+    torch.testing.assert_close(paths[0], paths[1], rtol=1e-12, atol=1e-12)
+
+
 def test_ogda_extrapolates_from_the_last_gradient():
     game = quadratic_game()
     J, v = field(game)

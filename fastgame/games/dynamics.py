@@ -10,6 +10,12 @@ schedulers work). ``step`` takes either
   descended by its own player (general-sum games).
 
 AltGD moves one player and then re-evaluates the loss for the other, so it needs a closure.
+
+These are the textbook forms, kept beside the step pipeline's :class:`fastgame.SimGD` and
+:class:`fastgame.AltGD` (checked all-or-nothing commits, state, Adam rules, capture) on purpose:
+they are the plain reference those are tested against (``tests/test_dynamics.py``), and the
+diagnostics' default, since they take either kind of game's ``step`` argument without
+configuration (the pipeline versions need ``general_sum=True`` for a pair of losses).
 """
 from __future__ import annotations
 
