@@ -110,11 +110,12 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
 
 
 def _check_same_setting(out: str, want: TrainConfig) -> None:
-    """A run folder is reused only for the same setting (its total steps may differ)."""
+    """A run folder is reused only for the same setting (its total steps may differ), read as
+    ``train --resume`` reads it (settings newer than the folder take the value it ran with)."""
     try:
         with open(os.path.join(out, "config.json")) as f:
-            saved = json.load(f)
-    except (OSError, ValueError) as exc:
+            saved = TrainConfig.from_json(json.load(f)).to_json()
+    except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{out}/config.json: cannot read it ({exc})") from None
     diff = [k for k, v in want.to_json().items() if k not in ("steps", "out", "extra") and saved.get(k) != v]
     if diff:

@@ -88,11 +88,19 @@ class TrainConfig:
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config a ``config.json`` holds; a setting newer than the file takes the value its
+        run was trained with (:data:`ADDED_LATER`), not today's default."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"config.json has unknown settings {sorted(unknown)}")
-        return cls(**d)
+        return cls(**{**ADDED_LATER, **d})
+
+
+ADDED_LATER: dict[str, Any] = {"batchnorm": "native"}
+"""Settings added after runs were first saved, with the value those older runs used (image
+models kept torch's BatchNorm before ``batchnorm`` existed). ``cg_start`` needs no entry: its
+None means the optimizer's own start, which a saved optimizer state records itself."""
 
 
 def _positive(name: str, v: Optional[float], allow_none: bool = True) -> None:
@@ -241,8 +249,12 @@ class Run:
 
     def _restore(self, st: dict[str, Any]) -> None:
         free = ("steps", "out", "extra")  # may differ: a resumed run can be extended, or its folder moved
-        # A checkpoint written before a setting existed holds that setting's default.
-        saved = {k: v for k, v in {**TrainConfig().to_json(), **st["config"]}.items() if k not in free}
+        # A checkpoint written before a setting existed is read as its config.json is.
+        try:
+            saved_cfg = TrainConfig.from_json(st["config"]).to_json()
+        except (ConfigError, TypeError) as exc:
+            raise CheckpointError(f"the checkpoint's configuration is unreadable ({exc})") from None
+        saved = {k: v for k, v in saved_cfg.items() if k not in free}
         mine = {k: v for k, v in self.cfg.to_json().items() if k not in free}
         if saved != mine:
             diff = sorted(k for k in mine if saved.get(k) != mine[k])

@@ -210,6 +210,34 @@ def test_train_cg_start_and_old_checkpoint(tmp_path, capsys):
     assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
 
 
+def test_run_folder_older_than_batchnorm_resumes_with_native_layers(tmp_path):
+    """A folder saved before the `batchnorm` setting existed trained torch's BatchNorm: resuming
+    it (train --resume, and compare reusing it) keeps those layers, not today's default."""
+    from fastgame.compare import _check_same_setting
+    from fastgame.data import load_dataset
+    from fastgame.nn import BatchNorm
+
+    old = tmp_path / "old"
+    assert main(["train", "--data", "digits", "--image-size", "16", "--batchnorm", "native", "--out", str(old)]
+                + TINY) == 0
+    cfg = json.load(open(old / "config.json"))
+    del cfg["batchnorm"]
+    json.dump(cfg, open(old / "config.json", "w"))
+    st = _state(old)
+    del st["config"]["batchnorm"]
+    torch.save(st, old / "checkpoint.pt")
+    run = train_mod.prepare(train_mod.TrainConfig(), resume=str(old), steps=6)
+    norms = [m for m in run.G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and not any(isinstance(m, BatchNorm) for m in run.G.modules())
+    want = {k: v for k, v in cfg.items() if k not in ("out", "extra")}
+    data = load_dataset("digits", 16)
+    _check_same_setting(str(old), train_mod.resolve(train_mod.TrainConfig(**{**want, "batchnorm": "native"}), data))
+    with pytest.raises(train_mod.ConfigError, match=r"other settings \(batchnorm\)"):
+        _check_same_setting(str(old), train_mod.resolve(train_mod.TrainConfig(**want), data))
+    assert main(["train", "--resume", str(old), "--steps", "6", "-q"]) == 0
+    assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
+
+
 def _tree_hash(folder):
     h = {}
     for root, _, files in os.walk(folder):
