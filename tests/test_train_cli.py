@@ -189,6 +189,18 @@ def test_compare_bad_spec_one_line_error(tmp_path, capsys, spec, message):
     assert not new.exists()
 
 
+def _written_before(run_dir, setting):
+    """Make ``run_dir`` look saved before ``setting`` existed (gone from config.json and the
+    checkpoint's config); returns the config without it."""
+    cfg = json.load(open(run_dir / "config.json"))
+    del cfg[setting]
+    json.dump(cfg, open(run_dir / "config.json", "w"))
+    st = _state(run_dir)
+    del st["config"][setting]
+    torch.save(st, run_dir / "checkpoint.pt")
+    return cfg
+
+
 def test_train_cg_start_and_old_checkpoint(tmp_path, capsys):
     """`fastgame train --cg-start` reaches the optimizer, is refused for Adam, and a run folder
     written before the setting existed (no cg_start in its config) still resumes."""
@@ -200,12 +212,7 @@ def test_train_cg_start_and_old_checkpoint(tmp_path, capsys):
     assert "--cg-start sets the CG solve of acgd and bcgd, not adam" in capsys.readouterr().err
     old = tmp_path / "old"
     assert main(["train", "--data", "ring8", "--out", str(old)] + TINY) == 0
-    cfg = json.load(open(old / "config.json"))
-    del cfg["cg_start"]
-    json.dump(cfg, open(old / "config.json", "w"))
-    st = _state(old)
-    del st["config"]["cg_start"]
-    torch.save(st, old / "checkpoint.pt")
+    _written_before(old, "cg_start")
     assert main(["train", "--resume", str(old), "--steps", "6", "-q"]) == 0
     assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
 
@@ -220,12 +227,7 @@ def test_run_folder_older_than_batchnorm_resumes_with_native_layers(tmp_path):
     old = tmp_path / "old"
     assert main(["train", "--data", "digits", "--image-size", "16", "--batchnorm", "native", "--out", str(old)]
                 + TINY) == 0
-    cfg = json.load(open(old / "config.json"))
-    del cfg["batchnorm"]
-    json.dump(cfg, open(old / "config.json", "w"))
-    st = _state(old)
-    del st["config"]["batchnorm"]
-    torch.save(st, old / "checkpoint.pt")
+    cfg = _written_before(old, "batchnorm")
     run = train_mod.prepare(train_mod.TrainConfig(), resume=str(old), steps=6)
     norms = [m for m in run.G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and not any(isinstance(m, BatchNorm) for m in run.G.modules())
