@@ -64,10 +64,7 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     s = -1.0 if a == 0 else 1.0
     pa, pb = pre[a], pre[b]
     if w0 is None:
-        rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
-        w = torch.zeros_like(rhs)
-        u = torch.zeros_like(grads[b])
-        r = rhs.clone()
+        rhs, w, u, r = zero_start(hvp, a, grads, pa, pb)
     else:
         w = w0.clone()
         u = hvp(b, pa.sqrt_eta * w)
@@ -88,6 +85,14 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     else:
         iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
     return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+
+
+def zero_start(hvp: MixedHVP, a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """(rhs, w, u, r) of CG for player ``a`` started from w = 0 (one HVP pass, for the rhs)."""
+    s = -1.0 if a == 0 else 1.0
+    rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
+    return rhs, torch.zeros_like(rhs), torch.zeros_like(grads[1 - a]), rhs.clone()
 
 
 def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner, w: Tensor, u: Tensor,

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .cg import CGDSolution, Preconditioner, back_substitute
+from .cg import CGDSolution, Preconditioner, back_substitute, zero_start
 from .hvp import MixedHVP
 
 
@@ -47,14 +47,10 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
     directions kept for the Ritz extraction (the latest ones), bounding memory.
     """
     a, b = solve, 1 - solve
-    s = -1.0 if a == 0 else 1.0
     pa, pb = pre[a], pre[b]
     next_solve = b if next_solve is None else next_solve
-    rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
+    rhs, w, u, r = zero_start(hvp, a, grads, pa, pb)
     products = 1
-    w = torch.zeros_like(rhs)
-    u = torch.zeros_like(grads[b])
-    r = rhs.clone()
     W = AW = QW = WAW_inv = None
     if deflate is not None and deflate.shape[0] > 0:
         W = _orthonormal_rows(deflate.to(rhs.dtype))
