@@ -60,6 +60,9 @@ def run_rank(rank, world, init_file, out_dir):
     try:
         for name, ddp in CONFIGS:
             train_rank(rank, world, name, ddp, out_dir)
+        # Tear down together: a rank that destroys its group while the other still finishes
+        # its last collective can abort it ("terminate called without an active exception").
+        dist.barrier()
     finally:
         dist.destroy_process_group()
 
