@@ -68,7 +68,7 @@ class GameLosses:
             pen = _wide(L.gradient_penalty(self.penalty, self.D, real, fake.to(real.dtype), self.weight, t=t))
         return out.discriminator + pen, out.generator, out.zero_sum - pen
 
-    def generator(self, real: Tensor, z: Tensor) -> Tensor:
+    def generator_loss(self, real: Tensor, z: Tensor) -> Tensor:
         """``loss_g`` alone: the penalty is D's, so the generator's re-evaluation after D moved
         (alternating play) skips its double-backward graph."""
         with self._autocast():
@@ -182,7 +182,7 @@ class _AdamStepper:
         _set_grads(self.d_params, d)
         if self.alternating:
             self.opt_d.step()
-            g = self.losses.generator(real, z)  # G answers the updated D on the same batch
+            g = self.losses.generator_loss(real, z)  # G answers the updated D on the same batch
         _set_grads(self.g_params, g)
         if not self.alternating:
             self.opt_d.step()
