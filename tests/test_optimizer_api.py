@@ -413,3 +413,18 @@ def test_recycle_trains_and_round_trips(cls, tmp_path):
         cls(D.parameters(), G.parameters(), cg_start="recycle", capturable=True, max_iter=4)
     with pytest.raises(ValueError, match="cg_start"):
         cls(D.parameters(), G.parameters(), cg_start="cold")
+
+
+@pytest.mark.parametrize("cg_start", ["zero", "warm", "recycle"])
+@pytest.mark.parametrize("cls", [fastgame.ACGD, fastgame.BCGD])
+def test_zero_gradient_with_zero_tolerances_takes_no_iteration(cls, cg_start):
+    """At a stationary point with tol = atol = 0 the residual is exactly 0: CG stops at once
+    (0/0 in its direction update would otherwise poison the step with NaN)."""
+    x = torch.zeros(3, requires_grad=True)
+    y = torch.zeros(2, requires_grad=True)
+    A = torch.randn(3, 2, generator=torch.Generator().manual_seed(0))
+    opt = cls([x], [y], tol=0.0, atol=0.0, cg_start=cg_start)
+    for _ in range(2):
+        opt.step(lambda: x @ A @ y)
+    assert opt.get_info()["iter_num"] == 0
+    assert torch.equal(x, torch.zeros(3)) and torch.equal(y, torch.zeros(2))

@@ -73,7 +73,7 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
         r = rhs - torch.addcmul(w, pa.sqrt_eta, h[1])
     rr = torch.dot(r, r)
     rhs_sq = torch.dot(rhs, rhs)
-    threshold = torch.clamp(tol * rhs_sq, min=atol)
+    threshold = stop_threshold(tol, rhs_sq, atol)
     if max_iter is None:
         if check_every is None:
             raise ValueError("a solve without host checks (check_every=None) needs max_iter")
@@ -85,6 +85,12 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     else:
         iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
     return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+
+
+def stop_threshold(tol: float, rhs_sq: Tensor, atol: float) -> Tensor:
+    """CG stops once ‖r‖² < max(tol·‖rhs‖², atol); never below the dtype's smallest normal
+    number, so that an exact zero residual (a zero right-hand side with atol = 0) stops too."""
+    return torch.clamp(tol * rhs_sq, min=max(atol, torch.finfo(rhs_sq.dtype).tiny))
 
 
 def zero_start(hvp: MixedHVP, a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner
@@ -142,13 +148,17 @@ def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every,
     rr = rr.clone()
 
     def iteration() -> None:
+        nonlocal sp, rr
         q = hvp(b, sp)
         ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
         rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, 0.0), pap)
         iterations.add_(active)
         active.logical_and_(rr_new >= threshold)
-        sp.copy_(ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta))
-        rr.copy_(rr_new)
+        if replay is None:  # eager or whole-step capture: rebinding is enough
+            sp, rr = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta), rr_new
+        else:  # a replayed graph reads and writes the buffers it was captured with
+            sp.copy_(ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta))
+            rr.copy_(rr_new)
 
     for it in range(max_iter):
         if check_every is not None and it % check_every == 0 and not bool(active):

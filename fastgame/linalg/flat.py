@@ -11,7 +11,10 @@ from torch import Tensor
 def flatten(tensors: Sequence[Tensor]) -> Tensor:
     """The tensors' entries concatenated into one 1-D tensor (a copy; torch's C++ flatten, about
     half the host time of a Python cat of reshapes, which matters once per HVP pass)."""
-    return torch._utils._flatten_dense_tensors(list(tensors))
+    tensors = list(tensors)
+    if len(tensors) == 1:  # torch's flatten returns a view of a lone tensor; callers reduce in place
+        return tensors[0].reshape(-1).clone()
+    return torch._utils._flatten_dense_tensors(tensors)
 
 
 def split_like(vec: Tensor, tensors: Sequence[Tensor]) -> list[Tensor]:

@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .cg import CGDSolution, Preconditioner, back_substitute, zero_start
+from .cg import CGDSolution, Preconditioner, back_substitute, stop_threshold, zero_start
 from .hvp import MixedHVP
 
 
@@ -71,7 +71,7 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
             W = None
     rr = torch.dot(r, r)
     rhs_sq = torch.dot(rhs, rhs)
-    limit = torch.clamp(tol * rhs_sq, min=atol)
+    limit = stop_threshold(tol, rhs_sq, atol)
     max_iter = w.numel() if max_iter is None else max_iter
     dirs: list[tuple[Tensor, Tensor, Tensor]] = []  # (p, A p, D_ba √η_a p) of each iteration
     iterations = 0
@@ -79,8 +79,9 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
         p = r.clone()
         if W is not None:
             p.sub_(_apply_small(WAW_inv, AW @ r) @ W)  # A-orthogonal to span(W)
+        sp = pa.sqrt_eta * p
         while True:
-            q = hvp(b, pa.sqrt_eta * p)
+            q = hvp(b, sp)
             ap, pap = fused.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
             products += 2
             dirs.append((p.clone(), ap, q))
@@ -93,10 +94,10 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
             iterations += 1
             if iterations >= max_iter or not bool(rr_new >= limit):
                 break
-            beta = rr_new / rr
-            p.mul_(beta).add_(r)
+            sp = fused.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
             if W is not None:
                 p.sub_(_apply_small(WAW_inv, AW @ r) @ W)
+                sp = pa.sqrt_eta * p
             rr = rr_new
     keep = _ritz_vectors(W, AW, QW, dirs, pa, pb, a, next_solve, threshold, max_keep)
     return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq), keep, products

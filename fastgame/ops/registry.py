@@ -81,8 +81,9 @@ def records() -> dict[str, Backend]:
     return {b.name: b for b in table}
 
 
-NAMES = tuple(records())
-"""The backend names, for error messages and argument choices."""
+NAMES = ("torch", "cpp", "cuda", "triton")
+"""The backend names, for error messages and argument choices (as listed by :func:`records`,
+which probes CUDA and Triton: not at import)."""
 
 
 def record(name: str) -> Backend:

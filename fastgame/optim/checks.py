@@ -30,6 +30,11 @@ def nonnegative(name: str, v: Any) -> None:
         raise ValueError(f"invalid {name}: {v!r} (must be a finite number >= 0)")
 
 
+def positive(name: str, v: Any) -> None:
+    if not (_is_number(v) and math.isfinite(v) and v > 0):
+        raise ValueError(f"invalid {name}: {v!r} (must be a finite number > 0)")
+
+
 def unit_interval(name: str, v: Any) -> None:
     if not (_is_number(v) and 0.0 <= v < 1.0):
         raise ValueError(f"invalid {name}: {v!r} (must be in [0, 1))")
