@@ -2,7 +2,9 @@
 
 On DCGAN-32 a D_xy pass (through the generator's BatchNorm double backward) costs 3.3× a
 D_yx pass when graphed on an H100 (bench/results/gpu_*): autograd's double backward of
-``native_batch_norm`` is a composite of about 120 ops per layer. fastgame.nn.BatchNorm keeps
+``native_batch_norm`` is a composite of many small ops (this script's CPU count, in
+bench/results/batchnorm_hvp_cpu.txt: 327 arithmetic ops per D_xy pass through DCGAN-32's
+three BatchNorm layers, 82 with fastgame.nn.BatchNorm, 36 per D_yx pass). fastgame.nn.BatchNorm keeps
 the native forward and plain backward but gives a create_graph backward a short differentiable
 formula, so the double backward autograd derives is a fraction of that. Whether it pays is a
 GPU question: this script measures, for each model, F (forward + create_graph backward) and
@@ -64,7 +66,8 @@ def ops_per_pass(case, device: torch.device) -> tuple[dict[int, int], list[torch
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
-    ap.add_argument("--models", nargs="*", help="config labels (default: the issue's on CUDA, small on the CPU)")
+    ap.add_argument("--models", nargs="*", help="config labels (default on CUDA: dcgan32-b64, dcgan32-b256, "
+                    "dcgan64-b64; on the CPU: dcgan32-b8-w32, dcgan32-b64, dcgan64-b4-w16)")
     ap.add_argument("--passes", type=float, default=12.0, help="HVP passes per step for the floor column (2 + 2k)")
     args = ap.parse_args(argv)
     dev = torch.device(args.device)

@@ -41,7 +41,8 @@ VARIANTS: list[tuple[str, Optional[float]]] = [
     (start, tol) for tol in (None, 1e-6) for start in ("warm", "zero", "recycle")]
 
 SUITES: dict[str, dict[str, Any]] = {
-    # the configurations (a), (b), (c) at full size, for one GPU
+    # the full-size configurations, for one GPU: (a) the MLP GAN (width 128) at batch 512, (b) DCGAN
+    # on 32x32 images (width 64) at batch 64 and 256, (c) DCGAN on 64x64 images (width 64) at batch 64
     "gpu": dict(device="cuda", warmup=10, steps=50, configs=[
         Config("mlp", 512, 128, 1e-3), Config("dcgan32", 64, 64, 1e-4), Config("dcgan32", 256, 64, 1e-4),
         Config("dcgan64", 64, 64, 1e-4)]),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Looser CG tolerance vs training quality, end to end (issue 14): the same GAN trained with ACGD
+# Looser CG tolerance vs training quality, end to end: the same GAN trained with ACGD
 # at the default tolerance and at tol 1e-6 and 1e-4, seeds 0-4, on the 8 Gaussians (the demo's
 # MLP setting) and on scikit-learn's digits (the demo's small DCGAN setting), with
 # `fastgame compare` (quality metrics, CG iterations, mixed-HVP passes, wall-clock).

@@ -4,6 +4,17 @@ import torch
 from torch import nn
 
 
+def make_case(seed=0, batch=32, steps=12, width=16, latent=3):
+    """A small MLP GAN (bench.models.mlp_gan, depth 2) on the 2-D ring and ``steps`` batches of
+    (real, z), all from ``seed``. The batches come from one generator in sequence, so a
+    shorter ``steps`` gives a prefix of the longer list."""
+    from bench.models import mlp_gan, ring_data
+    torch.manual_seed(seed)
+    G, D = mlp_gan(width=width, depth=2, latent=latent)
+    gen = torch.Generator().manual_seed(seed + 1)
+    return G, D, [(ring_data(batch, gen), torch.randn(batch, latent, generator=gen)) for _ in range(steps)]
+
+
 def flat(*modules: nn.Module) -> torch.Tensor:
     """The modules' parameters, detached and concatenated into one new 1-D tensor."""
     return torch.cat([p.detach().reshape(-1) for m in modules for p in m.parameters()])

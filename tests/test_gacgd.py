@@ -10,18 +10,15 @@ import torch
 import torch.nn.functional as F
 
 import fastgame
-from bench.models import mlp_gan, ring_data
-from tests.helpers import flat
+from tests.helpers import flat, make_case
 
 CGDs = pytest.importorskip("CGDs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_case(seed=0, batch=32, steps=10, width=16):
-    torch.manual_seed(seed)
-    G, D = mlp_gan(width=width, depth=2, latent=4)
-    gen = torch.Generator().manual_seed(seed + 1)
-    return G, D, [(ring_data(batch, gen), torch.randn(batch, 4, generator=gen)) for _ in range(steps)]
+def gacgd_case(seed=0, batch=32, steps=10, width=16):
+    """tests.helpers.make_case with a 4-dimensional latent (GACGD's tests were written with it)."""
+    return make_case(seed, batch, steps, width, latent=4)
 
 
 def ns_losses(G, D, real, z):
@@ -32,7 +29,7 @@ def ns_losses(G, D, real, z):
 
 def run_pair(steps, warm_start=False, restart=None, **kw):
     """Step CGDs.GACGD and fastgame.GACGD side by side; per-step relative update differences."""
-    G, D, batches = make_case()
+    G, D, batches = gacgd_case()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     ref = CGDs.GACGD(x_params=G.parameters(), y_params=D.parameters(), **kw)
     extra = {} if restart is None else {"restart": restart}  # None: fastgame's default
@@ -107,7 +104,7 @@ def test_quadratic_game_against_a_dense_solve(float64, nx, ny, coupled):
 
 def test_zero_sum_game_is_the_acgd_step(float64):
     """GACGD with loss_y = -loss_x (x = G minimises f, y = D maximises it) = ACGD."""
-    G, D, batches = make_case()
+    G, D, batches = gacgd_case()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     kw = dict(eps=1e-6, beta=0.9)
     gacgd = fastgame.GACGD(G.parameters(), D.parameters(), lr_x=1e-2, lr_y=2e-2, tol=1e-14, atol=0.0, **kw)
@@ -123,7 +120,7 @@ def test_zero_sum_game_is_the_acgd_step(float64):
 
 
 def test_closure_scheduler_and_unused_parameters():
-    G, D, batches = make_case()
+    G, D, batches = gacgd_case()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     unused = torch.nn.Parameter(torch.randn(5))
     a = fastgame.GACGD(list(G.parameters()) + [unused], D.parameters(), lr_x=1e-2, lr_y=1e-2)
@@ -144,8 +141,8 @@ CHILD = textwrap.dedent("""
     import sys, torch
     sys.path.insert(0, {root!r})
     import fastgame
-    from tests.test_gacgd import make_case, ns_losses
-    G, D, batches = make_case()
+    from tests.test_gacgd import gacgd_case, ns_losses
+    G, D, batches = gacgd_case()
     ckpt = torch.load({path!r}, weights_only=False)
     G.load_state_dict(ckpt["G"]); D.load_state_dict(ckpt["D"])
     opt = fastgame.GACGD(G.parameters(), D.parameters())
@@ -157,7 +154,7 @@ CHILD = textwrap.dedent("""
 
 
 def test_state_survives_a_new_process_bit_for_bit(tmp_path):
-    G, D, batches = make_case()
+    G, D, batches = gacgd_case()
     opt = fastgame.GACGD(G.parameters(), D.parameters(), lr_x=1e-2, lr_y=2e-2, restart=5)
     for real, z in batches[:3]:
         opt.step(*ns_losses(G, D, real, z))
@@ -171,7 +168,7 @@ def test_state_survives_a_new_process_bit_for_bit(tmp_path):
 
 
 def test_bad_inputs_change_nothing():
-    G, D, batches = make_case()
+    G, D, batches = gacgd_case()
     a, b = torch.nn.Parameter(torch.ones(2)), torch.nn.Parameter(torch.ones(3))
     with pytest.raises(ValueError, match="both"):
         fastgame.GACGD([a, b], [b])

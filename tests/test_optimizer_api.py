@@ -10,20 +10,12 @@ import pytest
 import torch
 
 import fastgame
-from bench.models import gan_loss, mlp_gan, ring_data
-from tests.helpers import NanInDoubleBackward, state_equal
+from bench.models import gan_loss
+from tests.helpers import NanInDoubleBackward, make_case, state_equal
 
 CGDs = pytest.importorskip("CGDs")
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 OPTIMIZERS = [fastgame.ACGD, fastgame.BCGD]
-
-
-def make_case(seed=0, batch=32, steps=8):
-    torch.manual_seed(seed)
-    G, D = mlp_gan(width=16, depth=2, latent=3)
-    gen = torch.Generator().manual_seed(seed + 1)
-    batches = [(ring_data(batch, gen), torch.randn(batch, 3, generator=gen)) for _ in range(steps)]
-    return G, D, batches
 
 
 def params(*modules):

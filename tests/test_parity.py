@@ -134,7 +134,8 @@ def test_default_zero_start_within_the_tolerance_bound(float64, cls, case, tol):
     (Δa = −s√η_a w, Δb = sη_b(g_b + D_ba Δa)). Tested for 6 steps (both players solved, CGDs'
     warm start carried along), float64, at tol 1e-6 and 1e-10, atol 1e-20. The w bound is tested as
     stated; ‖K‖ by power iteration, an estimate from below, so a pass with it proves the bound
-    (iterated until it does, or 60 times, the failing check then given 10% room).
+    (iterated until it does, or at most 60 times; no relative room, only 1e-14 absolute for
+    float64 rounding of the differences).
     """
     torch.manual_seed(0)
     G, D, batches, loss_fn = case()
@@ -172,6 +173,6 @@ def test_default_zero_start_within_the_tolerance_bound(float64, cls, case, tol):
         per_k = (eta[1 - a].sqrt().max() * 2 * eps).item()
         k = _k_norm(loss_fn(G3, D3, real, z), list(D3.parameters()), list(G3.parameters()), eta, a,
                     enough=diff_b / per_k)
-        assert diff_b <= 1.1 * per_k * k + 1e-14, (t, diff_b, k, eps)
+        assert diff_b <= per_k * k + 1e-14, (t, diff_b, k, eps)
         worst = max(worst, dw.norm().item() / (2 * eps))
     assert worst > 0  # the starts differ: the steps are not bit-equal, and the bound is what holds
