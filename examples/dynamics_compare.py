@@ -91,8 +91,7 @@ def gan_coverage(name: str, kw: dict, steps: int) -> tuple[int, float, float]:
     torch.manual_seed(0)
     mixture = GaussianMixture.ring().to(torch.float32)
     game = GAN(mlp(2, 2), mlp(2, 1), mixture.sample, latent_dim=2, batch_size=128)
-    opt, _ = build(name, game, **kw)
-    arg = (lambda: game.losses()) if isinstance(opt, fastgame.GACGD) else game.loss
+    opt, arg = build(name, game, **kw)
     start = time.perf_counter()
     for _ in range(steps):
         try:

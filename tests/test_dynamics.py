@@ -474,7 +474,7 @@ def test_closure_methods_refuse_a_loss_tensor():
 
 @pytest.mark.parametrize("kw", [dict(optimizer="rmsprop"), dict(optimizer=("sgd",)), dict(betas=(0.9, 1.0)),
                                 dict(momentum=-0.1), dict(eps=float("nan")), dict(gamma=-1.0), dict(lam="1"),
-                                dict(general_sum=1), dict(prox=-1.0), dict(inner_steps=0)])
+                                dict(general_sum=1), dict(prox=-1.0), dict(prox=0.0), dict(inner_steps=0)])
 def test_construction_errors(kw):
     game = quadratic_game()
     name = ("consensus" if "gamma" in kw else "sga" if "lam" in kw else
@@ -489,6 +489,84 @@ def test_state_dict_of_another_method_is_refused():
     lead.step(game.loss)
     with pytest.raises(ValueError, match="lacks"):
         simgd.load_state_dict(lead.state_dict())
+
+
+@pytest.mark.parametrize("name", ["simadam", "extra-adam", "optimistic-adam", "consensus"])
+def test_negative_second_moment_is_refused(name):
+    """Adam's exp_avg_sq is >= 0: a state_dict with a negative one (√v would be NaN at every
+    step) is refused with ValueError and changes nothing."""
+    game = quadratic_game()
+    kw = {"optimizer": "adam"} if name == "consensus" else {}
+    opt = build(name, game, **kw)
+    opt.step(game.loss)
+    bad = opt.state_dict()
+    bad["state"]["min"]["exp_avg_sq"][0] = -1.0
+    before, point = opt.state_dict(), game.point().clone()
+    with pytest.raises(ValueError, match="exp_avg_sq has negative values"):
+        opt.load_state_dict(bad)
+    assert torch.equal(game.point(), point) and state_equal(before, opt.state_dict())
+    opt.step(game.loss)  # still steps
+    assert torch.isfinite(game.point()).all()
+
+
+def passes_taken(opt, closure, monkeypatch):
+    """The double-backward passes of one step: autograd.grad calls that differentiate gradients
+    against vectors (grad_outputs given; a loss's own gradient takes none)."""
+    calls, real_grad = [], torch.autograd.grad
+
+    def counting_grad(*args, **kwargs):
+        calls.append(kwargs.get("grad_outputs") is None)
+        return real_grad(*args, **kwargs)
+
+    monkeypatch.setattr(torch.autograd, "grad", counting_grad)
+    try:
+        opt.step(closure)
+    finally:
+        monkeypatch.setattr(torch.autograd, "grad", real_grad)
+    return calls.count(False)
+
+
+@pytest.mark.parametrize("name, kw, passes", [
+    ("sga", dict(align=False), (1, 1)), ("sga", dict(align=True), (2, 2)), ("consensus", {}, (1, 1)),
+    ("hamiltonian", {}, (1, 1)), ("lead", {}, (1, 1)),
+    # Mv and MMᵀp per CG iteration (Mᵀp differentiates ∇ₓℓ_x: none); warm-started, MMᵀw too
+    ("manifold", dict(ls_iters=3, retraction_steps=1), (1 + 3, 1 + 3 + 1))])
+@pytest.mark.parametrize("general_sum", [False, True])
+def test_hvp_passes_count_only_the_passes_taken(monkeypatch, name, kw, passes, general_sum):
+    """f = Σx + Σy²: ∇ₓf has no graph, so every product through it is zero and takes no pass
+    (e.g. SGA's Aᵀξ: only its x half differentiates ∇ᵧf); hvp_passes counts the passes taken."""
+    x = torch.tensor([0.5, -1.0], dtype=torch.float64, requires_grad=True)
+    y = torch.tensor([1.0, 2.0, -0.5], dtype=torch.float64, requires_grad=True)
+
+    def closure():
+        f = x.sum() + (y ** 2).sum()
+        return (-f, f) if general_sum else f
+
+    opt = fastgame.DYNAMICS[name]([x], [y], lr_max=0.1, lr_min=0.1, general_sum=general_sum, **kw)
+    for expected in passes:
+        assert passes_taken(opt, closure, monkeypatch) == opt.get_info()["hvp_passes"] == expected, name
+
+
+@pytest.mark.parametrize("name", METHODS)
+def test_grad_evals_attribute_is_what_info_reports(name):
+    game = quadratic_game()
+    kw = dict(inner_steps=3) if name == "proximal" else dict(retraction_steps=2) if name == "manifold" else {}
+    opt = build(name, game, **kw)
+    opt.step(game.loss)
+    expected = {"proximal": 3 + 1, "manifold": 1 + 2, "altgd": 2, "altadam": 2, "extragradient": 2,
+                "extra-adam": 2}.get(name, 1)
+    assert opt.grad_evals == opt.get_info()["grad_evals"] == expected
+
+
+@pytest.mark.parametrize("name", ["simgd", "altgd", "ogda", "sga", "proximal"])
+def test_learning_rates_are_read_once_per_step(monkeypatch, name):
+    """A step reads the param groups' lr (float(lr) of both) once, not once per player."""
+    game = quadratic_game()
+    opt = build(name, game)
+    reads, real = [], opt._lr_tensors
+    monkeypatch.setattr(opt, "_lr_tensors", lambda: reads.append(1) or real())
+    opt.step(game.loss)
+    assert len(reads) == 1
 
 
 def test_registry_names_every_method():

@@ -179,7 +179,7 @@ def _bad_dicts(cls, good):
 
 @pytest.mark.parametrize("cls", ALL)
 def test_load_state_dict_validates_everything_first(cls):
-    warm = {} if cls is fastgame.GACGD else {"cg_start": "warm"}  # so the state holds warm starts to corrupt
+    warm = {"warm_start": True} if cls is fastgame.GACGD else {"cg_start": "warm"}  # so the state holds warm starts to corrupt
     x, y, A, opt = make(cls, **warm)
     for _ in range(2):
         step(opt, x, y, A)

@@ -112,6 +112,8 @@ class IterationReplay:
             except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: run eagerly, saying why)
                 hvp.passes = before
                 self.failure = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
+                if self.device.type == "cuda":  # as after a failed whole-step capture (graphs.py)
+                    retire_side_stream(self.device)
                 body()
                 return
             self.capture_seconds = time.perf_counter() - start
@@ -134,8 +136,13 @@ class IterationReplay:
         graph.capture_begin(pool=pool[0], capture_error_mode="thread_local")
         try:
             body()
-        finally:
-            graph.capture_end()  # raises if the capture was invalidated
+        except BaseException:
+            try:
+                graph.capture_end()  # close the capture; its own error would hide the body's
+            except Exception:  # noqa: BLE001
+                pass
+            raise
+        graph.capture_end()  # raises if the capture was invalidated
         self._graph = graph
         pool[1] = graph  # releases the previous solve's graph; its pool memory is reused
 

@@ -54,7 +54,7 @@ class ACGD(CompetitiveGradient):
     """
 
     hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
-    state_keys = frozenset({"warm_start", "ritz", "square_avg"})
+    state_keys = CompetitiveGradient.state_keys | {"square_avg"}
     nonnegative_state_keys = frozenset({"square_avg"})
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
@@ -66,8 +66,8 @@ class ACGD(CompetitiveGradient):
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
                          check_every, capturable, backend, cg_start, graph_cg, eps=eps, beta=beta)
 
-    def _initial_state(self, player: Any) -> dict[str, Tensor]:
-        return {**super()._initial_state(player), "square_avg": torch.zeros_like(player.flat)}
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return (*super()._state_names(group), "square_avg")
 
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
         pre, pending = [], {}

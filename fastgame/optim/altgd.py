@@ -39,14 +39,16 @@ class AltGD(RuleDynamics):
         first = 0 if self.param_groups[0]["max_first"] else 1
         second = 1 - first
         updates, state = [None, None], {}
-        updates[first], state[self.players[first].name] = self.rule_update(first, self.directions(grads)[first], step)
+        lrs = self._lr_tensors()
+        updates[first], state[self.players[first].name] = self.rule_update(
+            first, self.directions(grads)[first], step, lr=lrs[first])
         moved = [u if i == first else None for i, u in enumerate(updates)]
         losses, grads_after = self._gradients_at(moved)
         updates[second], state[self.players[second].name] = self.rule_update(
-            second, self.directions(grads_after)[second], step)
+            second, self.directions(grads_after)[second], step, lr=lrs[second])
         seen = [g if i == second else None for i, g in enumerate(grads_after)]
         checks = self._extrapolated_checks(losses, seen, "after the first player moved")
-        return Proposal(updates, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(updates, state, checks)
 
 
 class AltAdam(AltGD):

@@ -31,6 +31,15 @@ from ..linalg.params import Player, as_param_list, check_players
 from .checks import Validator, check_nonnegative, finite_flags, mark_stepped, nonnegative, resolve_loss
 
 
+def _is_closure(x: Any) -> bool:
+    return callable(x) and not isinstance(x, Tensor)
+
+
+def _closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
+    """The closure ``step`` was given (its one argument), else None."""
+    return losses[0] if len(losses) == 1 and _is_closure(losses[0]) else None
+
+
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     """A context in which fastgame's own arithmetic (step sizes, CG/GMRES vectors, updates)
     stays in the parameters' dtype even if ``step`` is called under ``torch.autocast``; the
@@ -103,6 +112,7 @@ class GameOptimizer(torch.optim.Optimizer):
         self.backend = backend
         for key, value in defaults.items():
             self.hyperparameters[key](key, value)
+        self._check_combination(defaults, "__init__")
         px = as_param_list(params_x, arg_names[0])
         py = as_param_list(params_y, arg_names[1])
         check_players((px, py), arg_names)
@@ -189,7 +199,7 @@ class GameOptimizer(torch.optim.Optimizer):
         """The step's losses from what ``step`` was given: the loss tensors, or one closure
         returning them (called under grad mode)."""
         n = len(self.loss_names)
-        if len(losses) == 1 and callable(losses[0]) and not isinstance(losses[0], Tensor):
+        if _closure_of(losses) is not None:
             with torch.enable_grad():
                 out = losses[0]()
             if n > 1:
@@ -199,24 +209,28 @@ class GameOptimizer(torch.optim.Optimizer):
                 losses = tuple(out)
             else:
                 losses = (out,)
-        elif any(callable(t) and not isinstance(t, Tensor) for t in losses):
+        elif any(_is_closure(t) for t in losses):
             raise ValueError(f"pass either a closure returning ({', '.join(self.loss_names)}) or the losses, not both")
-        if len(losses) != n:
+        if len(losses) < n:
             missing = ", ".join(self.loss_names[len(losses):])
             raise ValueError(f"{type(self).__name__}.step needs {missing} besides {', '.join(self.loss_names[:len(losses)])}")
+        if len(losses) > n:
+            raise ValueError(f"{type(self).__name__}.step takes {n} loss{'es' if n > 1 else ''} "
+                             f"({', '.join(self.loss_names)}), got {len(losses)}"
+                             + (" (general_sum=True takes one per player)" if n == 1 and hasattr(self, "general_sum") else ""))
         return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
         """One step of the pipeline; see the class docstring."""
-        closure = losses[0] if len(losses) == 1 and callable(losses[0]) and not isinstance(losses[0], Tensor) else None
+        closure = _closure_of(losses)
         if self.needs_closure and closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure returning "
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
         self._closure = closure
         try:
             with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
+                self._begin_step()  # before the closure runs: a refused step runs no forward either
                 losses = self._resolve_losses(losses)
-                self._begin_step()
                 with autocast_off(self.players[0].device):
                     self._step_pipeline(losses)
         finally:
@@ -257,7 +271,8 @@ class GameOptimizer(torch.optim.Optimizer):
             self.info["finite"] = finite
         self._extend_info(grads, proposal.deltas, finite is not None)
 
-    def _gradients(self, losses: tuple[Tensor, ...]) -> tuple[tuple[Tensor, Tensor], MixedHVP]:
+    def _gradients(self, losses: tuple[Tensor, ...], second_order: Optional[bool] = None
+                   ) -> tuple[tuple[Tensor, Tensor], MixedHVP]:
         """The players' flat gradients (averaged across ranks) and the mixed HVPs of the game.
 
         Zero-sum (one loss f): ∇ₓf and ∇ᵧf from one backward, which the mixed blocks D_xy f
@@ -265,12 +280,13 @@ class GameOptimizer(torch.optim.Optimizer):
         step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss.
         """
         x, y = self.players
+        graph = self.second_order if second_order is None else second_order  # for the HVPs
         if len(losses) == 1:
-            gx, gy = self._grads(losses[0], self.second_order)
+            gx, gy = self._grads(losses[0], graph)
             step_grads, cross = (gx, gy), (gx, gy)
         else:
-            fx, fy = self._grads(losses[0], self.second_order)
-            gx, gy = self._grads(losses[1], self.second_order)
+            fx, fy = self._grads(losses[0], graph)
+            gx, gy = self._grads(losses[1], graph)
             step_grads, cross = (fx, gy), (gx, fy)
         with torch.no_grad():
             flat = (all_reduce_mean(x.gather(step_grads[0])), all_reduce_mean(y.gather(step_grads[1])))
@@ -298,7 +314,7 @@ class GameOptimizer(torch.optim.Optimizer):
                     player.flat.add_(d)
             with torch.enable_grad():
                 losses = self._resolve_losses((self._closure,))
-                grads, _ = self._gradients(losses)
+                grads, _ = self._gradients(losses, second_order=False)  # no method differentiates again there
             mark_stepped(*losses)
         finally:
             with torch.no_grad():
@@ -333,17 +349,23 @@ class GameOptimizer(torch.optim.Optimizer):
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Sequence[Optional[Tensor]], capturable: bool) -> None:
         """Add optional diagnostics to ``self.info`` after the commit."""
 
-    def _initial_state(self, player: Player) -> dict[str, Tensor]:
-        """Zero-initialised per-player state a capturable step updates in place."""
-        return {}
+    def _group(self, player: Player) -> dict[str, Any]:
+        return self.param_groups[self.players.index(player)]
+
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        """The per-player state (flat vectors) kept with this group's settings: a capturable
+        step allocates what is missing as zeros and then updates it in place."""
+        return ()
 
     def _prepare_capturable(self) -> None:
         game = self.state["game"]
         if not isinstance(game["step"], Tensor):
             game["step"] = torch.tensor(float(game["step"]), dtype=torch.float64, device=self.players[0].device)
         for player in self.players:
-            for k, v in self._initial_state(player).items():
-                self.state[player.name].setdefault(k, v)
+            st = self.state[player.name]
+            for k in self._state_names(self._group(player)):
+                if k not in st:  # allocated once, not every step
+                    st[k] = torch.zeros_like(player.flat)
 
     def _step_tensor(self) -> Tensor:
         """This step's count (from 1) as a 0-dim float64 device tensor."""

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional
 
-import torch
 from torch import Tensor
 
 from ..linalg.cg import CGDSolution, Preconditioner
@@ -40,7 +39,7 @@ class BCGD(CompetitiveGradient):
     hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
                        "update_max": optional_bool}
     game_wide = CompetitiveGradient.game_wide | {"update_max"}
-    state_keys = frozenset({"warm_start", "ritz", "momentum_buffer"})
+    state_keys = CompetitiveGradient.state_keys | {"momentum_buffer"}
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor],
                  lr_max: float = 1e-3, lr_min: float = 1e-3, update_max: Optional[bool] = None,
@@ -51,11 +50,8 @@ class BCGD(CompetitiveGradient):
         super().__init__(max_params, min_params, lr_max, lr_min, tol, atol, solve_x, collect_info, max_iter,
                          check_every, capturable, backend, cg_start, graph_cg, momentum=momentum, update_max=update_max)
 
-    def _initial_state(self, player: Any) -> dict[str, Tensor]:
-        state = super()._initial_state(player)
-        if self.param_groups[self.players.index(player)]["momentum"] != 0:
-            state["momentum_buffer"] = torch.zeros_like(player.flat)
-        return state
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return (*super()._state_names(group), *(("momentum_buffer",) if group["momentum"] != 0 else ()))
 
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
         pre = []

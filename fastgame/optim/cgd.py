@@ -25,7 +25,7 @@ class CompetitiveGradient(GameOptimizer):
 
     Subclasses say how step sizes are formed (:meth:`_step_sizes`), which player is solved
     (:meth:`_solved_player`), how the solution becomes updates (:meth:`_updates`) and
-    which state a capturable step preallocates (:meth:`_initial_state`).
+    which state a capturable step preallocates (:meth:`_state_names`).
 
     ``capturable=True`` makes :meth:`step` read nothing from the device, so it can be
     captured in a CUDA graph (:func:`fastgame.make_graphed_step`): CG runs exactly
@@ -54,14 +54,14 @@ class CompetitiveGradient(GameOptimizer):
                  check_every: int = 1, capturable: bool = False, backend: Optional[str] = None,
                  cg_start: str = "zero", graph_cg: bool = True, **defaults: Any) -> None:
         boolean("graph_cg", graph_cg)
-        self._check_combination({"capturable": capturable, "max_iter": max_iter, "cg_start": cg_start}, "__init__")
+        boolean("solve_x", solve_x)
         super().__init__(max_params, min_params, lr_max, lr_min,
                          dict(tol=tol, atol=atol, max_iter=max_iter, check_every=check_every,
-                              capturable=bool(capturable), cg_start=cg_start, **defaults),
+                              capturable=capturable, cg_start=cg_start, **defaults),
                          ("max_params", "min_params"), ("lr_max", "lr_min"), backend)
         self.collect_info = collect_info
-        self.graph_cg = bool(graph_cg)
-        self.state["game"] = {"step": 0, "solve_x": bool(solve_x)}
+        self.graph_cg = graph_cg
+        self.state["game"] = {"step": 0, "solve_x": solve_x}
         if self.capturable:  # allocate now, so that even a skipped first step changes no state
             self._prepare_capturable()
 
@@ -75,9 +75,9 @@ class CompetitiveGradient(GameOptimizer):
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         if group["capturable"] and group["max_iter"] is None:
-            raise ValueError("capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
+            raise ValueError(f"{where}: capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
         if group["capturable"] and group.get("cg_start") == "recycle":
-            raise ValueError("cg_start='recycle' is not capturable (its Ritz extraction reads the host); "
+            raise ValueError(f"{where}: cg_start='recycle' is not capturable (its Ritz extraction reads the host); "
                              "use 'warm' or 'zero' with capturable=True")
 
     # ---- hooks ------------------------------------------------------------------------
@@ -85,9 +85,8 @@ class CompetitiveGradient(GameOptimizer):
         """Per-player step sizes and the state entries to commit if the step succeeds."""
         raise NotImplementedError
 
-    def _initial_state(self, player: Any) -> dict[str, Tensor]:
-        # the warm start is kept only where it is read (a capturable step allocates what is missing each step)
-        return {"warm_start": torch.zeros_like(player.flat)} if self.param_groups[0]["cg_start"] == "warm" else {}
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("warm_start",) if group["cg_start"] == "warm" else ()  # kept only where it is read
 
     def _solved_player(self) -> int:
         """0 to solve for the max player this step, 1 for the min player."""
@@ -156,7 +155,7 @@ class CompetitiveGradient(GameOptimizer):
             if replay is not None and replay.failure is not None:
                 self._graph_cg_failed = self.graph_cg_reason = f"capturing a CG iteration failed ({replay.failure})"
                 warnings.warn(f"{type(self).__name__}: {self.graph_cg_reason}; CG iterations run eagerly from now on "
-                              "(graph_cg=False silences this)", stacklevel=4)
+                              "(graph_cg=False silences this)", stacklevel=5)
         deltas, updated = self._updates(sol, step)
         for i, name in enumerate(names):
             state.setdefault(name, {}).update(updated.get(name, {}))
@@ -204,8 +203,8 @@ class CompetitiveGradient(GameOptimizer):
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable
-            zero = torch.zeros((), device=grads[0].device)
-            norms = {"grad_x": grads[0].norm(), "grad_y": grads[1].norm(),
-                     "cg_x": deltas[0].norm() if deltas[0] is not None else zero,
-                     "cg_y": deltas[1].norm() if deltas[1] is not None else zero}
-            self.info.update(norms if capturable else {k: v.item() for k, v in norms.items()})
+            names = ("grad_x", "grad_y", "cg_x", "cg_y")
+            norms = torch.stack([t.norm() if t is not None else grads[0].new_zeros(())
+                                 for t in (*grads, *deltas)])
+            values = norms.unbind() if capturable else norms.tolist()  # one host read, not four
+            self.info.update(zip(names, values))

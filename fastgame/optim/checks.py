@@ -73,11 +73,8 @@ def check_nonnegative(**values: float) -> None:
         nonnegative(name, v)
 
 
-def resolve_loss(loss: LossOrClosure, what: str = "loss") -> Tensor:
-    """Evaluate a closure (under grad mode) and check the loss is a fresh scalar with a graph."""
-    if callable(loss) and not isinstance(loss, Tensor):
-        with torch.enable_grad():
-            loss = loss()
+def resolve_loss(loss: Any, what: str = "loss") -> Tensor:
+    """Check that a loss (a closure's result, or what ``step`` was given) is a fresh scalar with a graph."""
     if not isinstance(loss, Tensor):
         raise ValueError(f"{what} must be a scalar Tensor or a closure returning one, got {type(loss).__name__}")
     if loss.numel() != 1:

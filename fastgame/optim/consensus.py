@@ -38,5 +38,4 @@ class ConsensusOptimization(RuleDynamics):
         grad_h = hvp.jacobian_transpose(v)
         directions = [d + group["gamma"] * h for d, h, group in zip(v, grad_h, self.param_groups)]
         updates, state = self.rule_updates(directions, step)
-        checks = [(f"∇H of {self.player_label.format(p.name)} (stage: HVP)", h) for p, h in zip(self.players, grad_h)]
-        return Proposal(updates, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(updates, state, self._player_checks("∇H", "HVP", grad_h))

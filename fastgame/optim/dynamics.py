@@ -11,10 +11,8 @@ from __future__ import annotations
 
 from typing import Any, Iterable, Optional, Sequence, Union
 
-import torch
 from torch import Tensor
 
-from ..linalg.params import Player
 from .base import GameOptimizer
 from .checks import LossOrClosure, boolean, nonnegative, step_count, unit_interval
 from .game_hvp import GameHVP
@@ -30,7 +28,8 @@ class GameDynamics(GameOptimizer):
 
     A subclass supplies :meth:`_propose` (from the flat gradients; :meth:`directions` gives
     each player's descent direction), the per-player state it keeps (:meth:`_state_names`)
-    and ``grad_evals``, the gradient evaluations per step that :meth:`get_info` reports.
+    and ``grad_evals``, the gradient evaluations per step that :meth:`get_info` reports (a
+    property where it depends on the hyperparameters, e.g. ``inner_steps``).
     """
 
     hyperparameters = {"lr": nonnegative, "capturable": boolean}
@@ -86,18 +85,16 @@ class GameDynamics(GameOptimizer):
         return self._run_step(loss) if loss_y is None else self._run_step(loss, loss_y)
 
     # ---- state ------------------------------------------------------------------------
-    def _group(self, player: Player) -> dict[str, Any]:
-        return self.param_groups[self.players.index(player)]
-
-    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        """The per-player state entries kept with this group's settings."""
-        return ()
-
-    def _initial_state(self, player: Player) -> dict[str, Tensor]:
-        return {k: torch.zeros_like(player.flat) for k in self._state_names(self._group(player))}
-
     def _hvp(self, step_grads: Any, cross: Any) -> GameHVP:
         return GameHVP(self.players, step_grads, cross, self.signs)
+
+    def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Sequence[Optional[Tensor]], capturable: bool) -> None:
+        self.info["grad_evals"] = self.grad_evals  # the step's: no hyperparameter changed since
+
+    def _player_checks(self, what: str, stage: str, values: Sequence[Tensor]) -> list[tuple[str, Tensor]]:
+        """One check per player of a per-player intermediate, e.g. ``("∇H", "HVP", grad_h)``."""
+        return [(f"{what} of {self.player_label.format(p.name)} (stage: {stage})", t)
+                for p, t in zip(self.players, values)]
 
     def _extrapolated_checks(self, losses: Sequence[Tensor], grads: Sequence[Tensor],
                              where: str) -> list[tuple[str, Tensor]]:
@@ -123,6 +120,7 @@ class RuleDynamics(GameDynamics):
     hyperparameters = {**GameDynamics.hyperparameters, "optimizer": rule_name, "momentum": unit_interval,
                        "betas": betas, "eps": nonnegative}
     state_keys = frozenset({"momentum_buffer", "exp_avg", "exp_avg_sq"})
+    nonnegative_state_keys = frozenset({"exp_avg_sq"})  # Adam's second moment: a negative one is NaN at √v
     default_rule = "sgd"
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
@@ -139,20 +137,23 @@ class RuleDynamics(GameDynamics):
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
         return RULE_STATE[group["optimizer"]](group)
 
-    def rule_update(self, i: int, direction: Tensor, step: Tensor,
-                    state: Optional[dict[str, Tensor]] = None) -> tuple[Tensor, dict[str, Tensor]]:
+    def rule_update(self, i: int, direction: Tensor, step: Tensor, state: Optional[dict[str, Tensor]] = None,
+                    lr: Optional[Tensor] = None) -> tuple[Tensor, dict[str, Tensor]]:
         """Player i's update for ``direction`` by its rule, from ``state`` (default: its
-        committed state) at step count ``step``, and the rule's new state."""
+        committed state) at step count ``step`` with learning rate ``lr`` (default: its
+        group's, from :meth:`_lr_tensors`), and the rule's new state."""
         group, player = self.param_groups[i], self.players[i]
         state = dict(self.state.get(player.name, {})) if state is None else state
-        return RULES[group["optimizer"]](direction, state, self._lr_tensors()[i], step, group)
+        lr = self._lr_tensors()[i] if lr is None else lr
+        return RULES[group["optimizer"]](direction, state, lr, step, group)
 
     def rule_updates(self, directions: Sequence[Tensor], step: Tensor,
                      states: Optional[dict[str, dict[str, Tensor]]] = None
                      ) -> tuple[list[Tensor], dict[str, dict[str, Tensor]]]:
         """Both players' :meth:`rule_update`; the new states keyed by player name."""
         updates, new = [], {}
+        lrs = self._lr_tensors()  # once for both players
         for i, (player, d) in enumerate(zip(self.players, directions)):
-            u, new[player.name] = self.rule_update(i, d, step, None if states is None else states[player.name])
+            u, new[player.name] = self.rule_update(i, d, step, None if states is None else states[player.name], lrs[i])
             updates.append(u)
         return updates, new

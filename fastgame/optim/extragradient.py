@@ -38,7 +38,7 @@ class Extragradient(RuleDynamics):
         losses, grads_half = self._gradients_at(extrapolation)
         updates, state = self.rule_updates(self.directions(grads_half), 2 * step, half_state)
         checks = self._extrapolated_checks(losses, grads_half, "at the extrapolated point")
-        return Proposal(updates, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(updates, state, checks)
 
 
 class ExtraAdam(Extragradient):

@@ -114,13 +114,15 @@ class GACGD(GameOptimizer):
             pre.append((eta, eta_grad))
             square_avgs[player.name] = new_avg
         s, result = self._solve(hvp, pre, self.param_groups[0])  # game-wide solver settings
-        state = {p.name: {"square_avg": square_avgs[p.name], "warm_start": part} for p, part in zip(self.players, s)}
+        keep_start = self.param_groups[0]["warm_start"]  # kept only where the next step reads it
+        state = {p.name: {"square_avg": square_avgs[p.name], **({"warm_start": part} if keep_start else {})}
+                 for p, part in zip(self.players, s)}
         # Every mixed HVP result reaches the GMRES residual or the solution (a NaN residual
         # stops GMRES early, so it is checked itself).
         checks = [(f"step sizes of player {p.name} (stage: step sizes; check lr and eps)", eta)
                   for p, (eta, _) in zip(self.players, pre)]
         checks.append(("GMRES residual (stage: mixed HVP / GMRES solve)",
-                       torch.tensor(result.residual_norm, dtype=torch.float64)))
+                       torch.tensor(result.residual_norm, dtype=torch.float64, device=s[0].device)))
         checks += [(f"GMRES solution for player {p.name} (stage: mixed HVP / GMRES solve)", part)
                    for p, part in zip(self.players, s)]
         info = {"iter_num": result.iterations, "residual": result.residual_norm, "converged": result.converged,

@@ -4,7 +4,8 @@ correct the gradient with second-order terms (consensus, SGA, Hamiltonian).
 The vector field is v = (∇ₓℓ_x, ∇ᵧℓ_y), each player's gradient of its own loss (zero-sum:
 ℓ_x = −f for the max player x, ℓ_y = f), and J = ∂v/∂z its Jacobian. Every product is one
 double-backward pass through the step's create_graph gradients, as the mixed blocks of
-:class:`~fastgame.linalg.hvp.MixedHVP`, and counts in the same ``passes``.
+:class:`~fastgame.linalg.hvp.MixedHVP`, and counts in the same ``passes`` (as there, a
+product of gradients without a graph is zero and takes, and counts, no pass).
 """
 from __future__ import annotations
 
@@ -23,18 +24,22 @@ class GameHVP(MixedHVP):
 
     ``step_grads[i]`` is player i's per-parameter gradient that drives its step and
     ``cross[i]`` the gradient of the *other* player's loss with respect to player i (see
-    ``GameOptimizer._gradients``), both with graph; ``signs[i]`` turns ``step_grads[i]`` into
-    the gradient of player i's own loss (−1 for the max player of a zero-sum game).
+    ``GameOptimizer._gradients``; kept as :class:`MixedHVP`'s ``grads``), both with graph;
+    ``signs[i]`` turns ``step_grads[i]`` into the gradient of player i's own loss (−1 for the
+    max player of a zero-sum game).
     """
 
     def __init__(self, players: Sequence[Player], step_grads: Sequence[Sequence[Tensor]],
                  cross: Sequence[Sequence[Tensor]], signs: tuple[float, float]) -> None:
         super().__init__(players, cross)
-        self.step_grads, self.cross = step_grads, cross
-        self.signs = signs
+        self.step_grads, self.signs = step_grads, signs
 
     def _pass(self, grads: Sequence[Tensor], to: Sequence[int], vecs: Sequence[Tensor]) -> list[Tensor]:
-        """∂(Σ grads·vecs)/∂(players ``to``), one flat vector per player in ``to``."""
+        """∂(Σ grads·vecs)/∂(players ``to``), one flat vector per player in ``to``: one pass,
+        or none (zeros, not counted) when no entry of ``grads`` has a graph (see :func:`mixed_hvp`)."""
+        if not any(g.requires_grad for g in grads):  # as MixedHVP._product: nothing depends on z
+            return [torch.zeros(self.players[i].numel, dtype=self.players[i].dtype, device=self.players[i].device)
+                    for i in to]
         params = [p for i in to for p in self.players[i].params]
         out = mixed_hvp(grads, params, vecs)
         self.passes += 1
@@ -59,13 +64,13 @@ class GameHVP(MixedHVP):
     def cross_gradient(self, i: int) -> Tensor:
         """∇_i ℓ_j, the gradient of the other player's loss with respect to player i (flat; no pass)."""
         with torch.no_grad():
-            return all_reduce_mean(self.signs[1 - i] * self.players[i].gather(self.cross[i]))
+            return all_reduce_mean(self.signs[1 - i] * self.players[i].gather(self.grads[i]))
 
     def jacobian_row(self, i: int, u: Sequence[Tensor]) -> Tensor:
         """(Ju)_i = ∂(∇ₓℓ_i·u_x + ∇ᵧℓ_i·u_y)/∂z_i, player i's block row of J times u, in one
         pass over player i's parameters."""
         j = 1 - i
-        own, cross = self.step_grads[i], self.cross[j]  # ∇_i ℓ_i and ∇_j ℓ_i, up to the sign of ℓ_i
+        own, cross = self.step_grads[i], self.grads[j]  # ∇_i ℓ_i and ∇_j ℓ_i, up to the sign of ℓ_i
         vecs = self.players[i].split(self.signs[i] * u[i]) + self.players[j].split(self.signs[i] * u[j])
         return self._pass([*own, *cross], (i,), vecs)[0]
 
@@ -75,7 +80,7 @@ class GameHVP(MixedHVP):
         of ½(∇ᵧℓ_y − ∇ᵧℓ_x)·u_y, likewise for y; Aᵀ = −A."""
         out = []
         for to, other in ((0, 1), (1, 0)):
-            own, cross = self.step_grads[other], self.cross[other]  # ∇_other ℓ_other, ∇_other ℓ_to (signed below)
+            own, cross = self.step_grads[other], self.grads[other]  # ∇_other ℓ_other, ∇_other ℓ_to (signed below)
             s_own, s_cross = self.signs[other], self.signs[to]
             split = self.players[other].split
             if own is cross:  # zero-sum: one gradient, the signs combine

@@ -35,5 +35,4 @@ class HamiltonianGradient(RuleDynamics):
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: GameHVP, step: Tensor) -> Proposal:
         grad_h = hvp.jacobian_transpose(self.directions(grads))
         updates, state = self.rule_updates(grad_h, step)
-        checks = [(f"∇H of {self.player_label.format(p.name)} (stage: HVP)", h) for p, h in zip(self.players, grad_h)]
-        return Proposal(updates, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(updates, state, self._player_checks("∇H", "HVP", grad_h))

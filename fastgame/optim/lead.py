@@ -52,6 +52,4 @@ class LEAD(GameDynamics):
                   for group, p, lr, d, c in zip(self.param_groups, prev, self._lr_tensors(),
                                                 self.directions(grads), coupled)]
         state = {p.name: {"prev_delta": d} for p, d in zip(self.players, deltas)}
-        checks = [(f"coupling term of {self.player_label.format(p.name)} (stage: mixed HVP)", c)
-                  for p, c in zip(self.players, coupled)]
-        return Proposal(deltas, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(deltas, state, self._player_checks("coupling term", "mixed HVP", coupled))

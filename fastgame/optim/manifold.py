@@ -7,7 +7,6 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
-from ..linalg.params import Player
 from .base import Proposal
 from .checks import boolean, positive_int
 from .dynamics import GameDynamics
@@ -57,8 +56,8 @@ class BestResponseManifold(GameDynamics):
         super().__init__(max_params, min_params, lr_max, lr_min, ls_iters=ls_iters,
                          retraction_steps=retraction_steps, warm_start=warm_start, **kwargs)
 
-    def _initial_state(self, player: Player) -> dict[str, Tensor]:
-        return {"ls_solution": torch.zeros_like(player.flat)} if player is self.players[0] else {}
+    def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
+        return ("ls_solution",) if group is self.param_groups[0] else ()  # D's least-squares solve
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: GameHVP, step: Tensor) -> Proposal:
         group = self.param_groups[0]  # the solver settings are game-wide
@@ -98,6 +97,10 @@ class BestResponseManifold(GameDynamics):
             losses, grads_at = self._gradients_at(deltas)
             checks += self._extrapolated_checks(losses, (grads_at[0], None), f"at retraction step {j + 1}")
             deltas[0] = deltas[0] - lr_d * self.directions(grads_at)[0]
-        info = {"grad_evals": 1 + group["retraction_steps"], "ls_residual_sq": rr}
         state = {self.players[0].name: {"ls_solution": w}, self.players[1].name: {}}
-        return Proposal(deltas, state, checks, info)
+        return Proposal(deltas, state, checks, {"ls_residual_sq": rr})
+
+    @property
+    def grad_evals(self) -> int:
+        """The pipeline's evaluation and one per retraction step."""
+        return 1 + self.param_groups[0]["retraction_steps"]

@@ -43,7 +43,7 @@ class OGDA(RuleDynamics):
             prev = u if prev is None else torch.where(step == 1, u, prev)
             deltas.append(2 * u - prev)
             state[player.name]["prev_update"] = u
-        return Proposal(deltas, state, info={"grad_evals": self.grad_evals})
+        return Proposal(deltas, state)
 
 
 class OptimisticAdam(OGDA):

@@ -7,7 +7,7 @@ from torch import Tensor
 
 from ..linalg.hvp import MixedHVP
 from .base import Proposal
-from .checks import nonnegative, positive_int
+from .checks import nonnegative, positive, positive_int
 from .dynamics import RuleDynamics
 
 
@@ -32,7 +32,7 @@ class ProximalTraining(RuleDynamics):
     Cost per step: k + 1 gradient evaluations, 0 HVP passes. Capturable (if the closure is).
     """
 
-    hyperparameters = {**RuleDynamics.hyperparameters, "prox": nonnegative, "inner_steps": positive_int,
+    hyperparameters = {**RuleDynamics.hyperparameters, "prox": positive, "inner_steps": positive_int,
                        "inner_lr": nonnegative}
     game_wide = RuleDynamics.game_wide | {"prox", "inner_steps", "inner_lr"}
     needs_closure = True
@@ -57,4 +57,9 @@ class ProximalTraining(RuleDynamics):
             checks += self._extrapolated_checks(losses, grads, f"at inner ascent iterate {j + 1}")
         directions = [-2 * lam * offset, grads[1]]  # each player's descent direction of ∓V^prox
         updates, state = self.rule_updates(directions, step)
-        return Proposal(updates, state, checks, {"grad_evals": k + 1})
+        return Proposal(updates, state, checks)
+
+    @property
+    def grad_evals(self) -> int:
+        """The pipeline's evaluation and one per inner ascent iterate."""
+        return self.param_groups[0]["inner_steps"] + 1

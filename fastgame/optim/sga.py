@@ -43,17 +43,15 @@ class SGA(RuleDynamics):
         group = self.param_groups[0]  # lam and align are game-wide
         xi = self.directions(grads)
         adjustment = hvp.antisymmetric_transpose(xi)
-        checks = [(f"Aᵀξ of {self.player_label.format(p.name)} (stage: HVP)", a)
-                  for p, a in zip(self.players, adjustment)]
+        checks = self._player_checks("Aᵀξ", "HVP", adjustment)
         lam = torch.full((), float(group["lam"]), dtype=xi[0].dtype, device=xi[0].device)
         if group["align"]:
             grad_h = hvp.jacobian_transpose(xi)
-            checks += [(f"∇H of {self.player_label.format(p.name)} (stage: HVP)", h)
-                       for p, h in zip(self.players, grad_h)]
+            checks += self._player_checks("∇H", "HVP", grad_h)
             d = sum(p.numel for p in self.players)
             dot = lambda a, b: sum((u * w).sum() for u, w in zip(a, b))  # noqa: E731
             alignment = dot(xi, grad_h) * dot(adjustment, grad_h) / d + group["align_eps"]
             lam = torch.where(alignment >= 0, lam, -lam)
         directions = [x + lam * a for x, a in zip(xi, adjustment)]
         updates, state = self.rule_updates(directions, step)
-        return Proposal(updates, state, checks, {"grad_evals": self.grad_evals})
+        return Proposal(updates, state, checks)

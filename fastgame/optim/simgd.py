@@ -31,7 +31,7 @@ class SimGD(RuleDynamics):
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         updates, state = self.rule_updates(self.directions(grads), step)
-        return Proposal(updates, state, info={"grad_evals": self.grad_evals})
+        return Proposal(updates, state)
 
 
 class SimAdam(SimGD):
