@@ -202,3 +202,17 @@ def test_bad_inputs_change_nothing():
     for name in ("x", "y"):
         for k, v in state["state"][name].items():
             assert torch.equal(v, after["state"][name][k])
+
+
+@pytest.mark.parametrize("warm", [False, True])
+def test_warm_start_kept_only_when_read(warm):
+    """The previous solution stays in the state (and state_dict) only when the next GMRES starts from it."""
+    x = torch.randn(3, dtype=torch.float64, requires_grad=True)
+    y = torch.randn(2, dtype=torch.float64, requires_grad=True)
+    A = torch.randn(3, 2, dtype=torch.float64)
+    opt = fastgame.GACGD([x], [y], lr_x=0.1, lr_y=0.1, warm_start=warm)
+    for _ in range(2):
+        opt.step(lambda: (x @ A @ y + (x ** 2).sum(), -(x @ A @ y) + (y ** 2).sum()))
+    for st in opt.state_dict()["state"].values():
+        if "square_avg" in st:
+            assert ("warm_start" in st) == warm
