@@ -28,16 +28,13 @@ if __package__ in (None, ""):
 
 import fastgame  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
+from bench.rows import _flat  # noqa: E402
 
 SMOKE = [(Config("mlp", 64, 32, 1e-3, depth=2), "native"), (Config("dcgan32", 4, 8, 1e-4), "fastgame")]  # --device cpu
 CONFIGS = [(Config("mlp", 512, 128, 1e-3), "native"), (Config("dcgan32", 64, 64, 1e-4), "native"),
            (Config("dcgan32", 64, 64, 1e-4), "fastgame")]
 ROWS = ("cgds", "fastgame-loss", "fastgame-closure", "fastgame-closure-check4", "fastgame-closure-nograph",
         "fastgame-graphed")
-
-
-def _flat(G, D) -> torch.Tensor:
-    return torch.cat([p.detach().reshape(-1).double() for m in (G, D) for p in m.parameters()])
 
 
 def _sync(device: torch.device) -> None:
@@ -139,8 +136,10 @@ def main(argv=None) -> int:
                 k = f"{r['cg_iters']:.1f}" if r["cg_iters"] is not None else "-"
                 g = f"{r['cg_graphed']:.2f}" if r["cg_graphed"] is not None else "-"
                 sp = f"{r['speedup_vs_cgds']:.2f}x" if r["speedup_vs_cgds"] else "-"
+                # no reference where the graph_cg=False row failed
+                dt = f"{r['dtheta_vs_nograph']:.2e}" if r["dtheta_vs_nograph"] is not None else "-"
                 print(f"{r['config']:16} {bn:9} {name:26} {r['ms_median']:8.2f} {sp:>8} {k:>6} {g:>8} "
-                      f"{r['dtheta_vs_nograph']:16.2e} " + (f"{r['capture_ms']:10.2f}" if r["capture_ms"] else f"{'-':>10}") + (f"  ({r['reason']})" if r.get("reason") and name == "fastgame-loss" else ""))
+                      f"{dt:>16} " + (f"{r['capture_ms']:10.2f}" if r["capture_ms"] else f"{'-':>10}") + (f"  ({r['reason']})" if r.get("reason") and name == "fastgame-loss" else ""))
             rows.append(r)
         for r in done.values():
             r.pop("params", None)

@@ -50,7 +50,8 @@ if want build; then
 fi
 # From the checkout, `import fastgame` takes the source tree and the installed build's
 # extensions (fastgame/ops/_ext.py finds them in site-packages).
-"$PY" -c "import fastgame; print(fastgame.__file__); [print(' ', b.name, b) for b in fastgame.backends().values()]"
+# (the path relative to the checkout: the log is committed)
+"$PY" -c "import fastgame, os; print(os.path.relpath(fastgame.__file__)); [print(' ', b.name, b) for b in fastgame.backends().values()]"
 "$PY" -c "
 import fastgame, sys
 b = fastgame.backends()

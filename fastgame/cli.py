@@ -17,7 +17,7 @@ from . import losses as L
 from .checkpoint import CheckpointError
 from .data import DataError
 from .steppers import OPTIMIZERS
-from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig, truncate_metrics
+from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig
 
 __all__ = ["main", "build_parser"]
 
@@ -184,11 +184,9 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 raise ConfigError(f"--resume takes the settings from {args.resume}/config.json; only --steps and "
                                   f"--quiet may be given (got --{given[0].replace('_', '-')})")
         import torch.distributed as dist
-        run = prepare(_config(args), args.resume, args.steps)
+        run = prepare(_config(args), args.resume, args.steps)  # a resumed run holds its rows up to its checkpoint
         if run.world > 1:
-            dist.barrier()
-        if args.resume is not None and run.rank == 0:
-            truncate_metrics(run)
+            dist.barrier()  # every rank has checked its input before rank 0 writes anything
         if run.rank == 0 and args.resume is not None:
             print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}", flush=True)
         try:

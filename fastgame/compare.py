@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import os
@@ -11,9 +12,9 @@ import statistics
 from typing import Any, Callable
 
 from .checkpoint import write_csv
-from .steppers import OPTIMIZERS
-from .data import load_dataset
-from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, truncate_metrics, prepare, resolve
+from .steppers import OPTIMIZERS, SOLVER_SETTINGS, unsupported_setting
+from .data import Dataset, load_dataset
+from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, config_diff, prepare, resolve
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
@@ -31,11 +32,13 @@ def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
         key, eq, value = item.partition("=")
         if not eq or key not in _SPEC_KEYS:
             raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(_SPEC_KEYS)}")
+        # resolve() checks this too, but names the command-line option (--cg-start), not the key
+        why = unsupported_setting(name, key) if key in SOLVER_SETTINGS else None
+        if why:
+            raise ConfigError(f"{spec!r}: {key} {why}")
         if key == "cg_start":
             if value not in CG_STARTS:
                 raise ConfigError(f"{spec!r}: cg_start must be one of {', '.join(CG_STARTS)}, got {value!r}")
-            if name not in ("acgd", "bcgd"):
-                raise ConfigError(f"{spec!r}: cg_start sets the CG solve of acgd and bcgd, not {name}")
             over[key] = value
             continue
         try:
@@ -109,15 +112,20 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
     write_csv(os.path.join(folder, "compare.csv"), flat, list(flat[0]))
 
 
-def _check_same_setting(out: str, want: TrainConfig) -> None:
-    """A run folder is reused only for the same setting (its total steps may differ), read as
-    ``train --resume`` reads it (settings newer than the folder take the value it ran with)."""
+def _check_same_setting(out: str, cfg: TrainConfig, data: Dataset) -> None:
+    """A run folder is reused only for the setting ``cfg`` (its total steps may differ), read as
+    ``train --resume`` reads it (settings newer than the folder take the value it ran with).
+    The periods that default to a share of the steps (--eval-every, --checkpoint-every) are
+    compared only where ``cfg`` sets them: left to their defaults, they are those the run was
+    created with, whatever ``--steps`` now asks for."""
     try:
         with open(os.path.join(out, "config.json")) as f:
-            saved = TrainConfig.from_json(json.load(f)).to_json()
+            saved = TrainConfig.from_json(json.load(f))
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{out}/config.json: cannot read it ({exc})") from None
-    diff = [k for k, v in want.to_json().items() if k not in ("steps", "out", "extra") and saved.get(k) != v]
+    want = resolve(dataclasses.replace(cfg, eval_every=cfg.eval_every or saved.eval_every,
+                                       checkpoint_every=cfg.checkpoint_every or saved.checkpoint_every), data)
+    diff = config_diff(saved, want)
     if diff:
         raise ConfigError(f"{out} holds a run with other settings ({', '.join(diff)}); pick another --out")
 
@@ -145,7 +153,7 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
             if resume is None and os.path.exists(out) and os.listdir(out):
                 raise ConfigError(f"{out} exists without a checkpoint; remove it or pick another --out")
             if resume is not None:
-                _check_same_setting(out, resolve(cfg, data))
+                _check_same_setting(out, cfg, data)
             plans.append((spec, seed, cfg, resume))
     for _, _, cfg, resume in plans:  # built once to check it, then dropped: one run in memory at a time
         prepare(cfg, resume, args.steps if resume else None, data=data)
@@ -155,8 +163,7 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
     for i, (spec, seed, cfg, resume) in enumerate(plans):
         run = prepare(cfg, resume, args.steps if resume else None, data=data)
         label = f"[{i + 1}/{len(plans)}] {spec} seed {seed}"
-        if resume is not None:
-            truncate_metrics(run)
+        if resume is not None:  # prepare() kept its metric rows up to its checkpoint
             if run.step >= run.cfg.steps:
                 print(f"{label}: finished earlier, reusing {run.out}", flush=True)
         run.train(quiet=args.quiet, label=label)

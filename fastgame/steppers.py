@@ -5,8 +5,10 @@ the baselines are Adam, simultaneous (both players' gradients at the same point)
 alternating (the discriminator first, then the generator against the updated
 discriminator), each player with its own learning rate (two-timescale rates).
 
-Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations, hvp_passes)`` (tensors,
-no host sync), ``state_dict()`` and ``load_state_dict()``. ``hvp_passes`` is the number of mixed
+Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations, hvp_passes)``, without a
+host sync: the losses are tensors on the models' device, the counts host numbers where the
+optimizer counts on the host (eager steps) and tensors where it counts on the device (a graphed
+step's), ``state_dict()`` and ``load_state_dict()``. ``hvp_passes`` is the number of mixed
 double-backward (Hessian-vector product) passes the step took, as the optimizer counts them in
 ``get_info()["hvp_passes"]`` (a batched pass counts once; 0 for Adam and for dynamics without
 HVPs); ``cg_iterations`` is the solver's iteration count. Under ``torch.distributed`` the
@@ -26,7 +28,7 @@ from .linalg.distributed import all_reduce_mean, is_data_parallel
 from .linalg.flat import flatten, split_like
 from .optim import DYNAMICS
 
-__all__ = ["OPTIMIZERS", "GameLosses", "make_stepper"]
+__all__ = ["OPTIMIZERS", "SOLVER_SETTINGS", "GameLosses", "make_stepper", "unsupported_setting"]
 
 _CGD_FAMILY = ("acgd", "bcgd", "gacgd")
 OPTIMIZERS = (*_CGD_FAMILY, "adam", "adam-alt", *sorted(n for n in DYNAMICS if n not in _CGD_FAMILY))
@@ -34,6 +36,19 @@ OPTIMIZERS = (*_CGD_FAMILY, "adam", "adam-alt", *sorted(n for n in DYNAMICS if n
 other game dynamics of :data:`fastgame.optim.DYNAMICS` (extragradient, OGDA, consensus, …)."""
 
 ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
+
+SOLVER_SETTINGS = {"tol": _CGD_FAMILY, "max_iter": _CGD_FAMILY, "cg_start": ("acgd", "bcgd")}
+"""The solver settings and the optimizers that take them (the others have no CG/GMRES solve)."""
+
+
+def unsupported_setting(optimizer: str, key: str) -> Optional[str]:
+    """None where ``optimizer`` takes the solver setting ``key`` (one of :data:`SOLVER_SETTINGS`),
+    else the end of a message saying why not (the caller names the setting its own way)."""
+    takers = SOLVER_SETTINGS[key]
+    if optimizer in takers:
+        return None
+    solve = "CG solve" if len(takers) == 2 else "CG/GMRES solve"
+    return f"sets the {solve} of {', '.join(takers[:-1])} and {takers[-1]}, not {optimizer}"
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -75,7 +90,19 @@ class GameLosses:
             return self.loss(_wide(self.D(real)), _wide(self.D(self.G(z)))).generator
 
 
-class _CGDStepper:
+class _Stepper:
+    """A stepper around one fastgame optimizer ``opt``, whose state is the optimizer's."""
+
+    opt: Any
+
+    def state_dict(self) -> dict[str, Any]:
+        return self.opt.state_dict()
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        self.opt.load_state_dict(sd)
+
+
+class _CGDStepper(_Stepper):
     """ACGD or BCGD on the zero-sum loss; D is the max player."""
 
     def __init__(self, opt: Any, losses: GameLosses, graphed: bool, example: tuple[Tensor, ...]) -> None:
@@ -91,7 +118,7 @@ class _CGDStepper:
         # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
         self._graphed = fastgame.make_graphed_step(opt, zero_sum, *[e.clone() for e in example]) if graphed else None
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         if self._graphed is not None:
             zs = self._graphed(real, z, t)
             # Inside a replayed graph the Python side does not run: report the zero-sum loss for both.
@@ -101,45 +128,35 @@ class _CGDStepper:
             d, g = self._last
         return (d, g) + _counts(self.opt)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.opt.state_dict()
 
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.opt.load_state_dict(sd)
-
-
-def _counts(opt: Any) -> tuple[Tensor, Tensor]:
-    """(solver iterations, mixed-HVP passes) of ``opt``'s last step, from its ``get_info()``."""
-    info = opt.get_info()  # as tensors, without reading a device count (a graphed step's) to the host
-    return tuple(torch.as_tensor(info.get(k, 0), dtype=torch.float32) for k in ("iter_num", "hvp_passes"))
+def _counts(opt: Any) -> tuple[Any, Any]:
+    """(solver iterations, mixed-HVP passes) of ``opt``'s last step, from its ``get_info()``: host
+    numbers stay on the host (wrapping them in tensors for the device would cost a blocking copy
+    each step) and device counts (a graphed step's) on the device, unread."""
+    info = opt.get_info()
+    return info.get("iter_num", 0), info.get("hvp_passes", 0)
 
 
-class _GACGDStepper:
+class _GACGDStepper(_Stepper):
     """GACGD: D (x) minimises its own loss, G (y) its own."""
 
     def __init__(self, opt: Any, losses: GameLosses) -> None:
         self.opt, self.losses = opt, losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         d, g, _ = self.losses(real, z, t)
         self.opt.step(d, g)
         return (d.detach(), g.detach()) + _counts(self.opt)
 
-    def state_dict(self) -> dict[str, Any]:
-        return self.opt.state_dict()
 
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.opt.load_state_dict(sd)
-
-
-class _DynamicsStepper:
+class _DynamicsStepper(_Stepper):
     """One of the other game dynamics on the zero-sum loss, D the max player. It steps with a
     closure, since extragradient, alternating and proximal methods evaluate the loss again."""
 
     def __init__(self, opt: Any, losses: GameLosses) -> None:
         self.opt, self.losses = opt, losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         first: list[tuple[Tensor, Tensor]] = []
 
         def zero_sum() -> Tensor:
@@ -149,12 +166,6 @@ class _DynamicsStepper:
         self.opt.step(zero_sum)
         d, g = first[0]  # the losses at the step's starting point
         return (d, g) + _counts(self.opt)
-
-    def state_dict(self) -> dict[str, Any]:
-        return self.opt.state_dict()
-
-    def load_state_dict(self, sd: dict[str, Any]) -> None:
-        self.opt.load_state_dict(sd)
 
 
 def _set_grads(params: list[Tensor], loss: Tensor) -> None:
@@ -177,7 +188,7 @@ class _AdamStepper:
         self.opt_g = torch.optim.Adam(self.g_params, lr=lr_g, betas=ADAM_BETAS)
         self.losses, self.alternating = losses, alternating
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         d, g, _ = self.losses(real, z, t)
         _set_grads(self.d_params, d)
         if self.alternating:
@@ -189,7 +200,7 @@ class _AdamStepper:
         self.opt_g.step()
         for p in self.d_params + self.g_params:
             p.grad = None
-        return d.detach(), g.detach(), torch.zeros(()), torch.zeros(())
+        return d.detach(), g.detach(), 0, 0
 
     def state_dict(self) -> dict[str, Any]:
         return {"d": self.opt_d.state_dict(), "g": self.opt_g.state_dict()}
@@ -204,13 +215,18 @@ class _AdamStepper:
 def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
                  tol: Optional[float] = None, max_iter: Optional[int] = None, graphed: bool = False,
                  example: tuple[Tensor, ...] = (), cg_start: Optional[str] = None) -> Any:
-    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`); ``cg_start`` (ACGD and
-    BCGD only; None: the optimizer's own, "warm") is how each CG solve starts."""
+    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`). ``tol`` and ``max_iter``
+    (ACGD, BCGD and GACGD only; None: the optimizer's own) bound each CG/GMRES solve, ``cg_start``
+    (ACGD and BCGD only; None: the optimizer's own, "zero") is how each CG solve starts.
+    ``fastgame train`` checks these in :func:`fastgame.train.resolve` first; here a
+    setting an optimizer does not take raises ValueError rather than being ignored."""
+    for key, value in (("tol", tol), ("max_iter", max_iter), ("cg_start", cg_start)):
+        why = unsupported_setting(name, key) if name in OPTIMIZERS and value is not None else None
+        if why:
+            raise ValueError(f"{key} {why}")
     kw: dict[str, Any] = {"max_iter": max_iter}
     if tol is not None:
         kw["tol"] = tol
-    if cg_start is not None and name not in ("acgd", "bcgd"):
-        raise ValueError(f"cg_start sets the CG solve of acgd and bcgd, not {name}")
     if name in ("acgd", "bcgd"):
         cls: Callable[..., Any] = fastgame.ACGD if name == "acgd" else fastgame.BCGD
         if graphed:
@@ -226,7 +242,5 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
     if name in ("adam", "adam-alt"):
         return _AdamStepper(G, D, losses, lr_d, lr_g, alternating=name == "adam-alt")
     if name in DYNAMICS:
-        if tol is not None or max_iter is not None:
-            raise ValueError(f"tol and max_iter set the CG/GMRES solve of acgd, bcgd and gacgd; {name} has none")
         return _DynamicsStepper(DYNAMICS[name](D.parameters(), G.parameters(), lr_max=lr_d, lr_min=lr_g), losses)
     raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")

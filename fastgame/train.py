@@ -6,7 +6,8 @@ then trains with a progress bar and writes the run folder::
 
     RUN_DIR/config.json         the resolved configuration
     RUN_DIR/metrics.csv, .json  losses, CG iterations, mixed-HVP passes, wall-clock and metrics at each
-                                evaluation (losses and counts: means over the steps since the last one)
+                                evaluation (losses and counts: means over the steps since the last
+                                multiple of --eval-every before it)
     RUN_DIR/checkpoint.pt       the latest checkpoint (atomic): models, optimizer, data order, RNGs
     RUN_DIR/samples.png         the latest samples (also samples/step_NNNNNN.png at each evaluation)
     RUN_DIR/curves.png          losses and metrics against steps
@@ -31,13 +32,13 @@ from torch import Tensor, nn
 
 from . import losses as L
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json
-from .data import BatchSampler, Dataset, load_dataset
+from .data import _ON_DISK, BatchSampler, Dataset, load_dataset
 from .models import ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, mlp_gan
 from .nn import convert_batchnorm
 from .optim.cgd import CG_STARTS
-from .steppers import OPTIMIZERS, GameLosses, make_stepper
+from .steppers import OPTIMIZERS, SOLVER_SETTINGS, GameLosses, make_stepper, unsupported_setting
 
-__all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "MODELS"]
+__all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "resolve", "config_diff", "MODELS"]
 
 MODELS = ("auto", "mlp", "dcgan", "wgan_gp_dcgan")
 PENALTIES = ("none",) + tuple(L.PENALTIES)
@@ -102,6 +103,25 @@ ADDED_LATER: dict[str, Any] = {"batchnorm": "native"}
 models kept torch's BatchNorm before ``batchnorm`` existed). ``cg_start`` needs no entry: its
 None means the optimizer's own start, which a saved optimizer state records itself."""
 
+FREE = ("steps", "out", "extra")
+"""The settings a continued run may change: it can be extended, or its folder moved."""
+
+
+def config_diff(saved: TrainConfig, mine: TrainConfig) -> list[str]:
+    """The settings, other than :data:`FREE`, in which ``mine`` differs from ``saved`` (both
+    resolved), in the order of :class:`TrainConfig`'s fields."""
+    a, b = saved.to_json(), mine.to_json()
+    return [k for k, v in b.items() if k not in FREE and a.get(k) != v]
+
+
+def data_label(source: str) -> str:
+    """A short name of the data ``source`` for folder names and titles: the kind of an on-disk
+    data set (``mnist`` for ``mnist:/data/tv``), else the file or folder name."""
+    kind, sep, _ = source.partition(":")
+    if sep and kind in _ON_DISK:
+        return kind
+    return os.path.basename(source.rstrip("/")) or "data"
+
 
 def _positive(name: str, v: Optional[float], allow_none: bool = True) -> None:
     if v is None and allow_none:
@@ -133,8 +153,10 @@ def resolve(cfg: TrainConfig, data: Dataset) -> TrainConfig:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
     if cfg.cg_start is not None and cfg.cg_start not in CG_STARTS:
         raise ConfigError(f"--cg-start must be one of {', '.join(CG_STARTS)}, got {cfg.cg_start!r}")
-    if cfg.cg_start is not None and cfg.optimizer not in ("acgd", "bcgd"):
-        raise ConfigError(f"--cg-start sets the CG solve of acgd and bcgd, not {cfg.optimizer}")
+    for key in SOLVER_SETTINGS:  # tol, max_iter, cg_start: only for the optimizers with a CG/GMRES solve
+        why = getattr(cfg, key) is not None and unsupported_setting(cfg.optimizer, key)
+        if why:
+            raise ConfigError(f"--{key.replace('_', '-')} {why}")
     if cfg.graphed and cfg.cg_start == "recycle":
         raise ConfigError("--graphed cannot use --cg-start recycle (its Ritz extraction reads the host)")
     if cfg.graphed and cfg.optimizer not in ("acgd", "bcgd"):
@@ -236,6 +258,9 @@ class Run:
         # so that evaluation or anything else using the global RNG cannot change training.
         self.noise = torch.Generator().manual_seed(cfg.seed + 1)
         self.step, self.elapsed, self.rows = 0, 0.0, []
+        # Each step since the last multiple of eval_every: (loss_d, loss_g, cg_iters, hvp_passes),
+        # each a host number or a tensor (left on its device until an evaluation averages them).
+        self.window: list[tuple[Any, ...]] = []
         if resume_state is not None:
             self._restore(resume_state)
         self.evaluator = _Evaluator(data)
@@ -245,19 +270,16 @@ class Run:
         return {"step": self.step, "elapsed": self.elapsed, "config": self.cfg.to_json(),
                 "G": self.G.state_dict(), "D": self.D.state_dict(), "optimizer": self.stepper.state_dict(),
                 "sampler": self.sampler.state_dict(), "noise": self.noise.get_state(),
-                "torch_rng": torch.get_rng_state()}
+                "torch_rng": torch.get_rng_state(), "window": _window_table(self.window)}
 
     def _restore(self, st: dict[str, Any]) -> None:
-        free = ("steps", "out", "extra")  # may differ: a resumed run can be extended, or its folder moved
         # A checkpoint written before a setting existed is read as its config.json is.
         try:
-            saved_cfg = TrainConfig.from_json(st["config"]).to_json()
+            saved_cfg = TrainConfig.from_json(st["config"])
         except (ConfigError, TypeError) as exc:
             raise CheckpointError(f"the checkpoint's configuration is unreadable ({exc})") from None
-        saved = {k: v for k, v in saved_cfg.items() if k not in free}
-        mine = {k: v for k, v in self.cfg.to_json().items() if k not in free}
-        if saved != mine:
-            diff = sorted(k for k in mine if saved.get(k) != mine[k])
+        diff = sorted(config_diff(saved_cfg, self.cfg))
+        if diff:
             raise CheckpointError(f"the checkpoint belongs to another configuration (differs in {diff})")
         try:
             self.G.load_state_dict(st["G"])
@@ -267,11 +289,22 @@ class Run:
             self.noise.set_state(st["noise"])
             torch.set_rng_state(st["torch_rng"])
             self.step, self.elapsed = int(st["step"]), float(st["elapsed"])
-        except (KeyError, RuntimeError, ValueError, TypeError) as exc:
+            # A checkpoint from before the window was saved starts its first window empty.
+            window = st.get("window")
+            self.window = [] if window is None else [tuple(r) for r in window.reshape(-1, 4).tolist()]
+        except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
             raise CheckpointError(f"the checkpoint does not match this run ({type(exc).__name__}: "
                                   f"{str(exc).splitlines()[0]})") from None
         if self.step > self.cfg.steps:
             raise ConfigError(f"the checkpoint is at step {self.step}, past --steps {self.cfg.steps}")
+        if self.rank == 0:  # the rows up to the checkpoint's step: the resumed run recomputes the rest
+            try:
+                with open(os.path.join(self.out, "metrics.json")) as f:
+                    rows = json.load(f)
+            except (OSError, ValueError):
+                rows = []
+            rows = rows if isinstance(rows, list) else []
+            self.rows = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= self.step]
 
     # ---- evaluation ------------------------------------------------------------------------
     @torch.no_grad()
@@ -295,24 +328,25 @@ class Run:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc=label or f"{cfg.optimizer} {cfg.data}",
                        unit="step", dynamic_ncols=True)
-        window: list[Tensor] = []
         shown: dict[str, str] = {}  # the last evaluation's metrics stay on the bar
         start = time.perf_counter() - self.elapsed
         k = self.shard
         while self.step < cfg.steps:
-            real = self.sampler.next().to(self.device, self.dtype)
+            real = self._to_device(self.sampler.next())
             # Every rank draws the full batch's codes and keeps its shard: the same numbers as one process.
             z = torch.randn(cfg.batch, cfg.latent, generator=self.noise, dtype=self.dtype)
             t = torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)
             lo = self.rank * k
-            d, g, it, hp = self.stepper.step(real, z[lo:lo + k].to(self.device), t[lo:lo + k].to(self.device))
-            # kept on the device: read every 10 steps for the bar and at evaluations, not every step
-            window.append(torch.stack([d.detach().float(), g.detach().float(),
-                                       it.to(d.device, torch.float32), hp.to(d.device, torch.float32)]))
+            d, g, it, hp = self.stepper.step(real, self._to_device(z[lo:lo + k]), self._to_device(t[lo:lo + k]))
+            # Losses (and a graphed step's counts) stay on the device, copied: a graphed step
+            # overwrites its outputs. They are read every 10 steps for the bar and at evaluations.
+            losses = torch.stack([d.detach().float(), g.detach().float()])
+            self.window.append((losses[0], losses[1]) + tuple(c.detach().float().clone() if isinstance(c, Tensor)
+                                                              else c for c in (it, hp)))
             self.step += 1
             last = self.step == cfg.steps
             if bar is not None and (self.step % 10 == 0 or last):
-                m = window[-1].tolist()
+                m = _window_table(self.window[-1:])[0].tolist()
                 bar.set_postfix(loss_d=f"{m[0]:.3f}", loss_g=f"{m[1]:.3f}", cg=int(m[2]), **shown, refresh=False)
                 bar.update(self.step - bar.n)
             evaluate, save = self.step % cfg.eval_every == 0 or last, self.step % cfg.checkpoint_every == 0 or last
@@ -321,12 +355,15 @@ class Run:
                 paused = time.perf_counter()  # the training clock stops for evaluations and checkpoints
             if evaluate:
                 if main:
-                    row = self._evaluate(torch.stack(window).mean(0).cpu())
+                    row = self._evaluate(_window_table(self.window).mean(0))
                     if quiet:
                         print(f"{label or cfg.optimizer} step {self.step}/{cfg.steps} "
                               + " ".join(f"{k_}={_fmt(v)}" for k_, v in row.items() if k_ != "step"), flush=True)
                     shown = {m_: _fmt(row[m_]) for m_ in self.evaluator.names[:2]}
-                window = []
+                if self.step % cfg.eval_every == 0:
+                    # Not after the extra evaluation at the last step: a run extended later then
+                    # averages the same steps into its next row as a run that never stopped.
+                    self.window = []
             if save and main:
                 save_checkpoint(os.path.join(self.out, "checkpoint.pt"), self._state())
                 plot_curves(os.path.join(self.out, "curves.png"), self.rows, self.evaluator.names,
@@ -336,6 +373,16 @@ class Run:
         if bar is not None:
             bar.close()
         return self.rows
+
+    def _to_device(self, x: Tensor) -> Tensor:
+        """``x``, a fresh CPU tensor, on the run's device in its dtype. To a GPU through pinned
+        memory without blocking the host: a copy from pageable memory would wait for the GPU
+        each step. The pinned block is not reused before the copy has read it (torch's host
+        allocator records the copy's stream), and ``x`` is not written again."""
+        x = x.to(self.dtype)
+        if self.device.type != "cuda":
+            return x.to(self.device)
+        return x.pin_memory().to(self.device, non_blocking=True)
 
     def _evaluate(self, window: Tensor) -> dict[str, Any]:
         cfg = self.cfg
@@ -348,12 +395,25 @@ class Run:
         columns = list(row)
         write_csv(os.path.join(self.out, "metrics.csv"), self.rows, columns)
         write_json(os.path.join(self.out, "metrics.json"), self.rows)
-        title = f"{cfg.optimizer} on {os.path.basename(cfg.data)}, step {self.step}\n" + ", ".join(
+        title = f"{cfg.optimizer} on {data_label(cfg.data)}, step {self.step}\n" + ", ".join(
             f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
         picture = os.path.join(self.out, "samples", f"step_{self.step:06d}.png")
         self.evaluator.picture(picture, samples, title)
         shutil.copyfile(picture, os.path.join(self.out, "samples.png"))
         return row
+
+
+def _window_table(window: list[tuple[Any, ...]]) -> Tensor:
+    """The window's steps as an (n, 4) float32 CPU tensor, the tensors of each device read in one copy."""
+    flat = [v for row in window for v in row]
+    where: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(flat):
+        if isinstance(v, Tensor):
+            where.setdefault(v.device, []).append(i)
+    for idx in where.values():
+        for i, v in zip(idx, torch.stack([flat[i].reshape(()).float() for i in idx]).cpu().tolist()):
+            flat[i] = v
+    return torch.tensor(flat, dtype=torch.float32).reshape(len(window), 4)
 
 
 def _fmt(v: Any) -> str:
@@ -399,7 +459,10 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
             data: Optional[Dataset] = None) -> Run:
     """Check ``cfg`` (or the run folder ``resume``, whose total ``steps`` may be raised),
     load the data (unless ``data``, ``cfg.data`` already loaded at ``cfg.image_size``, is
-    given) and build the run.
+    given) and build the run; a resumed run is at its checkpoint, with the folder's metric
+    rows up to the checkpoint's step (it recomputes the later ones). Under torchrun, call
+    ``torch.distributed.barrier()`` before :meth:`Run.train`, so that every rank has checked
+    its input before rank 0 writes anything.
 
     Raises :class:`ConfigError`, :class:`~fastgame.data.DataError` or
     :class:`~fastgame.checkpoint.CheckpointError` with a one-line message; writes nothing.
@@ -419,8 +482,7 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
         cfg, out = saved, resume
         state = load_checkpoint(os.path.join(resume, "checkpoint.pt"))
     else:
-        out = cfg.out or os.path.join("fastgame-runs", f"{os.path.basename(cfg.data.rstrip('/')) or 'data'}-"
-                                                       f"{cfg.optimizer}-seed{cfg.seed}")
+        out = cfg.out or default_out(cfg)
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise ConfigError(f"{out} already exists and is not empty; pass another --out, or --resume {out}")
     if cfg.threads:
@@ -440,22 +502,15 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
 
 def train(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None, quiet: bool = False,
           label: str = "") -> Run:
-    """Prepare and train one run; returns the finished :class:`Run` (its folder is ``run.out``)."""
+    """Prepare and train one run (what ``fastgame train`` does); returns the finished
+    :class:`Run` (its folder is ``run.out``)."""
     run = prepare(cfg, resume, steps)
     if run.world > 1:
         dist.barrier()  # every rank has checked its input before rank 0 writes anything
-    if resume is not None and run.rank == 0:
-        truncate_metrics(run)
     run.train(quiet=quiet, label=label)
     return run
 
 
-def truncate_metrics(run: Run) -> None:
-    """Keep the metric rows up to the checkpoint's step: the resumed run recomputes the rest."""
-    path = os.path.join(run.out, "metrics.json")
-    try:
-        with open(path) as f:
-            rows = json.load(f)
-    except (OSError, ValueError):
-        rows = []
-    run.rows = [r for r in rows if isinstance(r, dict) and r.get("step", 0) <= run.step]
+def default_out(cfg: TrainConfig) -> str:
+    """The run folder of ``cfg`` when no --out is given: fastgame-runs/<data>-<optimizer>-seed<seed>."""
+    return os.path.join("fastgame-runs", f"{data_label(cfg.data)}-{cfg.optimizer}-seed{cfg.seed}")

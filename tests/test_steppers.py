@@ -52,3 +52,29 @@ def test_adam_stepper_is_the_torch_loop(penalty, alternating):
     for p, q in zip(list(G.parameters()) + list(D.parameters()), list(G_ref.parameters()) + list(D_ref.parameters())):
         torch.testing.assert_close(p, q, rtol=1e-12, atol=1e-12)
     assert all(p.grad is None for p in list(G.parameters()) + list(D.parameters()))
+
+
+def test_solver_settings_only_where_there_is_a_solve():
+    """tol, max_iter and cg_start reach the optimizers with a CG/GMRES solve; given to another
+    they are refused, not ignored."""
+    G, D = _models(0)
+    losses = GameLosses(G, D, "standard", None, 0.0)
+    make_stepper("gacgd", G, D, losses, 1e-2, 1e-2, tol=1e-6, max_iter=4)
+    for name, kw in (("adam", {"tol": 1e-6}), ("adam-alt", {"max_iter": 3}), ("extragradient", {"tol": 1e-6}),
+                     ("gacgd", {"cg_start": "zero"})):
+        with pytest.raises(ValueError, match=f"{next(iter(kw))} sets the CG"):
+            make_stepper(name, G, D, losses, 1e-2, 1e-2, **kw)
+
+
+@pytest.mark.parametrize("name", ["acgd", "gacgd", "extragradient", "adam"])
+def test_eager_counts_stay_on_the_host(name):
+    """An eager step's CG iterations and HVP passes are host numbers, not CPU tensors (which
+    the trainer would have to copy to the GPU, a blocking copy each step)."""
+    G, D = _models(0)
+    stepper = make_stepper(name, G, D, GameLosses(G, D, "standard", None, 0.0), 1e-2, 1e-2)
+    g = torch.Generator().manual_seed(1)
+    d, gl, it, hp = stepper.step(torch.randn(16, 2, generator=g).double(), torch.randn(16, 3, generator=g).double(),
+                                 torch.rand(16, generator=g).double())
+    assert isinstance(d, torch.Tensor) and isinstance(gl, torch.Tensor)
+    assert not isinstance(it, torch.Tensor) and not isinstance(hp, torch.Tensor), (it, hp)
+    assert (it > 0) == (name in ("acgd", "gacgd"))

@@ -72,6 +72,19 @@ def test_train_each_source_and_family(tmp_path, user_files, data, optimizer, ext
     assert all(np.isfinite(float(r["loss_d"])) for r in rows)
 
 
+def _json_rows(run_dir):
+    with open(os.path.join(run_dir, "metrics.json")) as f:
+        return {r["step"]: r for r in json.load(f)}
+
+
+def _assert_same_rows(full, part):
+    """Every evaluation of ``full`` is in ``part`` with the same values (the clock aside)."""
+    a, b = _json_rows(full), _json_rows(part)
+    for step, row in a.items():
+        assert {k: v for k, v in b[step].items() if k != "wall_s"} == {k: v for k, v in row.items()
+                                                                       if k != "wall_s"}, step
+
+
 def _state(run_dir):
     return torch.load(os.path.join(run_dir, "checkpoint.pt"), weights_only=True)
 
@@ -101,6 +114,9 @@ def test_resume_equals_uninterrupted(tmp_path, data, optimizer):
     _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "part"))
     # The 3-step run's last evaluation (step 3) stays; the resumed part adds 4 and 6.
     assert [int(r["step"]) for r in _rows(tmp_path / "part")] == [2, 3, 4, 6]
+    # ...with the values of the uninterrupted run: the row at step 4 averages steps 3 and 4 in
+    # both (the window of steps since the last multiple of --eval-every is in the checkpoint).
+    _assert_same_rows(tmp_path / "full", tmp_path / "part")
 
 
 def test_interrupted_run_resumes_bit_exact(tmp_path, monkeypatch):
@@ -123,6 +139,30 @@ def test_interrupted_run_resumes_bit_exact(tmp_path, monkeypatch):
     assert main(["train", "--resume", str(tmp_path / "cut"), "-q"]) == 0
     _assert_same_state(_state(tmp_path / "full"), _state(tmp_path / "cut"))
     assert [int(r["step"]) for r in _rows(tmp_path / "cut")] == list(range(1, 8))
+    _assert_same_rows(tmp_path / "full", tmp_path / "cut")
+
+
+def test_killed_run_resumes_its_metrics_window(tmp_path, monkeypatch):
+    """Killed between checkpoints in the middle of an evaluation window (evaluations every 4
+    steps, checkpoints every 3: the checkpoint at step 6 holds steps 5-6 of the window of 5-8),
+    the resumed run writes the uninterrupted run's rows."""
+    args = ["--data", "ring8", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "4",
+            "--checkpoint-every", "3", "--steps", "8", "-q"]
+    assert main(["train", "--out", str(tmp_path / "full")] + args) == 0
+    real_step = train_mod.Run._to_device
+
+    def crash_at_7(self, x):
+        if self.step == 7:
+            raise KeyboardInterrupt
+        return real_step(self, x)
+
+    monkeypatch.setattr(train_mod.Run, "_to_device", crash_at_7)
+    assert main(["train", "--out", str(tmp_path / "cut")] + args) == 130
+    assert _state(tmp_path / "cut")["step"] == 6
+    monkeypatch.setattr(train_mod.Run, "_to_device", real_step)
+    assert main(["train", "--resume", str(tmp_path / "cut"), "-q"]) == 0
+    assert sorted(_json_rows(tmp_path / "cut")) == [4, 8]
+    _assert_same_rows(tmp_path / "full", tmp_path / "cut")
 
 
 def test_compare_two_seeds(tmp_path, capsys):
@@ -147,6 +187,27 @@ def test_compare_two_seeds(tmp_path, capsys):
     # ...but only for the same setting.
     assert main(argv[:-len(TINY)] + TINY + ["--lr-d", "0.01"]) == 2
     assert "other settings (lr_d)" in capsys.readouterr().err
+
+
+def test_compare_more_steps_extends_the_runs(tmp_path, capsys):
+    """The same compare command with a larger --steps resumes its runs, whose evaluation and
+    checkpoint periods default to a share of the steps they were created with (10 steps:
+    checkpoints every 2; 20 would give 4); run again, the extended runs are reused."""
+    argv = ["compare", "--data", "ring8", "--optimizers", "acgd", "adam", "--seeds", "0", "--batch", "16",
+            "--width", "8", "--eval-samples", "64", "-q", "--out", str(tmp_path / "cmp")]
+    assert main(argv + ["--steps", "10"]) == 0
+    capsys.readouterr()
+    assert main(argv + ["--steps", "20"]) == 0, capsys.readouterr().err
+    for folder in ("acgd-seed0", "adam-seed0"):
+        assert _state(tmp_path / "cmp" / folder)["step"] == 20
+        assert json.load(open(tmp_path / "cmp" / folder / "config.json"))["checkpoint_every"] == 2
+        assert [int(r["step"]) for r in _rows(tmp_path / "cmp" / folder)] == list(range(1, 21))
+    capsys.readouterr()
+    assert main(argv + ["--steps", "20"]) == 0, capsys.readouterr().err
+    assert capsys.readouterr().out.count("reusing") == 2
+    # A period given explicitly is still compared.
+    assert main(argv + ["--steps", "20", "--checkpoint-every", "4"]) == 2
+    assert "other settings (checkpoint_every)" in capsys.readouterr().err
 
 
 def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
@@ -180,6 +241,8 @@ def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
     ("adam:cg_start=zero", "cg_start sets the CG solve of acgd and bcgd, not adam"),
     ("acgd:tol=x", "tol must be a number"),
     ("acgd:start=zero", "key one of lr_d, lr_g, tol, max_iter, cg_start"),
+    ("extragradient:tol=1e-6", "tol sets the CG/GMRES solve of acgd, bcgd and gacgd, not extragradient"),
+    ("adam:max_iter=4", "max_iter sets the CG/GMRES solve of acgd, bcgd and gacgd, not adam"),
 ])
 def test_compare_bad_spec_one_line_error(tmp_path, capsys, spec, message):
     new = tmp_path / "new"
@@ -233,9 +296,9 @@ def test_run_folder_older_than_batchnorm_resumes_with_native_layers(tmp_path):
     assert norms and not any(isinstance(m, BatchNorm) for m in run.G.modules())
     want = {k: v for k, v in cfg.items() if k not in ("out", "extra")}
     data = load_dataset("digits", 16)
-    _check_same_setting(str(old), train_mod.resolve(train_mod.TrainConfig(**{**want, "batchnorm": "native"}), data))
+    _check_same_setting(str(old), train_mod.TrainConfig(**{**want, "batchnorm": "native"}), data)
     with pytest.raises(train_mod.ConfigError, match=r"other settings \(batchnorm\)"):
-        _check_same_setting(str(old), train_mod.resolve(train_mod.TrainConfig(**want), data))
+        _check_same_setting(str(old), train_mod.TrainConfig(**want), data)
     assert main(["train", "--resume", str(old), "--steps", "6", "-q"]) == 0
     assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
 
@@ -259,7 +322,8 @@ def finished_run(tmp_path_factory):
 @pytest.mark.parametrize("case", ["missing path", "wrong format", "bad array shape", "unknown optimizer",
                                   "unknown loss", "zero steps", "negative batch", "out exists", "corrupt checkpoint",
                                   "mismatched checkpoint", "resume missing folder", "repeated optimizer",
-                                  "resume with other settings"])
+                                  "resume with other settings", "tol without a solve", "max-iter without a solve",
+                                  "compare tol without a solve"])
 def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished_run, capsys, case):
     other = tmp_path / "other"
     if case == "mismatched checkpoint":
@@ -292,6 +356,11 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
         "resume missing folder": ["train", "--resume", str(tmp_path / "absent")],
         "resume with other settings": ["train", "--resume", str(work), "--steps", "8", "--lr-d", "0.1"],
         "repeated optimizer": ["compare", "--optimizers", "acgd", "acgd", "--out", new],
+        "tol without a solve": ["train", "--optimizer", "extragradient", "--tol", "1e-6", "--steps", "2",
+                                "--out", new],
+        "max-iter without a solve": ["train", "--optimizer", "adam", "--max-iter", "4", "--steps", "2", "--out", new],
+        "compare tol without a solve": ["compare", "--optimizers", "acgd", "adam", "--tol", "1e-6", "--steps", "2",
+                                        "--out", new],
     }[case]
     capsys.readouterr()
     try:
@@ -305,6 +374,9 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
     assert not os.path.exists(new)
     if case in ("missing path", "wrong format", "bad array shape"):
         assert os.path.basename(argv[2]) in err
+    if case.endswith("without a solve"):
+        flag = "--tol" if "tol" in case else "--max-iter"
+        assert f"{flag} sets the CG/GMRES solve of acgd, bcgd and gacgd, not " in err, err
 
 
 @pytest.mark.parametrize("optimizer", [n for n in OPTIMIZERS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt")])
@@ -330,7 +402,18 @@ def test_image_models_batchnorm(batchnorm):
     G, D = train_mod.build_models(cfg, load_dataset("digits"))
     kinds = {type(m) for m in list(G.modules()) + list(D.modules()) if "BatchNorm" in type(m).__name__}
     assert kinds == ({BatchNorm} if batchnorm == "fastgame" else {torch.nn.BatchNorm2d})
-    native = train_mod.build_models(train_mod.dataclasses.replace(cfg, batchnorm="native"), load_dataset("digits"))
-    assert [k for k, _ in G.state_dict().items()] == [k for k, _ in native[0].state_dict().items()]
-    z = torch.randn(8, cfg.latent)
-    torch.testing.assert_close(G(z), native[0](z))
+    if batchnorm == "fastgame":  # the same models as torch's layers give (native against itself proves nothing)
+        native = train_mod.build_models(train_mod.dataclasses.replace(cfg, batchnorm="native"), load_dataset("digits"))
+        assert [k for k, _ in G.state_dict().items()] == [k for k, _ in native[0].state_dict().items()]
+        z = torch.randn(8, cfg.latent)
+        torch.testing.assert_close(G(z), native[0](z))
+
+
+@pytest.mark.parametrize("data,folder", [("mnist:/d/tv", "mnist-acgd-seed0"), ("cifar10:/d/tv", "cifar10-acgd-seed0"),
+                                         ("fashion-mnist:/d/tv/", "fashion-mnist-acgd-seed0"),
+                                         ("/d/x/points.npy", "points.npy-acgd-seed0"),
+                                         ("/d/x/folder/", "folder-acgd-seed0"), ("ring8", "ring8-acgd-seed0")])
+def test_default_run_folder(data, folder):
+    """The default run folder names an on-disk data set by its kind (mnist:/d/tv and
+    cifar10:/d/tv do not share fastgame-runs/tv-...), a file or folder by its name."""
+    assert train_mod.default_out(train_mod.TrainConfig(data=data)) == os.path.join("fastgame-runs", folder)
