@@ -1,36 +1,75 @@
 #!/usr/bin/env bash
-# Shared set-up from nothing: a venv in .venv with the CPU torch, the test and trainer
-# requirements, the reference CGDs 0.4.5, and fastgame itself (editable, so the C++ ops
-# build in place). Each stage says what it does; a stamp file in the venv skips the
-# installs (and the ~1-3 minute C++ build) when the pins, setup.py and csrc/ are unchanged.
-# Usage: source .ci/setup.sh   (from the repository root)
+# Shared set-up from nothing: a venv in .venv with the CPU torch and what fastgame's trainer and
+# demo need, then fastgame itself (editable, so the C++ ops build in place).
+#   source .ci/setup.sh          the demo's set-up (torch, numpy, scikit-learn, matplotlib, tqdm,
+#                                torchmetrics): what `bash examples/demo.sh` needs
+#   source .ci/setup.sh --test   also the test requirements (pytest, the reference CGDs 0.4.5, and
+#                                Triton for the suite's interpreter tests), as .ci/run does
+# Each stage says what it does and how long it takes; pip shows its downloads, and a heartbeat
+# line every 20 s covers the silent stretches (pip unpacking torch, the C++ build). A stamp file in the venv skips the installs (and
+# the 1-3 minute build) when the pins, setup.py and csrc/ are unchanged.
 set -euo pipefail
 VENV="${FASTGAME_VENV:-.venv}"
-PINS=(torch==2.13.0 numpy pytest CGDs==0.4.5 triton==3.9.0 "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60")
+PINS=(torch==2.13.0 numpy "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60" "torchmetrics>=1.4")
+TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0)
+WANT_TESTS=""
+if [ "${1:-}" = "--test" ]; then WANT_TESTS=1; fi
+
+# Run "$@" and print "setup: ... still running (N s)" every 20 s while it does (pip hides the
+# compiler's output; without this the build is silent for minutes).
+with_heartbeat() {
+    local what="$1"; shift
+    "$@" &
+    local pid=$! start=$SECONDS
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 1
+        if (( (SECONDS - start) % 20 == 0 )) && kill -0 "$pid" 2>/dev/null; then
+            echo "setup: $what still running ($((SECONDS - start)) s)"
+        fi
+    done
+    wait "$pid"
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating the virtual environment $VENV"
     python3 -m venv "$VENV"
 fi
 # shellcheck disable=SC1091
 . "$VENV/bin/activate"
+PIP=(python -m pip install --disable-pip-version-check --progress-bar on)
 # What the installed state depends on: the pins, the build script, the C++ sources, and
-# whether the extensions are wanted at all.
+# whether the extensions are wanted at all; the test requirements have their own stamp.
 STAMP="$VENV/.fastgame-setup-stamp"
 HASH=$( { printf '%s\n' "${PINS[@]}" "NO_EXT=${FASTGAME_NO_EXTENSIONS:-}"; cat setup.py;
           find csrc -type f -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && python -c "import fastgame" 2>/dev/null; then
     echo "setup: $VENV is up to date (pins, setup.py and csrc/ unchanged); nothing to install"
 else
-    PIP=(python -m pip install --disable-pip-version-check --progress-bar off)
-    echo "setup: installing build tools"
-    "${PIP[@]}" "setuptools>=64" wheel
-    echo "setup: installing torch (CPU) and the requirements: ${PINS[*]}"
-    "${PIP[@]}" "${PINS[@]}"
+    echo "setup: installing build tools (seconds)"
+    with_heartbeat "pip" "${PIP[@]}" "setuptools>=64" wheel
+    echo "setup: installing the CPU torch and the trainer's requirements (about a minute; pip shows each download):"
+    echo "       ${PINS[*]}"
+    with_heartbeat "pip (unpacking is silent: torch alone is ~750 MB installed)" "${PIP[@]}" "${PINS[@]}"
     if [ -n "${FASTGAME_NO_EXTENSIONS:-}" ]; then
-        echo "setup: installing fastgame (editable, pure torch: FASTGAME_NO_EXTENSIONS is set)"
+        echo "setup: installing fastgame (editable, pure torch: FASTGAME_NO_EXTENSIONS is set; seconds)"
+        "${PIP[@]}" --no-build-isolation --no-deps -e .
     else
-        echo "setup: installing fastgame (editable) and building its C++ ops (1-3 minutes on 2 cores)"
+        echo "setup: installing fastgame (editable) and compiling its C++ ops: 1-3 minutes on 2 cores, once"
+        with_heartbeat "the C++ build" "${PIP[@]}" --no-build-isolation --no-deps -e .
     fi
-    "${PIP[@]}" --no-build-isolation --no-deps -e .
-    python -c "import fastgame" && echo "$HASH" > "$STAMP"
+    echo "setup: checking that fastgame imports (its first import compiles its modules: seconds)"
+    with_heartbeat "the first import" python -c "import fastgame" && echo "$HASH" > "$STAMP"
+    echo "setup: fastgame is installed"
+fi
+if [ -n "$WANT_TESTS" ]; then
+    TEST_STAMP="$VENV/.fastgame-test-stamp"
+    TEST_HASH=$(printf '%s\n' "${TEST_PINS[@]}" | sha256sum | cut -d' ' -f1)
+    if [ -f "$TEST_STAMP" ] && [ "$(cat "$TEST_STAMP")" = "$TEST_HASH" ]; then
+        echo "setup: the test requirements are up to date"
+    else
+        echo "setup: installing the test requirements (Triton is a ~290 MB download; about a minute):"
+        echo "       ${TEST_PINS[*]}"
+        with_heartbeat "pip" "${PIP[@]}" "${TEST_PINS[@]}"
+        echo "$TEST_HASH" > "$TEST_STAMP"
+    fi
 fi

@@ -34,7 +34,7 @@ class LEAD(GameDynamics):
     second_order = True
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float = 1e-3,
-                 lr_min: float = 1e-3, momentum: float = 0.0, coupling: float = 1.0, **kwargs: Any) -> None:
+                 lr_min: float = 1e-3, momentum: float = 0.0, coupling: float = 0.5, **kwargs: Any) -> None:
         super().__init__(max_params, min_params, lr_max, lr_min, momentum=momentum, coupling=coupling, **kwargs)
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
