@@ -1,0 +1,150 @@
+"""The demo's summary: one table, one picture and one verdict line per setting, all computed from
+the run folders that ``fastgame compare`` left (nothing here is written by hand).
+
+    python examples/demo_summary.py OUT SETTING=TITLE [SETTING=TITLE ...] [--seconds SETTING=S ...]
+
+``OUT/SETTING`` is a ``fastgame compare`` folder; its runs are the subfolders ``<spec>-seed<k>``.
+Writes ``OUT/summary.md`` and prints it. The verdict compares ACGD with each other optimizer on
+the setting's first metric, seed by seed, at the last evaluation:
+
+* "better on every seed": ACGD's worst seed beats the other's best seed;
+* "worse on every seed": the other way round;
+* "ahead/behind on average, seeds overlap (unsettled)": the means differ, the seed ranges overlap;
+* "tie": the same mean.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+from typing import Any
+
+from fastgame.evaluation import METRIC_DIRECTION
+
+ACGD = "acgd"
+
+
+def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
+    """label -> [{"seed", "config", "rows"}] for every run folder under ``folder``."""
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in sorted(os.listdir(folder)):
+        path = os.path.join(folder, name)
+        if not (os.path.isdir(path) and os.path.isfile(os.path.join(path, "metrics.json"))):
+            continue
+        with open(os.path.join(path, "config.json")) as f:
+            cfg = json.load(f)
+        with open(os.path.join(path, "metrics.json")) as f:
+            rows = json.load(f)
+        runs.setdefault(describe(cfg), []).append({"seed": cfg["seed"], "config": cfg, "rows": rows})
+    return runs
+
+
+def describe(cfg: dict[str, Any]) -> str:
+    """A run's optimizer as the table shows it, from its config: the name, then what differs from
+    plain play (a penalty, critic steps, Adam's betas)."""
+    name = {"acgd": "ACGD", "adam": "Adam (simultaneous)", "adam-alt": "Adam (alternating)"}.get(
+        cfg["optimizer"], cfg["optimizer"])
+    extra = []
+    if cfg.get("penalty", "none") != "none":
+        extra.append(f"{cfg['penalty']} {cfg['penalty_weight']:g}")
+    if cfg.get("d_steps", 1) != 1:
+        extra.append(f"{cfg['d_steps']} critic steps")
+    if cfg.get("betas"):
+        extra.append("betas ({:g}, {:g})".format(*cfg["betas"]))
+    return name + (f" + {', '.join(extra)}" if extra else "")
+
+
+def _fmt(v: float) -> str:
+    return f"{v:.3g}"
+
+
+def verdict(metric: str, acgd: list[float], other: list[float], other_name: str) -> str:
+    """One clause comparing ACGD's per-seed values of ``metric`` with ``other``'s."""
+    up = METRIC_DIRECTION[metric] == "max"
+    better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
+    worst_a = min(acgd) if up else max(acgd)
+    best_a = max(acgd) if up else min(acgd)
+    worst_b = min(other) if up else max(other)
+    best_b = max(other) if up else min(other)
+    ma, mb = statistics.fmean(acgd), statistics.fmean(other)
+    if better(worst_a, best_b):
+        return f"ACGD better than {other_name} on every seed"
+    if better(worst_b, best_a):
+        return f"ACGD worse than {other_name} on every seed"
+    if ma == mb:
+        return f"ACGD ties {other_name}"
+    side = "ahead of" if better(ma, mb) else "behind"
+    return f"ACGD {side} {other_name} on average ({_fmt(ma)} vs {_fmt(mb)}), seeds overlap: unsettled"
+
+
+def summarise(out: str, setting: str, title: str, seconds: float | None) -> list[str]:
+    folder = os.path.join(out, setting)
+    runs = _runs(folder)
+    metrics = [k for k in runs[next(iter(runs))][0]["rows"][-1] if k in METRIC_DIRECTION]
+    if not metrics:
+        return [f"## {title}", "", "(no quality metric for these data)", ""]
+    cfg = runs[next(iter(runs))][0]["config"]
+    steps = runs[next(iter(runs))][0]["rows"][-1]["step"]
+    lines = [f"## {title}", "",
+             f"`{cfg['data']}`, {cfg['model']} (width {cfg['width']}), loss `{cfg['loss']}`, batch {cfg['batch']}, "
+             f"{steps} generator steps, lr_d {cfg['lr_d']:g}, lr_g {cfg['lr_g']:g}"
+             + (f"; this setting took {seconds:.0f} s" if seconds else ""), ""]
+    arrow = {m: "↑" if METRIC_DIRECTION[m] == "max" else "↓" for m in metrics}
+    lines.append("| optimizer | seeds | " + " | ".join(f"{m} {arrow[m]} (per seed)" for m in metrics)
+                 + " | training s/run |")
+    lines.append("|---" * (len(metrics) + 3) + "|")
+    final: dict[str, list[float]] = {}
+    for label, seeds in runs.items():
+        seeds.sort(key=lambda r: r["seed"])
+        cells = []
+        for m in metrics:
+            vals = [float(r["rows"][-1][m]) for r in seeds]
+            if m == metrics[0]:
+                final[label] = vals
+            spread = f" ± {statistics.stdev(vals):.2g}" if len(vals) > 1 else ""
+            cells.append(f"{_fmt(statistics.fmean(vals))}{spread} ({', '.join(_fmt(v) for v in vals)})")
+        wall = statistics.fmean(float(r["rows"][-1]["wall_s"]) for r in seeds)
+        lines.append(f"| {label} | {', '.join(str(r['seed']) for r in seeds)} | " + " | ".join(cells)
+                     + f" | {wall:.0f} |")
+    acgd = [label for label, seeds in runs.items() if seeds[0]["config"]["optimizer"] == ACGD]
+    lines.append("")
+    lines.append(f"![{title}]({setting}/compare.png)")
+    lines.append("")
+    if acgd:
+        clauses = [verdict(metrics[0], final[acgd[0]], final[label], label) for label in final if label != acgd[0]]
+        lines.append(f"**Verdict ({metrics[0]}, final, computed):** " + "; ".join(clauses) + ".")
+    lines.append("")
+    return lines
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("out")
+    parser.add_argument("settings", nargs="+", metavar="SETTING=TITLE")
+    parser.add_argument("--seconds", nargs="*", default=[], metavar="SETTING=S")
+    parser.add_argument("--command", default="bash examples/demo.sh")
+    args = parser.parse_args()
+    seconds = {k: float(v) for k, _, v in (s.partition("=") for s in args.seconds)}
+    cpu = "unknown CPU"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    lines = ["# fastgame demo: ACGD vs simultaneous Adam vs Adam + WGAN-GP", "",
+             f"Command: `{args.command}`; machine: {platform.machine()}, {os.cpu_count()} CPU threads ({cpu}). "
+             "Mean ± std over seeds at the last evaluation, each seed in brackets; training seconds exclude "
+             "evaluations. Verdicts compare seed by seed (see examples/demo_summary.py).", ""]
+    for item in args.settings:
+        setting, _, title = item.partition("=")
+        lines += summarise(args.out, setting, title or setting, seconds.get(setting))
+    text = "\n".join(lines)
+    with open(os.path.join(args.out, "summary.md"), "w") as f:
+        f.write(text + "\n")
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
