@@ -15,9 +15,9 @@ import torch
 
 from . import losses as L
 from .checkpoint import CheckpointError
-from .data import DataError
-from .steppers import OPTIMIZERS
-from .train import CG_STARTS, MODELS, PENALTIES, ConfigError, TrainConfig
+from .data import ON_DISK, DataError
+from .config import MODELS, PENALTIES, ConfigError, TrainConfig
+from .optim import registry
 
 __all__ = ["main", "build_parser"]
 
@@ -76,7 +76,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default="ring8", metavar="SOURCE",
                    help="ring8 (8 Gaussians on a ring), grid25 (25 on a grid), digits (scikit-learn's 1,797 8x8 "
-                        "digits), mnist:ROOT / fashion-mnist:ROOT / cifar10:ROOT (the files torchvision keeps "
+                        f"digits), {' / '.join(k + ':ROOT' for k in ON_DISK)} (the files torchvision keeps "
                         "under ROOT once downloaded), or a path: a .npy/.pt tensor file ((N,2) points or "
                         "(N,[C,]H,W) images) or a folder of images. Nothing is downloaded. Default: ring8")
     g.add_argument("--image-size", type=int, choices=(8, 16, 32), default=None,
@@ -99,7 +99,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="CG tolerance of ACGD/BCGD/GACGD. Default: the optimizer's own")
     g.add_argument("--max-iter", type=_positive_int, default=None,
                    help="at most this many CG iterations per step. Default: the optimizer's own")
-    g.add_argument("--cg-start", choices=CG_STARTS, default=None,
+    g.add_argument("--cg-start", choices=registry.choices("cg_start"), default=None,
                    help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
                         "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
                         "Default: the optimizer's own (zero)")
@@ -128,6 +128,17 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one line per evaluation (for logs)")
 
 
+def _optimizer_help() -> str:
+    """--optimizer's help, from the registry: the CGD family, the Adam baselines, the other dynamics."""
+    methods = registry.METHODS.values()
+    by_kind = {kind: [m.name for m in methods if m.stepper in kinds]
+               for kind, kinds in (("cgd", ("cgd", "gacgd")), ("adam", ("adam", "adam-alt")), ("dynamics", ("dynamics",)))}
+    betas = ", ".join(map(str, registry.METHODS["adam"].fixed["betas"]))
+    return (f"{', '.join(by_kind['cgd'])}; the baselines adam (simultaneous) and adam-alt (alternating, "
+            f"torch.optim.Adam with betas {betas}); or another game dynamics of fastgame.optim.DYNAMICS: "
+            + ", ".join(by_kind["dynamics"]) + ". Default: acgd")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``fastgame`` argument parser."""
     p = _Parser(prog="fastgame", description="Train GANs with fastgame's competitive optimizers "
@@ -139,11 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", default=None,
                    help="the run folder to create (must not exist or be empty). Default: "
                         "fastgame-runs/<data>-<optimizer>-seed<seed>")
-    t.add_argument("--optimizer", choices=OPTIMIZERS, default="acgd", metavar="NAME",
-                   help="acgd, bcgd, gacgd; the baselines adam (simultaneous) and adam-alt (alternating, "
-                        "torch.optim.Adam with betas 0.5, 0.999); or another game dynamics of fastgame.optim.DYNAMICS: "
-                        + ", ".join(n for n in OPTIMIZERS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt"))
-                        + ". Default: acgd")
+    t.add_argument("--optimizer", choices=registry.names(), default="acgd", metavar="NAME",
+                   help=_optimizer_help())
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint (its config.json is used; only --steps, "
                         "--quiet may change)")
@@ -154,7 +162,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--out", metavar="DIR", required=True, help="the comparison folder (runs are reused)")
     c.add_argument("--optimizers", nargs="+", default=["acgd", "adam"], metavar="OPT",
-                   help=f"two or more of {', '.join(OPTIMIZERS)}, each optionally NAME:key=value,... "
+                   help=f"two or more of {', '.join(registry.names())}, each optionally NAME:key=value,... "
                         "Default: acgd adam")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="Default: 0 1")
     _add_training_options(c)

@@ -12,9 +12,12 @@ import statistics
 from typing import Any, Callable
 
 from .checkpoint import write_csv
-from .steppers import OPTIMIZERS, SOLVER_SETTINGS, unsupported_setting
-from .data import Dataset, load_dataset
-from .train import CG_STARTS, METRIC_DIRECTION, ConfigError, TrainConfig, config_diff, prepare, resolve
+from .config import OPTIMIZER_SETTINGS, ConfigError, TrainConfig, config_diff, resolve
+from .data import TrainingData, load_dataset
+from .evaluation import METRIC_DIRECTION
+from .optim import registry
+from .optim.registry import unsupported_setting
+from .train import prepare
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
@@ -25,20 +28,21 @@ def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
     """``"adam:lr_d=4e-4,lr_g=1e-4"`` -> ``("adam", {"lr_d": 4e-4, "lr_g": 1e-4})``;
     ``"acgd:cg_start=zero,tol=1e-6"`` -> ``("acgd", {"cg_start": "zero", "tol": 1e-6})``."""
     name, _, rest = spec.partition(":")
-    if name not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if name not in registry.METHODS:
+        raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(registry.names())}")
     over: dict[str, Any] = {}
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if not eq or key not in _SPEC_KEYS:
             raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(_SPEC_KEYS)}")
         # resolve() checks this too, but names the command-line option (--cg-start), not the key
-        why = unsupported_setting(name, key) if key in SOLVER_SETTINGS else None
+        why = unsupported_setting(name, key) if key in OPTIMIZER_SETTINGS else None
         if why:
             raise ConfigError(f"{spec!r}: {key} {why}")
-        if key == "cg_start":
-            if value not in CG_STARTS:
-                raise ConfigError(f"{spec!r}: cg_start must be one of {', '.join(CG_STARTS)}, got {value!r}")
+        names = registry.choices(key)
+        if names is not None:
+            if value not in names:
+                raise ConfigError(f"{spec!r}: {key} must be one of {', '.join(names)}, got {value!r}")
             over[key] = value
             continue
         try:
@@ -112,7 +116,7 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
     write_csv(os.path.join(folder, "compare.csv"), flat, list(flat[0]))
 
 
-def _check_same_setting(out: str, cfg: TrainConfig, data: Dataset) -> None:
+def _check_same_setting(out: str, cfg: TrainConfig, data: TrainingData) -> None:
     """A run folder is reused only for the setting ``cfg`` (its total steps may differ), read as
     ``train --resume`` reads it (settings newer than the folder take the value it ran with).
     The periods that default to a share of the steps (--eval-every, --checkpoint-every) are

@@ -1,4 +1,9 @@
-"""Offline training data for ``fastgame train``, and a resumable, shardable batch sampler.
+"""Offline training data for ``fastgame train`` (:class:`TrainingData`, with the class labels
+where the source has them), and a resumable, shardable stream of batches (:class:`BatchStream`).
+
+The names are fastgame's own: :class:`TrainingData` is not a ``torch.utils.data.Dataset`` and
+:class:`BatchStream` not a ``torch.utils.data.BatchSampler`` (it yields samples, not indices,
+and its state is checkpointed). ``Dataset`` and ``BatchSampler`` remain as aliases.
 
 Sources (never a download):
 
@@ -31,8 +36,8 @@ from torch import Tensor
 
 from .games import GaussianMixture
 
-__all__ = ["DataError", "Dataset", "load_dataset", "BatchSampler", "MIXTURES", "IMAGE_SIZES",
-           "load_digits", "digits_split"]
+__all__ = ["DataError", "TrainingData", "load_dataset", "BatchStream", "MIXTURES", "ON_DISK", "IMAGE_SIZES",
+           "load_digits", "digits_split", "source_label"]
 
 MIXTURES = ("ring8", "grid25")
 BUILTIN = MIXTURES + ("digits",)
@@ -45,7 +50,7 @@ class DataError(ValueError):
 
 
 @dataclass
-class Dataset:
+class TrainingData:
     """Training data: either a finite tensor of samples or a mixture to sample from.
 
     Attributes:
@@ -53,12 +58,18 @@ class Dataset:
         kind: ``"points"`` (2-D samples) or ``"images"`` (``(C, S, S)`` samples in [-1, 1]).
         tensor: all samples (``None`` for a mixture, which is sampled afresh).
         mixture: the mixture for ``ring8`` / ``grid25`` (else ``None``).
+        labels: the class of each sample of ``tensor`` (int64), where the source has labels
+            (the digits, MNIST, Fashion-MNIST, CIFAR-10), else ``None``.
+        family: what kind of source it is, for choosing its metrics: ``"ring8"``, ``"grid25"``,
+            ``"digits"``, ``"mnist"``, ``"fashion-mnist"``, ``"cifar10"``, ``"file"`` or ``"folder"``.
     """
 
     name: str
     kind: str
     tensor: Optional[Tensor] = None
     mixture: Optional[GaussianMixture] = None
+    labels: Optional[Tensor] = None
+    family: str = "file"
 
     @property
     def sample_shape(self) -> tuple[int, ...]:
@@ -69,6 +80,20 @@ class Dataset:
 
     def __len__(self) -> int:
         return 0 if self.tensor is None else int(self.tensor.shape[0])
+
+    @property
+    def label(self) -> str:
+        """A short name for folder names and titles (see :func:`source_label`)."""
+        return source_label(self.name)
+
+
+def source_label(source: str) -> str:
+    """A short name of the data ``source`` for folder names and titles: the kind of an on-disk
+    data set (``mnist`` for ``mnist:/data/tv``), else the file or folder name."""
+    kind, sep, _ = source.partition(":")
+    if sep and kind in ON_DISK:
+        return kind
+    return os.path.basename(source.rstrip("/")) or "data"
 
 
 def load_digits() -> tuple[Tensor, Tensor]:
@@ -114,7 +139,7 @@ def _scale_images(t: Tensor, where: str) -> Tensor:
     return t
 
 
-def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> Dataset:
+def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> TrainingData:
     if not isinstance(t, Tensor):
         try:
             t = torch.as_tensor(t)
@@ -128,7 +153,7 @@ def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> Dataset:
         pts = t.float()
         if not bool(torch.isfinite(pts).all()):
             raise DataError(f"{where}: the points contain NaN or infinite values")
-        return Dataset(where, "points", tensor=pts)
+        return TrainingData(where, "points", tensor=pts)
     if t.dim() == 3:
         t = t.unsqueeze(1)
     if t.dim() != 4 or t.shape[1] not in (1, 3) or t.shape[2] != t.shape[3]:
@@ -139,10 +164,10 @@ def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> Dataset:
     if size not in IMAGE_SIZES:
         raise DataError(f"{where}: images are {images.shape[-1]}x{images.shape[-1]}; "
                         f"pass --image-size with one of {list(IMAGE_SIZES)} to resize them")
-    return Dataset(where, "images", tensor=resize_images(images, size))
+    return TrainingData(where, "images", tensor=resize_images(images, size))
 
 
-def _load_folder(path: str, image_size: Optional[int]) -> Dataset:
+def _load_folder(path: str, image_size: Optional[int]) -> TrainingData:
     try:
         from PIL import Image
     except ImportError as exc:  # pragma: no cover - Pillow comes with matplotlib
@@ -168,30 +193,52 @@ def _load_folder(path: str, image_size: Optional[int]) -> Dataset:
         arr = arr[:, :1]
     if arr.shape[0] < 2:
         raise DataError(f"{path}: need at least 2 images, found {arr.shape[0]}")
-    return Dataset(path, "images", tensor=arr.float() / 127.5 - 1.0)
+    return TrainingData(path, "images", tensor=arr.float() / 127.5 - 1.0, family="folder")
 
 
-_ON_DISK = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+ON_DISK = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}
+"""The on-disk data sets (``KIND:ROOT``) and the folder under ROOT where torchvision keeps each."""
 
 
-def _read_idx_images(path: str) -> Tensor:
-    """An IDX file of uint8 images (MNIST's format: magic 2051, count, rows, cols, pixels)."""
+def _read_idx(path: str, magic: int, what: str) -> tuple[bytes, list[int]]:
+    """An IDX file's payload and dimensions (MNIST's format: magic, then one big-endian int32
+    per dimension, then uint8 values)."""
     import gzip
     opener = gzip.open if path.endswith(".gz") else open
     with opener(path, "rb") as f:
         raw = f.read()
-    if len(raw) < 16 or int.from_bytes(raw[:4], "big") != 2051:
-        raise DataError(f"{path}: not an IDX image file (expected magic number 2051)")
-    n, rows, cols = (int.from_bytes(raw[i:i + 4], "big") for i in (4, 8, 12))
-    if len(raw) != 16 + n * rows * cols:
-        raise DataError(f"{path}: truncated IDX file ({len(raw) - 16} pixel bytes for {n} images of {rows}x{cols})")
-    return torch.frombuffer(bytearray(raw[16:]), dtype=torch.uint8).view(n, 1, rows, cols)
+    ndim = magic - 2048
+    head = 4 + 4 * ndim
+    if len(raw) < head or int.from_bytes(raw[:4], "big") != magic:
+        raise DataError(f"{path}: not an IDX {what} file (expected magic number {magic})")
+    dims = [int.from_bytes(raw[i:i + 4], "big") for i in range(4, head, 4)]
+    size = 1
+    for d in dims:
+        size *= d
+    if len(raw) != head + size:
+        raise DataError(f"{path}: truncated IDX file ({len(raw) - head} bytes for {what} of shape {dims})")
+    return raw[head:], dims
 
 
-def _read_cifar10(folder: str) -> Tensor:
-    """CIFAR-10's five training batches (the 'python version' pickles) as (50000, 3, 32, 32) uint8."""
+def _read_idx_images(path: str) -> Tensor:
+    """An IDX file of uint8 images (magic 2051, count, rows, cols, pixels)."""
+    raw, (n, rows, cols) = _read_idx(path, 2051, "image")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).view(n, 1, rows, cols)
+
+
+def _read_idx_labels(path: str, n: int) -> Tensor:
+    """An IDX file of ``n`` uint8 class labels (magic 2049), as int64."""
+    raw, (count,) = _read_idx(path, 2049, "label")
+    if count != n:
+        raise DataError(f"{path}: {count} labels for {n} images")
+    return torch.frombuffer(bytearray(raw), dtype=torch.uint8).long()
+
+
+def _read_cifar10(folder: str) -> tuple[Tensor, Tensor]:
+    """CIFAR-10's five training batches (the 'python version' pickles) as (50000, 3, 32, 32)
+    uint8 images and their (50000,) int64 labels."""
     import pickle
-    parts = []
+    parts, labels = [], []
     for i in range(1, 6):
         path = os.path.join(folder, f"data_batch_{i}")
         if not os.path.isfile(path):
@@ -200,54 +247,66 @@ def _read_cifar10(folder: str) -> Tensor:
         try:
             with open(path, "rb") as f:
                 batch = pickle.load(f, encoding="bytes")
-            data = torch.as_tensor(batch[b"data"], dtype=torch.uint8)
+            data = torch.as_tensor(batch[b"data"], dtype=torch.uint8).view(-1, 3, 32, 32)
+            label = torch.as_tensor(batch[b"labels"], dtype=torch.int64).view(-1)
+            if len(label) != len(data):
+                raise ValueError(f"{len(label)} labels for {len(data)} images")
         except Exception as exc:
             raise DataError(f"{path}: cannot read this CIFAR-10 batch ({type(exc).__name__}: {exc})") from exc
-        parts.append(data.view(-1, 3, 32, 32))
-    return torch.cat(parts)
+        parts.append(data)
+        labels.append(label)
+    return torch.cat(parts), torch.cat(labels)
 
 
-def _load_on_disk(kind: str, root: str, image_size: Optional[int]) -> Dataset:
-    folder = os.path.join(root, _ON_DISK[kind])
+def _first_file(folder: str, name: str) -> Optional[str]:
+    """``folder/name`` or ``folder/name.gz``, whichever exists first (None: neither)."""
+    return next((p for p in (os.path.join(folder, name + ext) for ext in ("", ".gz")) if os.path.isfile(p)), None)
+
+
+def _load_on_disk(kind: str, root: str, image_size: Optional[int]) -> TrainingData:
+    folder = os.path.join(root, ON_DISK[kind])
     if not os.path.isdir(folder):
-        raise DataError(f"{kind}:{root}: no {_ON_DISK[kind]} folder under {root!r} (fastgame never downloads; "
+        raise DataError(f"{kind}:{root}: no {ON_DISK[kind]} folder under {root!r} (fastgame never downloads; "
                         "point ROOT at the folder torchvision downloaded into)")
     if kind == "cifar10":
-        images = _read_cifar10(folder)
+        images, labels = _read_cifar10(folder)
     else:
         raw = os.path.join(folder, "raw")
-        names = [os.path.join(raw, "train-images-idx3-ubyte" + ext) for ext in ("", ".gz")]
-        path = next((n for n in names if os.path.isfile(n)), None)
+        path = _first_file(raw, "train-images-idx3-ubyte")
         if path is None:
-            raise DataError(f"{kind}:{root}: missing {names[0]}[.gz]")
+            raise DataError(f"{kind}:{root}: missing {os.path.join(raw, 'train-images-idx3-ubyte')}[.gz]")
         images = _read_idx_images(path)
+        label_path = _first_file(raw, "train-labels-idx1-ubyte")  # optional: images train without it
+        labels = None if label_path is None else _read_idx_labels(label_path, len(images))
     size = image_size or 32
-    return Dataset(f"{kind}:{root}", "images", tensor=resize_images(images.float() / 127.5 - 1.0, size))
+    return TrainingData(f"{kind}:{root}", "images", tensor=resize_images(images.float() / 127.5 - 1.0, size),
+                        labels=labels, family=kind)
 
 
-def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
+def load_dataset(source: str, image_size: Optional[int] = None) -> TrainingData:
     """The data set called ``source``: ``ring8``, ``grid25``, ``digits``, ``mnist:ROOT``,
     ``fashion-mnist:ROOT``, ``cifar10:ROOT``, or a path to a ``.npy``/``.pt`` file or an image
     folder. Raises :class:`DataError` naming the source."""
     if image_size is not None and image_size not in IMAGE_SIZES:
         raise DataError(f"--image-size must be one of {list(IMAGE_SIZES)}, got {image_size}")
     if source == "ring8":
-        return Dataset(source, "points", mixture=GaussianMixture.ring())
+        return TrainingData(source, "points", mixture=GaussianMixture.ring(), family=source)
     if source == "grid25":
-        return Dataset(source, "points", mixture=GaussianMixture.grid())
+        return TrainingData(source, "points", mixture=GaussianMixture.grid(), family=source)
     if source == "digits":
-        images, _ = load_digits()
+        images, labels = load_digits()
         train, _ = digits_split()
         # The generator trains on the classifier's training split only, so that the
         # metrics' held-out digits are unseen by both.
-        return Dataset(source, "images", tensor=resize_images(images[train], image_size or 8))
+        return TrainingData(source, "images", tensor=resize_images(images[train], image_size or 8),
+                            labels=labels[train], family="digits")
     kind, sep, root = source.partition(":")
-    if sep and kind in _ON_DISK:
+    if sep and kind in ON_DISK:
         return _load_on_disk(kind, root, image_size)
     if not os.path.exists(source):
         raise DataError(f"{source}: no such file or folder (built-in data: {', '.join(BUILTIN)})")
     if os.path.isdir(source):
-        return _load_folder(source, image_size)
+        return _load_folder(source, image_size)  # family "folder"
     ext = os.path.splitext(source)[1].lower()
     try:
         if ext == ".npy":
@@ -265,8 +324,8 @@ def load_dataset(source: str, image_size: Optional[int] = None) -> Dataset:
     return _from_tensor(obj, source, image_size)
 
 
-class BatchSampler:
-    """Seeded batches of a :class:`Dataset`, resumable and shardable.
+class BatchStream:
+    """Seeded batches of a :class:`TrainingData`, resumable and shardable.
 
     A finite data set is visited in a fresh random order each epoch (a batch that reaches the
     end of an epoch is completed from the next epoch's order); a mixture is sampled afresh. The whole state — the generator and the position in the current
@@ -276,7 +335,7 @@ class BatchSampler:
     shards, so that data-parallel training sees exactly the single-process batches.
     """
 
-    def __init__(self, data: Dataset, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
+    def __init__(self, data: TrainingData, batch: int, seed: int, rank: int = 0, world: int = 1) -> None:
         if batch % world:
             raise ValueError(f"the batch size {batch} must be divisible by the number of processes {world}")
         self.data, self.batch, self.rank, self.world = data, batch, rank, world
@@ -311,3 +370,8 @@ class BatchSampler:
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         self.gen.set_state(sd["gen"])
         self.order, self.pos = sd["order"], int(sd["pos"])
+
+
+# The names before fastgame had its own (they clashed with torch.utils.data's, a different API).
+Dataset = TrainingData
+BatchSampler = BatchStream

@@ -12,10 +12,14 @@ every discriminator returns one raw output (logit or critic value) per sample.
 """
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 from torch import nn
 
-__all__ = ["mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
+from .nn import convert_batchnorm
+
+__all__ = ["build_gan", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
            "DCGAN64Generator", "DCGAN64Discriminator"]
 
 
@@ -150,3 +154,33 @@ class DCGAN64Discriminator(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).flatten(1)
+
+
+GAN_MODELS = ("mlp", "dcgan", "wgan_gp_dcgan")
+"""The model pairs :func:`build_gan` builds (``fastgame train --model``)."""
+
+
+def build_gan(model: str, width: int, latent: int, sample_shape: tuple[int, ...],
+              discriminator_batchnorm: bool = True, fastgame_batchnorm: bool = True,
+              seed: Optional[int] = None) -> tuple[nn.Module, nn.Module]:
+    """(G, D) of one of :data:`GAN_MODELS` for samples of ``sample_shape`` (``(2,)`` points or
+    ``(C, S, S)`` images): ``width`` is the MLP's hidden width or the base channel count,
+    ``latent`` the code size. ``discriminator_batchnorm=False`` drops the DCGAN discriminator's
+    BatchNorm (a gradient penalty needs each output to depend on its own sample only);
+    ``fastgame_batchnorm`` swaps torch's BatchNorm layers for :class:`fastgame.nn.BatchNorm`
+    (the same function, cheaper mixed-HVP passes). ``seed``: seeds torch's global RNG first."""
+    if seed is not None:
+        torch.manual_seed(seed)
+    if model == "mlp":
+        return mlp_gan(width, depth=2, latent=latent)
+    channels, size = sample_shape[0], sample_shape[-1]
+    if model == "dcgan":
+        G, D = (ConvGenerator(latent, width, size, out_ch=channels),
+                ConvDiscriminator(width, size, in_ch=channels, batchnorm=discriminator_batchnorm))
+    elif model == "wgan_gp_dcgan":
+        G, D = WGANGPGenerator(width, latent, out_ch=channels), WGANGPDiscriminator(width, in_ch=channels)
+    else:
+        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(GAN_MODELS)}")
+    if fastgame_batchnorm:
+        G, D = convert_batchnorm(G), convert_batchnorm(D)
+    return G, D

@@ -17,38 +17,24 @@ themselves; the Adam baselines average their gradients here.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any, Optional
 
 import torch
 from torch import Tensor, nn
 
-import fastgame
 from . import losses as L
+from .graphs import make_graphed_step
 from .linalg.distributed import all_reduce_mean, is_data_parallel
 from .linalg.flat import flatten, split_like
-from .optim import DYNAMICS
+from .optim.registry import METHODS, Method, get_method, unsupported_setting
 
-__all__ = ["OPTIMIZERS", "SOLVER_SETTINGS", "GameLosses", "make_stepper", "unsupported_setting"]
+__all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
 
-_CGD_FAMILY = ("acgd", "bcgd", "gacgd")
-OPTIMIZERS = (*_CGD_FAMILY, "adam", "adam-alt", *sorted(n for n in DYNAMICS if n not in _CGD_FAMILY))
-"""Optimizer names: the CGD family, the two torch Adam baselines (betas 0.5, 0.999), and the
-other game dynamics of :data:`fastgame.optim.DYNAMICS` (extragradient, OGDA, consensus, …)."""
+OPTIMIZERS = tuple(METHODS)
+"""Optimizer names (:data:`fastgame.optim.registry.METHODS`): the CGD family, the two torch Adam
+baselines (betas 0.5, 0.999), and the other game dynamics of :data:`fastgame.optim.DYNAMICS`."""
 
-ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
-
-SOLVER_SETTINGS = {"tol": _CGD_FAMILY, "max_iter": _CGD_FAMILY, "cg_start": ("acgd", "bcgd")}
-"""The solver settings and the optimizers that take them (the others have no CG/GMRES solve)."""
-
-
-def unsupported_setting(optimizer: str, key: str) -> Optional[str]:
-    """None where ``optimizer`` takes the solver setting ``key`` (one of :data:`SOLVER_SETTINGS`),
-    else the end of a message saying why not (the caller names the setting its own way)."""
-    takers = SOLVER_SETTINGS[key]
-    if optimizer in takers:
-        return None
-    solve = "CG solve" if len(takers) == 2 else "CG/GMRES solve"
-    return f"sets the {solve} of {', '.join(takers[:-1])} and {takers[-1]}, not {optimizer}"
+ADAM_BETAS = tuple(METHODS["adam"].fixed["betas"])  # the usual GAN setting (Radford et al. 2016)
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -116,7 +102,7 @@ class _CGDStepper(_Stepper):
 
         self._zero_sum = zero_sum
         # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
-        self._graphed = fastgame.make_graphed_step(opt, zero_sum, *[e.clone() for e in example]) if graphed else None
+        self._graphed = make_graphed_step(opt, zero_sum, *[e.clone() for e in example]) if graphed else None
 
     def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         if self._graphed is not None:
@@ -181,11 +167,11 @@ def _set_grads(params: list[Tensor], loss: Tensor) -> None:
 class _AdamStepper:
     """Adam for each player with its own rate, simultaneous or alternating."""
 
-    def __init__(self, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 alternating: bool) -> None:
+    def __init__(self, method: Method, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+                 alternating: bool, **settings: Any) -> None:
         self.d_params, self.g_params = list(D.parameters()), list(G.parameters())
-        self.opt_d = torch.optim.Adam(self.d_params, lr=lr_d, betas=ADAM_BETAS)
-        self.opt_g = torch.optim.Adam(self.g_params, lr=lr_g, betas=ADAM_BETAS)
+        self.opt_d = method.build_one(self.d_params, lr_d, **settings)
+        self.opt_g = method.build_one(self.g_params, lr_g, **settings)
         self.losses, self.alternating = losses, alternating
 
     def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
@@ -213,34 +199,31 @@ class _AdamStepper:
 
 
 def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 tol: Optional[float] = None, max_iter: Optional[int] = None, graphed: bool = False,
-                 example: tuple[Tensor, ...] = (), cg_start: Optional[str] = None) -> Any:
-    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`). ``tol`` and ``max_iter``
-    (ACGD, BCGD and GACGD only; None: the optimizer's own) bound each CG/GMRES solve, ``cg_start``
-    (ACGD and BCGD only; None: the optimizer's own, "zero") is how each CG solve starts.
-    ``fastgame train`` checks these in :func:`fastgame.train.resolve` first; here a
-    setting an optimizer does not take raises ValueError rather than being ignored."""
-    for key, value in (("tol", tol), ("max_iter", max_iter), ("cg_start", cg_start)):
-        why = unsupported_setting(name, key) if name in OPTIMIZERS and value is not None else None
+                 graphed: bool = False, example: tuple[Tensor, ...] = (), **settings: Any) -> Any:
+    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`), D the max player (x), G
+    the min player (y). ``settings`` go to the optimizer under their own names, None meaning the
+    optimizer's own, e.g. ``tol``, ``max_iter`` (ACGD, BCGD and GACGD: bound each CG/GMRES
+    solve) or ``cg_start`` (ACGD and BCGD: how each CG solve starts). A setting the optimizer
+    does not take raises ValueError rather than being ignored, and so does one its validators
+    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``)."""
+    method = get_method(name)
+    settings = {k: v for k, v in settings.items() if v is not None}
+    for key in settings:
+        why = unsupported_setting(name, key)
         if why:
             raise ValueError(f"{key} {why}")
-    kw: dict[str, Any] = {"max_iter": max_iter}
-    if tol is not None:
-        kw["tol"] = tol
-    if name in ("acgd", "bcgd"):
-        cls: Callable[..., Any] = fastgame.ACGD if name == "acgd" else fastgame.BCGD
-        if graphed:
-            kw["capturable"] = True
-        if cg_start is not None:
-            kw["cg_start"] = cg_start
-        opt = cls(max_params=D.parameters(), min_params=G.parameters(), lr_max=lr_d, lr_min=lr_g, **kw)
-        return _CGDStepper(opt, losses, graphed, example)
-    if graphed:
+    if graphed and method.stepper != "cgd":
         raise ValueError(f"--graphed needs acgd or bcgd, not {name}")
-    if name == "gacgd":
-        return _GACGDStepper(fastgame.GACGD(D.parameters(), G.parameters(), lr_x=lr_d, lr_y=lr_g, **kw), losses)
-    if name in ("adam", "adam-alt"):
-        return _AdamStepper(G, D, losses, lr_d, lr_g, alternating=name == "adam-alt")
-    if name in DYNAMICS:
-        return _DynamicsStepper(DYNAMICS[name](D.parameters(), G.parameters(), lr_max=lr_d, lr_min=lr_g), losses)
-    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+    if method.stepper in ("adam", "adam-alt"):
+        return _AdamStepper(method, G, D, losses, lr_d, lr_g, alternating=method.stepper == "adam-alt", **settings)
+    if graphed:
+        settings["capturable"] = True
+    opt = method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings)
+    if method.stepper == "cgd":
+        return _CGDStepper(opt, losses, graphed, example)
+    return _STEPPERS[method.stepper](opt, losses)
+
+
+_STEPPERS = {"gacgd": _GACGDStepper, "dynamics": _DynamicsStepper}
+"""The stepper class of each registry stepper kind that takes only the optimizer and the losses
+(``"cgd"`` also takes the graphed-step inputs, the Adam kinds build their own optimizers)."""

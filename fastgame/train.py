@@ -18,194 +18,36 @@ or prints.
 from __future__ import annotations
 
 import copy
-import dataclasses
+import dataclasses  # noqa: F401  (fastgame.train.dataclasses: kept for callers of the old module)
 import json
 import os
 import shutil
 import time
-from dataclasses import dataclass, field
 from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
-from . import losses as L
 from .checkpoint import CheckpointError, load_checkpoint, save_checkpoint, write_csv, write_json
-from .data import _ON_DISK, BatchSampler, Dataset, load_dataset
-from .models import ConvDiscriminator, ConvGenerator, WGANGPDiscriminator, WGANGPGenerator, mlp_gan
-from .nn import convert_batchnorm
-from .optim.cgd import CG_STARTS
-from .steppers import OPTIMIZERS, SOLVER_SETTINGS, GameLosses, make_stepper, unsupported_setting
+from .config import ConfigError, TrainConfig, config_diff, default_out, optimizer_settings, resolve
+from .data import BatchStream, TrainingData, load_dataset
+from .evaluation import Evaluator
+from .models import build_gan
+from .steppers import GameLosses, make_stepper
 
-__all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "resolve", "config_diff", "MODELS"]
-
-MODELS = ("auto", "mlp", "dcgan", "wgan_gp_dcgan")
-PENALTIES = ("none",) + tuple(L.PENALTIES)
-_WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
-_LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
-_LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
+# The configuration lives in fastgame.config; its names stay importable from here.
+__all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "resolve", "config_diff", "default_out",
+           "build_models"]
 
 
-class ConfigError(ValueError):
-    """An invalid training configuration (the message says which setting and why)."""
-
-
-@dataclass
-class TrainConfig:
-    """Everything that defines a run (``fastgame train --help`` explains each setting)."""
-
-    data: str = "ring8"
-    out: Optional[str] = None
-    optimizer: str = "acgd"
-    steps: int = 2000
-    batch: int = 256
-    seed: int = 0
-    loss: str = "standard"
-    penalty: str = "none"
-    penalty_weight: float = 10.0
-    lr_d: Optional[float] = None
-    lr_g: Optional[float] = None
-    model: str = "auto"
-    width: Optional[int] = None
-    latent: Optional[int] = None
-    image_size: Optional[int] = None
-    tol: Optional[float] = None
-    max_iter: Optional[int] = None
-    cg_start: Optional[str] = None  # ACGD/BCGD's CG start (warm, zero, recycle); None: the optimizer's own
-    device: str = "auto"
-    dtype: str = "float32"
-    bf16: bool = False
-    batchnorm: str = "fastgame"
-    graphed: bool = False
-    eval_every: Optional[int] = None
-    eval_samples: Optional[int] = None
-    checkpoint_every: Optional[int] = None
-    threads: Optional[int] = None
-    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts: world size, versions
-
-    def to_json(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
-        """The config a ``config.json`` holds; a setting newer than the file takes the value its
-        run was trained with (:data:`ADDED_LATER`), not today's default."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise ConfigError(f"config.json has unknown settings {sorted(unknown)}")
-        return cls(**{**ADDED_LATER, **d})
-
-
-ADDED_LATER: dict[str, Any] = {"batchnorm": "native"}
-"""Settings added after runs were first saved, with the value those older runs used (image
-models kept torch's BatchNorm before ``batchnorm`` existed). ``cg_start`` needs no entry: its
-None means the optimizer's own start, which a saved optimizer state records itself."""
-
-FREE = ("steps", "out", "extra")
-"""The settings a continued run may change: it can be extended, or its folder moved."""
-
-
-def config_diff(saved: TrainConfig, mine: TrainConfig) -> list[str]:
-    """The settings, other than :data:`FREE`, in which ``mine`` differs from ``saved`` (both
-    resolved), in the order of :class:`TrainConfig`'s fields."""
-    a, b = saved.to_json(), mine.to_json()
-    return [k for k, v in b.items() if k not in FREE and a.get(k) != v]
-
-
-def data_label(source: str) -> str:
-    """A short name of the data ``source`` for folder names and titles: the kind of an on-disk
-    data set (``mnist`` for ``mnist:/data/tv``), else the file or folder name."""
-    kind, sep, _ = source.partition(":")
-    if sep and kind in _ON_DISK:
-        return kind
-    return os.path.basename(source.rstrip("/")) or "data"
-
-
-def _positive(name: str, v: Optional[float], allow_none: bool = True) -> None:
-    if v is None and allow_none:
-        return
-    if v is None or not v > 0:
-        raise ConfigError(f"--{name.replace('_', '-')} must be > 0, got {v}")
-
-
-def resolve(cfg: TrainConfig, data: Dataset) -> TrainConfig:
-    """``cfg`` with the defaults that depend on the data filled in, after checking every setting."""
-    if cfg.optimizer not in OPTIMIZERS:
-        raise ConfigError(f"unknown optimizer {cfg.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}")
-    if cfg.loss not in L.LOSSES:
-        raise ConfigError(f"unknown loss {cfg.loss!r}; choose one of {', '.join(L.LOSSES)}")
-    if cfg.penalty not in PENALTIES:
-        raise ConfigError(f"unknown penalty {cfg.penalty!r}; choose one of {', '.join(PENALTIES)}")
-    if cfg.model not in MODELS:
-        raise ConfigError(f"unknown model {cfg.model!r}; choose one of {', '.join(MODELS)}")
-    if cfg.device not in ("auto", "cpu", "cuda"):
-        raise ConfigError(f"--device must be auto, cpu or cuda, got {cfg.device!r}")
-    if cfg.dtype not in ("float32", "float64"):
-        raise ConfigError(f"--dtype must be float32 or float64, got {cfg.dtype!r}")
-    for name in ("steps", "batch", "width", "latent", "eval_every", "eval_samples", "checkpoint_every", "threads",
-                 "lr_d", "lr_g", "tol"):
-        _positive(name, getattr(cfg, name), allow_none=name not in ("steps", "batch"))
-    if cfg.max_iter is not None and cfg.max_iter < 1:
-        raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
-    if cfg.penalty_weight < 0:
-        raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
-    if cfg.cg_start is not None and cfg.cg_start not in CG_STARTS:
-        raise ConfigError(f"--cg-start must be one of {', '.join(CG_STARTS)}, got {cfg.cg_start!r}")
-    for key in SOLVER_SETTINGS:  # tol, max_iter, cg_start: only for the optimizers with a CG/GMRES solve
-        why = getattr(cfg, key) is not None and unsupported_setting(cfg.optimizer, key)
-        if why:
-            raise ConfigError(f"--{key.replace('_', '-')} {why}")
-    if cfg.graphed and cfg.cg_start == "recycle":
-        raise ConfigError("--graphed cannot use --cg-start recycle (its Ritz extraction reads the host)")
-    if cfg.graphed and cfg.optimizer not in ("acgd", "bcgd"):
-        raise ConfigError("--graphed needs --optimizer acgd or bcgd")
-    if cfg.graphed and cfg.max_iter is None:
-        raise ConfigError("--graphed needs --max-iter (a CUDA graph runs a fixed number of CG iterations)")
-    if cfg.batchnorm not in ("fastgame", "native"):
-        raise ConfigError(f"--batchnorm must be fastgame or native, got {cfg.batchnorm!r}")
-    if cfg.bf16 and cfg.dtype == "float64":
-        raise ConfigError("--bf16 autocasts float32 models; it cannot be combined with --dtype float64")
-    model = cfg.model
-    if model == "auto":
-        model = "mlp" if data.kind == "points" else ("wgan_gp_dcgan" if data.sample_shape[-1] == 32 else "dcgan")
-    if model == "mlp" and data.kind != "points":
-        raise ConfigError(f"--model mlp is for 2-D points; {data.name} holds images (use dcgan or wgan_gp_dcgan)")
-    if model != "mlp" and data.kind != "images":
-        raise ConfigError(f"--model {model} is for images; {data.name} holds 2-D points (use mlp)")
-    if model == "wgan_gp_dcgan" and data.sample_shape[-1] != 32:
-        raise ConfigError(f"--model wgan_gp_dcgan needs 32x32 images; use --image-size 32 "
-                          f"(the data are {data.sample_shape[-1]}x{data.sample_shape[-1]})")
-    out = dataclasses.replace(cfg)
-    out.model = model
-    out.width = cfg.width or _WIDTH[model]
-    out.latent = cfg.latent or _LATENT[model]
-    out.lr_d = cfg.lr_d or _LR[model]
-    out.lr_g = cfg.lr_g or _LR[model]
-    out.image_size = data.sample_shape[-1] if data.kind == "images" else None
-    out.eval_every = cfg.eval_every or max(1, cfg.steps // 20)
-    out.checkpoint_every = cfg.checkpoint_every or max(1, cfg.steps // 5)
-    out.eval_samples = cfg.eval_samples or (2500 if data.kind == "points" else 1000)
-    return out
-
-
-def build_models(cfg: TrainConfig, data: Dataset) -> tuple[nn.Module, nn.Module]:
+def build_models(cfg: TrainConfig, data: TrainingData) -> tuple[nn.Module, nn.Module]:
     """Seeded (G, D) for the resolved ``cfg``."""
-    torch.manual_seed(cfg.seed)
     assert cfg.width is not None and cfg.latent is not None
-    if cfg.model == "mlp":
-        return mlp_gan(cfg.width, depth=2, latent=cfg.latent)
-    channels = data.sample_shape[0]
-    if cfg.model == "dcgan":
-        # Gradient penalties need each sample's output to depend on that sample only: no BatchNorm in D.
-        G, D = (ConvGenerator(cfg.latent, cfg.width, cfg.image_size, out_ch=channels),
-                ConvDiscriminator(cfg.width, cfg.image_size, in_ch=channels, batchnorm=cfg.penalty == "none"))
-    else:
-        G, D = WGANGPGenerator(cfg.width, cfg.latent, out_ch=channels), WGANGPDiscriminator(cfg.width, in_ch=channels)
-    if cfg.batchnorm == "fastgame":  # the same function, cheaper mixed-HVP passes (bench/batchnorm_hvp.py)
-        G, D = convert_batchnorm(G), convert_batchnorm(D)
-    return G, D
+    # Gradient penalties need each sample's output to depend on that sample only: no BatchNorm in D.
+    return build_gan(cfg.model, cfg.width, cfg.latent, data.sample_shape,
+                     discriminator_batchnorm=cfg.penalty == "none", fastgame_batchnorm=cfg.batchnorm == "fastgame",
+                     seed=cfg.seed)
 
 
 def _device(name: str) -> torch.device:
@@ -230,7 +72,7 @@ def _dist() -> tuple[int, int]:
 class Run:
     """A prepared run: everything built and checked, nothing written yet."""
 
-    def __init__(self, cfg: TrainConfig, data: Dataset, out: str, resume_state: Optional[dict[str, Any]],
+    def __init__(self, cfg: TrainConfig, data: TrainingData, out: str, resume_state: Optional[dict[str, Any]],
                  rank: int, world: int) -> None:
         self.cfg, self.data, self.out, self.rank, self.world = cfg, data, out, rank, world
         self.device = _device(cfg.device)
@@ -247,11 +89,13 @@ class Run:
         example = (torch.zeros((self.shard,) + data.sample_shape, device=self.device, dtype=self.dtype),
                    torch.zeros(self.shard, cfg.latent, device=self.device, dtype=self.dtype),
                    torch.zeros(self.shard, device=self.device, dtype=self.dtype))
-        self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g, tol=cfg.tol,
-                                    max_iter=cfg.max_iter, graphed=cfg.graphed, example=example,
-                                    cg_start=cfg.cg_start)
         try:
-            self.sampler = BatchSampler(data, cfg.batch, cfg.seed, rank, world)
+            self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
+                                        graphed=cfg.graphed, example=example, **optimizer_settings(cfg))
+        except ValueError as exc:  # resolve() checked the settings on probe parameters; these are the models'
+            raise ConfigError(f"--optimizer {cfg.optimizer}: {exc}") from None
+        try:
+            self.sampler = BatchStream(data, cfg.batch, cfg.seed, rank, world)
         except ValueError as exc:
             raise ConfigError(str(exc)) from None
         # Latent codes and penalty weights come from their own generator (saved in checkpoints),
@@ -263,7 +107,7 @@ class Run:
         self.window: list[tuple[Any, ...]] = []
         if resume_state is not None:
             self._restore(resume_state)
-        self.evaluator = _Evaluator(data)
+        self.evaluator = Evaluator(data)
 
     # ---- checkpoints ---------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -395,7 +239,7 @@ class Run:
         columns = list(row)
         write_csv(os.path.join(self.out, "metrics.csv"), self.rows, columns)
         write_json(os.path.join(self.out, "metrics.json"), self.rows)
-        title = f"{cfg.optimizer} on {data_label(cfg.data)}, step {self.step}\n" + ", ".join(
+        title = f"{cfg.optimizer} on {self.data.label}, step {self.step}\n" + ", ".join(
             f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
         picture = os.path.join(self.out, "samples", f"step_{self.step:06d}.png")
         self.evaluator.picture(picture, samples, title)
@@ -420,43 +264,8 @@ def _fmt(v: Any) -> str:
     return f"{v:.4g}" if isinstance(v, float) else str(v)
 
 
-class _Evaluator:
-    """The metrics and picture of one kind of data."""
-
-    def __init__(self, data: Dataset) -> None:
-        self.data, self.names = data, []
-        self._digits = None
-        if data.mixture is not None:
-            self.names = ["modes_covered", "high_quality", "mode_jsd"]
-        elif data.name == "digits":
-            from .metrics import DigitMetrics
-            self._digits = DigitMetrics(image_size=data.sample_shape[-1])
-            self.names = ["fcd", "classes_covered", "class_kl"]
-
-    def __call__(self, samples: Tensor) -> dict[str, Any]:
-        if self.data.mixture is not None:
-            m = self.data.mixture.metrics(samples)
-            return {"modes_covered": m.modes_covered, "high_quality": m.high_quality, "mode_jsd": m.mode_jsd}
-        if self._digits is not None:
-            return self._digits(samples)
-        return {}
-
-    def picture(self, path: str, samples: Tensor, title: str) -> None:
-        from .plots import plot_images, plot_points
-        if self.data.kind == "points":
-            modes = self.data.mixture.means if self.data.mixture is not None else None
-            plot_points(path, samples[:2500], modes, title)
-        else:
-            plot_images(path, samples[:64], title)
-
-
-METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
-                    "fcd": "min", "classes_covered": "max", "class_kl": "min"}
-"""Whether a larger (max) or smaller (min) value of each metric is better."""
-
-
 def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None,
-            data: Optional[Dataset] = None) -> Run:
+            data: Optional[TrainingData] = None) -> Run:
     """Check ``cfg`` (or the run folder ``resume``, whose total ``steps`` may be raised),
     load the data (unless ``data``, ``cfg.data`` already loaded at ``cfg.image_size``, is
     given) and build the run; a resumed run is at its checkpoint, with the folder's metric
@@ -510,7 +319,3 @@ def train(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] =
     run.train(quiet=quiet, label=label)
     return run
 
-
-def default_out(cfg: TrainConfig) -> str:
-    """The run folder of ``cfg`` when no --out is given: fastgame-runs/<data>-<optimizer>-seed<seed>."""
-    return os.path.join("fastgame-runs", f"{data_label(cfg.data)}-{cfg.optimizer}-seed{cfg.seed}")

@@ -121,3 +121,51 @@ def test_on_disk_sets_give_clear_errors(tmp_path):
     (tmp_path / "cifar-10-batches-py").mkdir()
     with pytest.raises(DataError, match="data_batch_1: missing"):
         load_dataset(f"cifar10:{tmp_path}")
+
+
+def test_labels_and_family_where_the_source_has_them(tmp_path):
+    """The digits, MNIST (with its idx label file) and CIFAR-10 carry their class labels; data
+    without labels (a mixture, a tensor file, MNIST images without the label file) carry None."""
+    import gzip
+    import pickle
+    from fastgame.data import BatchStream, TrainingData, digits_split, load_digits
+    digits = load_dataset("digits")
+    _, all_labels = load_digits()
+    torch.testing.assert_close(digits.labels, all_labels[digits_split()[0]])
+    assert digits.family == "digits" and load_dataset("ring8").labels is None
+    _write_mnist(tmp_path / "m")
+    assert load_dataset(f"mnist:{tmp_path / 'm'}").labels is None  # images alone still train
+    labels = bytes([3, 1, 4, 1, 5, 9])
+    blob = (2049).to_bytes(4, "big") + (6).to_bytes(4, "big") + labels
+    gzip.open(tmp_path / "m" / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz", "wb").write(blob)
+    mnist = load_dataset(f"mnist:{tmp_path / 'm'}")
+    assert mnist.labels.tolist() == list(labels) and mnist.family == "mnist" and mnist.label == "mnist"
+    gzip.open(tmp_path / "m" / "MNIST" / "raw" / "train-labels-idx1-ubyte.gz", "wb").write(blob[:-1])
+    with pytest.raises(DataError, match="truncated IDX"):
+        load_dataset(f"mnist:{tmp_path / 'm'}")
+    folder = tmp_path / "c" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    for i in range(1, 6):
+        with open(folder / f"data_batch_{i}", "wb") as f:
+            pickle.dump({b"data": np.full((2, 3072), 10 * i, dtype=np.uint8), b"labels": [i, 0]}, f)
+    assert load_dataset(f"cifar10:{tmp_path / 'c'}").labels.tolist() == [1, 0, 2, 0, 3, 0, 4, 0, 5, 0]
+    np.save(tmp_path / "p.npy", np.random.default_rng(0).normal(size=(10, 2)).astype(np.float32))
+    points = load_dataset(str(tmp_path / "p.npy"))
+    assert points.labels is None and points.family == "file"
+    # The old names are aliases of the new ones (run folders and callers from before keep working).
+    assert BatchSampler is BatchStream and isinstance(points, TrainingData)
+
+
+def test_evaluator_follows_kind_and_labels_not_name():
+    """The classifier metrics come with labelled images of a family that has a classifier, under
+    any name; the same images without labels, or points without a mixture, log losses only."""
+    from fastgame.data import TrainingData
+    from fastgame.evaluation import METRIC_DIRECTION, Evaluator
+    digits = load_dataset("digits")
+    renamed = TrainingData("my-digits", "images", tensor=digits.tensor, labels=digits.labels, family="digits")
+    assert Evaluator(renamed).names == ["fcd", "classes_covered", "class_kl"]
+    unlabelled = TrainingData("digits", "images", tensor=digits.tensor, family="digits")
+    assert Evaluator(unlabelled).names == [] and Evaluator(unlabelled)(digits.tensor[:4]) == {}
+    ring = Evaluator(load_dataset("ring8"))
+    assert ring.names == ["modes_covered", "high_quality", "mode_jsd"]
+    assert set(ring(torch.randn(100, 2))) == set(ring.names) and set(ring.names) <= set(METRIC_DIRECTION)

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fastgame import losses as L
-from fastgame.steppers import ADAM_BETAS, GameLosses, make_stepper
+from fastgame.steppers import ADAM_BETAS, OPTIMIZERS, GameLosses, make_stepper
 
 
 def _models(seed: int) -> tuple[nn.Module, nn.Module]:
@@ -78,3 +78,31 @@ def test_eager_counts_stay_on_the_host(name):
     assert isinstance(d, torch.Tensor) and isinstance(gl, torch.Tensor)
     assert not isinstance(it, torch.Tensor) and not isinstance(hp, torch.Tensor), (it, hp)
     assert (it > 0) == (name in ("acgd", "gacgd"))
+
+
+def test_registry_settings_come_from_the_classes():
+    """The registry's settings are the classes' declared hyperparameters (or a torch optimizer's
+    keywords); the optimizer's own validators refuse a bad combination; a setting a method does
+    not take is refused by make_stepper, one it takes reaches the optimizer."""
+    import fastgame
+    from fastgame.optim import registry
+    assert tuple(registry.METHODS) == OPTIMIZERS and OPTIMIZERS[:5] == ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
+    for m in registry.METHODS.values():
+        assert m.settings == (frozenset(m.cls.hyperparameters) if hasattr(m.cls, "hyperparameters")
+                              else frozenset(registry.METHODS["adam"].settings))
+    assert [m.name for m in registry.takers("cg_start")] == ["acgd", "bcgd"]
+    assert registry.METHODS["adam"].takes("betas") and not registry.METHODS["adam"].takes("tol")
+    with pytest.raises(ValueError, match="capturable=True needs max_iter"):
+        registry.METHODS["bcgd"].check(capturable=True)
+    with pytest.raises(ValueError, match="invalid"):
+        registry.METHODS["gacgd"].check(tol=-1.0)
+    registry.METHODS["acgd"].check(capturable=True, max_iter=2, cg_start="warm")
+    G, D = _models(0)
+    losses = GameLosses(G, D, "standard", None, 0.0)
+    stepper = make_stepper("gacgd", G, D, losses, 1e-2, 2e-2, tol=1e-6, max_iter=4)
+    assert isinstance(stepper.opt, fastgame.GACGD)
+    assert [g["lr"] for g in stepper.opt.param_groups] == [1e-2, 2e-2]
+    assert stepper.opt.param_groups[0]["tol"] == 1e-6 and stepper.opt.param_groups[0]["max_iter"] == 4
+    assert make_stepper("adam", G, D, losses, 1e-2, 1e-2, betas=(0.0, 0.9)).opt_d.param_groups[0]["betas"] == (0.0, 0.9)
+    with pytest.raises(ValueError, match="unknown optimizer 'sgd'"):
+        make_stepper("sgd", G, D, losses, 1e-2, 1e-2)

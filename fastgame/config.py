@@ -1,0 +1,199 @@
+"""A training run's configuration: :class:`TrainConfig` (everything that defines a run, what
+``config.json`` holds), :func:`resolve` (every setting checked, the data-dependent defaults
+filled in) and :func:`config_diff` (what a resumed or reused run may not change).
+
+Adding a trainer option: a field of :class:`TrainConfig` (with :data:`ADDED_LATER` if old run
+folders ran without it), its check in :func:`resolve`, and its flag in :mod:`fastgame.cli`. An
+option the optimizer takes under the same name also goes into :data:`OPTIMIZER_SETTINGS`; the
+optimizer's own validators then check it (:mod:`fastgame.optim.registry`).
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from typing import Any, Optional
+
+from . import losses as L
+from .data import TrainingData, source_label
+from .models import GAN_MODELS
+from .optim import registry
+from .optim.registry import unsupported_setting
+
+__all__ = ["TrainConfig", "ConfigError", "resolve", "config_diff", "default_out", "optimizer_settings",
+           "unsupported_setting", "MODELS", "PENALTIES", "OPTIMIZER_SETTINGS", "ADDED_LATER", "FREE"]
+
+MODELS = ("auto",) + GAN_MODELS
+PENALTIES = ("none",) + tuple(L.PENALTIES)
+_WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
+_LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
+_LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
+
+OPTIMIZER_SETTINGS = ("tol", "max_iter", "cg_start")
+"""The settings given to the optimizer under their own names (None: the optimizer's own);
+which optimizers take each one is the registry's answer."""
+
+
+class ConfigError(ValueError):
+    """An invalid training configuration (the message says which setting and why)."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a run (``fastgame train --help`` explains each setting)."""
+
+    data: str = "ring8"
+    out: Optional[str] = None
+    optimizer: str = "acgd"
+    steps: int = 2000
+    batch: int = 256
+    seed: int = 0
+    loss: str = "standard"
+    penalty: str = "none"
+    penalty_weight: float = 10.0
+    lr_d: Optional[float] = None
+    lr_g: Optional[float] = None
+    model: str = "auto"
+    width: Optional[int] = None
+    latent: Optional[int] = None
+    image_size: Optional[int] = None
+    tol: Optional[float] = None
+    max_iter: Optional[int] = None
+    cg_start: Optional[str] = None  # ACGD/BCGD's CG start (warm, zero, recycle); None: the optimizer's own
+    device: str = "auto"
+    dtype: str = "float32"
+    bf16: bool = False
+    batchnorm: str = "fastgame"
+    graphed: bool = False
+    eval_every: Optional[int] = None
+    eval_samples: Optional[int] = None
+    checkpoint_every: Optional[int] = None
+    threads: Optional[int] = None
+    extra: dict[str, Any] = field(default_factory=dict)  # resolved facts: world size, versions
+
+    def to_json(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The config a ``config.json`` holds; a setting newer than the file takes the value its
+        run was trained with (:data:`ADDED_LATER`), not today's default."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise ConfigError(f"config.json has unknown settings {sorted(unknown)}")
+        return cls(**{**ADDED_LATER, **d})
+
+
+ADDED_LATER: dict[str, Any] = {"batchnorm": "native"}
+"""Settings added after runs were first saved, with the value those older runs used (image
+models kept torch's BatchNorm before ``batchnorm`` existed). ``cg_start`` needs no entry: its
+None means the optimizer's own start, which a saved optimizer state records itself."""
+
+FREE = ("steps", "out", "extra")
+"""The settings a continued run may change: it can be extended, or its folder moved."""
+
+
+def config_diff(saved: TrainConfig, mine: TrainConfig) -> list[str]:
+    """The settings, other than :data:`FREE`, in which ``mine`` differs from ``saved`` (both
+    resolved), in the order of :class:`TrainConfig`'s fields."""
+    a, b = saved.to_json(), mine.to_json()
+    return [k for k, v in b.items() if k not in FREE and a.get(k) != v]
+
+
+def default_out(cfg: TrainConfig) -> str:
+    """The run folder of ``cfg`` when no --out is given: fastgame-runs/<data>-<optimizer>-seed<seed>."""
+    return os.path.join("fastgame-runs", f"{source_label(cfg.data)}-{cfg.optimizer}-seed{cfg.seed}")
+
+
+def optimizer_settings(cfg: TrainConfig) -> dict[str, Any]:
+    """The settings of :data:`OPTIMIZER_SETTINGS` that ``cfg`` gives (the others: the optimizer's own)."""
+    return {k: getattr(cfg, k) for k in OPTIMIZER_SETTINGS if getattr(cfg, k) is not None}
+
+
+def _flag(name: str) -> str:
+    return "--" + name.replace("_", "-")
+
+
+def _positive(name: str, v: Optional[float], allow_none: bool = True) -> None:
+    if v is None and allow_none:
+        return
+    if v is None or not v > 0:
+        raise ConfigError(f"{_flag(name)} must be > 0, got {v}")
+
+
+def _one_of(flag: str, value: Any, choices: tuple[str, ...], what: str = "") -> None:
+    if value not in choices:
+        raise ConfigError(f"unknown {what} {value!r}; choose one of {', '.join(choices)}" if what else
+                          f"{flag} must be {', '.join(choices[:-1])} or {choices[-1]}, got {value!r}")
+
+
+def _check_settings(cfg: TrainConfig) -> None:
+    """Every setting that does not depend on the data."""
+    _one_of("--optimizer", cfg.optimizer, registry.names(), "optimizer")
+    _one_of("--loss", cfg.loss, tuple(L.LOSSES), "loss")
+    _one_of("--penalty", cfg.penalty, PENALTIES, "penalty")
+    _one_of("--model", cfg.model, MODELS, "model")
+    _one_of("--device", cfg.device, ("auto", "cpu", "cuda"))
+    _one_of("--dtype", cfg.dtype, ("float32", "float64"))
+    _one_of("--batchnorm", cfg.batchnorm, ("fastgame", "native"))
+    for name in ("steps", "batch", "width", "latent", "eval_every", "eval_samples", "checkpoint_every", "threads",
+                 "lr_d", "lr_g", "tol"):
+        _positive(name, getattr(cfg, name), allow_none=name not in ("steps", "batch"))
+    if cfg.max_iter is not None and cfg.max_iter < 1:
+        raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
+    if cfg.penalty_weight < 0:
+        raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    cg_starts = registry.choices("cg_start") or ()
+    if cfg.cg_start is not None and cfg.cg_start not in cg_starts:
+        raise ConfigError(f"--cg-start must be one of {', '.join(cg_starts)}, got {cfg.cg_start!r}")
+    if cfg.bf16 and cfg.dtype == "float64":
+        raise ConfigError("--bf16 autocasts float32 models; it cannot be combined with --dtype float64")
+    _check_optimizer(cfg)
+
+
+def _check_optimizer(cfg: TrainConfig) -> None:
+    """The optimizer's settings: each one it does not take is refused here, by name; the values
+    and their combinations by the optimizer's own validators."""
+    method = registry.get_method(cfg.optimizer)
+    settings = optimizer_settings(cfg)
+    for key in settings:
+        why = unsupported_setting(cfg.optimizer, key)
+        if why:
+            raise ConfigError(f"{_flag(key)} {why}")
+    if cfg.graphed:  # a whole step in a CUDA graph: the steppers of the CGD kind, capturable optimizers
+        graphable = [m.name for m in registry.METHODS.values() if m.stepper == "cgd"]
+        if method.stepper != "cgd":
+            raise ConfigError(f"--graphed needs --optimizer {' or '.join(graphable)}")
+        settings["capturable"] = True
+    try:
+        method.check(**settings)
+    except ValueError as exc:
+        graphed = " (--graphed builds it with capturable=True)" if cfg.graphed else ""
+        raise ConfigError(f"--optimizer {cfg.optimizer} refuses these settings: {exc}{graphed}") from None
+
+
+def resolve(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
+    """``cfg`` with the defaults that depend on the data filled in, after checking every setting."""
+    _check_settings(cfg)
+    model = cfg.model
+    if model == "auto":
+        model = "mlp" if data.kind == "points" else ("wgan_gp_dcgan" if data.sample_shape[-1] == 32 else "dcgan")
+    if model == "mlp" and data.kind != "points":
+        raise ConfigError(f"--model mlp is for 2-D points; {data.name} holds images (use dcgan or wgan_gp_dcgan)")
+    if model != "mlp" and data.kind != "images":
+        raise ConfigError(f"--model {model} is for images; {data.name} holds 2-D points (use mlp)")
+    if model == "wgan_gp_dcgan" and data.sample_shape[-1] != 32:
+        raise ConfigError(f"--model wgan_gp_dcgan needs 32x32 images; use --image-size 32 "
+                          f"(the data are {data.sample_shape[-1]}x{data.sample_shape[-1]})")
+    out = dataclasses.replace(cfg)
+    out.model = model
+    out.width = cfg.width or _WIDTH[model]
+    out.latent = cfg.latent or _LATENT[model]
+    out.lr_d = cfg.lr_d or _LR[model]
+    out.lr_g = cfg.lr_g or _LR[model]
+    out.image_size = data.sample_shape[-1] if data.kind == "images" else None
+    out.eval_every = cfg.eval_every or max(1, cfg.steps // 20)
+    out.checkpoint_every = cfg.checkpoint_every or max(1, cfg.steps // 5)
+    out.eval_samples = cfg.eval_samples or (2500 if data.kind == "points" else 1000)
+    return out

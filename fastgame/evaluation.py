@@ -1,0 +1,64 @@
+"""What ``fastgame train`` measures and draws at each evaluation, chosen from what the data
+are, not from their name: a mixture of Gaussians gets its mode metrics, labelled images of a
+set with a classifier in :mod:`fastgame.metrics` get the classifier metrics, other data get
+losses only. Every set of samples gets a picture (points scattered, or an image grid)."""
+from __future__ import annotations
+
+from typing import Any, Callable
+
+from torch import Tensor
+
+from .data import TrainingData
+
+__all__ = ["Evaluator", "METRIC_DIRECTION"]
+
+METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
+                    "fcd": "min", "classes_covered": "max", "class_kl": "min"}
+"""Whether a larger (max) or smaller (min) value of each metric is better."""
+
+MIXTURE_METRICS = ("modes_covered", "high_quality", "mode_jsd")
+
+
+def _digit_metrics(data: TrainingData) -> Callable[[Tensor], dict[str, Any]]:
+    from .metrics import DigitMetrics
+    return DigitMetrics(image_size=data.sample_shape[-1])
+
+
+CLASSIFIERS: dict[str, tuple[tuple[str, ...], Callable[[TrainingData], Callable[[Tensor], dict[str, Any]]]]] = {
+    "digits": (("fcd", "classes_covered", "class_kl"), _digit_metrics),
+}
+"""The labelled data families with a classifier metric: family -> (metric names, a builder of the
+metric from the data). A labelled family without an entry logs losses only."""
+
+
+class Evaluator:
+    """The metrics (:attr:`names`, in the order they are shown) and the picture of one data set."""
+
+    def __init__(self, data: TrainingData) -> None:
+        self.data = data
+        self.names: list[str] = []
+        self._metric: Callable[[Tensor], dict[str, Any]] = lambda samples: {}
+        if data.mixture is not None:
+            self.names = list(MIXTURE_METRICS)
+            self._metric = self._mixture
+        elif data.kind == "images" and data.labels is not None and data.family in CLASSIFIERS:
+            names, build = CLASSIFIERS[data.family]
+            self.names, self._metric = list(names), build(data)
+
+    def _mixture(self, samples: Tensor) -> dict[str, Any]:
+        assert self.data.mixture is not None
+        m = self.data.mixture.metrics(samples)
+        return {name: getattr(m, name) for name in MIXTURE_METRICS}
+
+    def __call__(self, samples: Tensor) -> dict[str, Any]:
+        """The metrics of ``samples`` (generated, on the CPU), by name."""
+        return self._metric(samples)
+
+    def picture(self, path: str, samples: Tensor, title: str) -> None:
+        """A PNG of ``samples``: points with the mixture's modes, or a grid of 64 images."""
+        from .plots import plot_images, plot_points
+        if self.data.kind == "points":
+            modes = self.data.mixture.means if self.data.mixture is not None else None
+            plot_points(path, samples[:2500], modes, title)
+        else:
+            plot_images(path, samples[:64], title)
