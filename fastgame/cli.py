@@ -1,4 +1,4 @@
-"""The ``fastgame`` command (also ``python -m fastgame``): ``train`` and ``compare``.
+"""The ``fastgame`` command (also ``python -m fastgame``): ``train``, ``compare`` and ``probe``.
 
 Bad input (a missing path, an unknown optimizer, a corrupt checkpoint, ...) prints one
 line ``fastgame: error: ...`` and exits with status 2 before anything is trained or written.
@@ -16,7 +16,7 @@ import torch
 from . import losses as L
 from .checkpoint import CheckpointError
 from .data import ON_DISK, DataError
-from .config import MODELS, PENALTIES, ConfigError, TrainConfig
+from .config import CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
 from .optim import registry
 
 __all__ = ["main", "build_parser"]
@@ -72,6 +72,22 @@ def _positive_float(s: str) -> float:
     return v
 
 
+def _positive_float_or_zero(s: str) -> float:
+    try:
+        v = float(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
+    if not 0 <= v < 1:
+        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
+    return v
+
+
+def _on_off(s: str) -> bool:
+    if s not in ("on", "off"):
+        raise argparse.ArgumentTypeError(f"expected on or off, got {s!r}")
+    return s == "on"
+
+
 def _add_training_options(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("data and model")
     g.add_argument("--data", default="ring8", metavar="SOURCE",
@@ -82,13 +98,21 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--image-size", type=int, choices=(8, 16, 32), default=None,
                    help="resize images to this size (bilinear). Default: the data's own size (32 for folders)")
     g.add_argument("--model", choices=MODELS, default="auto",
-                   help="mlp for points, dcgan for 8/16/32-px images, wgan_gp_dcgan for 32-px images. Default: auto")
+                   help="mlp for points, dcgan for 8/16/32-px images, wgan_gp_dcgan for 32-px images (minutes a "
+                        "step on a CPU). Default: auto (mlp for points, dcgan for images)")
     g.add_argument("--width", type=_positive_int, default=None,
-                   help="hidden width (mlp, default 256) or base channels (dcgan 32, wgan_gp_dcgan 64)")
+                   help="hidden width (mlp, default 64) or base channels (dcgan 16, wgan_gp_dcgan 64)")
+    g.add_argument("--d-batchnorm", type=_on_off, default=None, metavar="on|off",
+                   help="BatchNorm in the DCGAN discriminator. Default: on without a penalty, off with one (a "
+                        "gradient penalty needs each sample's output to depend on that sample only; on with a "
+                        "penalty is refused). Give it to compare a penalty with none on the same discriminator; "
+                        "the run's config.json records the choice")
     g.add_argument("--latent", type=_positive_int, default=None, help="latent size (mlp 2, dcgan 32, wgan_gp 128)")
     g = p.add_argument_group("game and optimizer")
-    g.add_argument("--loss", choices=list(L.LOSSES), default="standard", help="GAN loss (fastgame.losses). "
-                   "Default: standard (the minimax GAN, zero-sum)")
+    g.add_argument("--loss", choices=list(L.LOSSES), default=None, help="GAN loss (fastgame.losses). "
+                   "Default: standard (the minimax GAN, zero-sum) for points, non_saturating for images (the "
+                   "minimax loss trained no MNIST images with either optimizer; ACGD/BCGD step on the zero-sum "
+                   "form of any loss). wgan: the Wasserstein loss, unregularized unless --penalty")
     g.add_argument("--penalty", choices=PENALTIES, default="none",
                    help="gradient penalty on the discriminator. Default: none")
     g.add_argument("--penalty-weight", type=float, default=10.0, help="its weight (gamma or lambda). Default: 10")
@@ -96,7 +120,15 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="discriminator learning rate (mlp 1e-3, conv models 2e-4)")
     g.add_argument("--lr-g", type=_positive_float, default=None, help="generator learning rate (same defaults)")
     g.add_argument("--tol", type=_positive_float, default=None,
-                   help="CG tolerance of ACGD/BCGD/GACGD. Default: the optimizer's own")
+                   help=f"CG/GMRES tolerance of ACGD/BCGD/GACGD. Default: {TRAINER_TOL:g}, which the README's "
+                        "study found quality-neutral with ~30%% fewer passes (the optimizer classes keep CGDs' "
+                        "1e-12 for drop-in parity); recorded in config.json")
+    g.add_argument("--betas", type=_positive_float_or_zero, nargs=2, default=None, metavar=("B1", "B2"),
+                   help="Adam's betas (adam, adam-alt and the Adam dynamics). Default: 0.5 0.999 for adam and "
+                        "adam-alt (Radford et al. 2016); WGAN-GP's recipe is 0.5 0.9")
+    g.add_argument("--d-steps", type=_positive_int, default=1,
+                   help="discriminator (critic) steps per generator step, adam-alt only (WGAN-GP's recipe: 5). "
+                        "--steps counts generator steps. Default: 1")
     g.add_argument("--max-iter", type=_positive_int, default=None,
                    help="at most this many CG iterations per step. Default: the optimizer's own")
     g.add_argument("--cg-start", choices=registry.choices("cg_start"), default=None,
@@ -124,7 +156,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--eval-samples", type=_positive_int, default=None,
                    help="generated samples per evaluation. Default: 2500 points or 1000 images")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="Default: steps/5")
-    g.add_argument("--threads", type=_positive_int, default=None, help="torch CPU threads. Default: torch's")
+    g.add_argument("--threads", type=_positive_int, default=None,
+                   help=f"torch CPU threads; may be given with --resume. Default: {CPU_THREADS} on the CPU (these "
+                        "models are too small to split: torch's default was 8.5x slower on 2 cores), torch's own "
+                        "on CUDA")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one line per evaluation (for logs)")
 
 
@@ -154,7 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help=_optimizer_help())
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint (its config.json is used; only --steps, "
-                        "--quiet may change)")
+                        "--threads and --quiet may change)")
     _add_training_options(t)
     c = sub.add_parser("compare", help="several optimizers over several seeds, with a table and plots",
                        description="Train the same setting with several optimizers and seeds; write a table of the "
@@ -166,6 +201,17 @@ def build_parser() -> argparse.ArgumentParser:
                         "Default: acgd adam")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="Default: 0 1")
     _add_training_options(c)
+    pr = sub.add_parser("probe", help="the implicit-competitive-regularization probe of a run's checkpoint",
+                        description="From RUN_DIR's checkpoint, train (a) only the discriminator and (b) both players, "
+                                    "with the run's optimizer and rates, and record how far the discriminator's outputs "
+                                    "on fixed real and fake samples move and its loss (Schaefer, Zheng & Anandkumar, "
+                                    "'Implicit competitive regularization in GANs', ICML 2020). Writes RUN_DIR/probe.png "
+                                    "and RUN_DIR/probe.csv; the run itself is not changed.")
+    pr.add_argument("run_dir", metavar="RUN_DIR", help="a run folder of fastgame train (acgd, bcgd or adam run)")
+    pr.add_argument("--steps", type=_positive_int, default=100, help="probe steps per case. Default: 100")
+    pr.add_argument("--seed", type=int, default=0, help="seed of the fixed samples and batches. Default: 0")
+    pr.add_argument("--threads", type=_positive_int, default=CPU_THREADS, help=f"torch CPU threads. Default: "
+                    f"{CPU_THREADS}")
     return p
 
 
@@ -186,13 +232,14 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         from .train import prepare
         if args.resume is not None:
             defaults = build_parser().parse_args(["train"])
-            given = [k for k, v in vars(args).items() if k not in ("resume", "steps", "quiet", "command")
+            given = [k for k, v in vars(args).items() if k not in ("resume", "steps", "quiet", "command", "threads")
                      and v != getattr(defaults, k)]
             if given:
-                raise ConfigError(f"--resume takes the settings from {args.resume}/config.json; only --steps and "
-                                  f"--quiet may be given (got --{given[0].replace('_', '-')})")
+                raise ConfigError(f"--resume takes the settings from {args.resume}/config.json; only --steps, "
+                                  f"--threads and --quiet may be given (got --{given[0].replace('_', '-')})")
         import torch.distributed as dist
-        run = prepare(_config(args), args.resume, args.steps)  # a resumed run holds its rows up to its checkpoint
+        # A resumed run holds its rows up to its checkpoint.
+        run = prepare(_config(args), args.resume, args.steps, threads=args.threads)
         if run.world > 1:
             dist.barrier()  # every rank has checked its input before rank 0 writes anything
         if run.rank == 0 and args.resume is not None:
@@ -214,6 +261,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
                 dist.destroy_process_group()
         if run.rank == 0:
             print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
+        return 0
+    if args.command == "probe":
+        from .probe import probe_run
+        torch.set_num_threads(args.threads)
+        result = probe_run(args.run_dir, steps=args.steps, seed=args.seed)
+        print(f"fastgame: {result.title}; wrote {result.png} and {result.csv}", flush=True)
         return 0
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("compare runs in one process; start each data-parallel run with torchrun ... train")

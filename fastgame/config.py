@@ -25,11 +25,13 @@ __all__ = ["TrainConfig", "ConfigError", "resolve", "config_diff", "default_out"
 
 MODELS = ("auto",) + GAN_MODELS
 PENALTIES = ("none",) + tuple(L.PENALTIES)
-_WIDTH = {"mlp": 256, "dcgan": 32, "wgan_gp_dcgan": 64}
+# Default sizes that train in minutes on a CPU (issue 18): an ACGD step of the width-64 MLP took
+# ~0.02 s against ~0.28 s at width 256; the width-16 DCGAN trained the digits in under a minute.
+_WIDTH = {"mlp": 64, "dcgan": 16, "wgan_gp_dcgan": 64}
 _LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
 _LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
 
-OPTIMIZER_SETTINGS = ("tol", "max_iter", "cg_start")
+OPTIMIZER_SETTINGS = ("tol", "max_iter", "cg_start", "betas")
 """The settings given to the optimizer under their own names (None: the optimizer's own);
 which optimizers take each one is the registry's answer."""
 
@@ -48,9 +50,11 @@ class TrainConfig:
     steps: int = 2000
     batch: int = 256
     seed: int = 0
-    loss: str = "standard"
+    loss: Optional[str] = None  # None: "standard" for points, "non_saturating" for images
     penalty: str = "none"
     penalty_weight: float = 10.0
+    d_steps: int = 1  # discriminator (critic) steps per generator step: adam-alt only
+    d_batchnorm: Optional[bool] = None  # BatchNorm in the DCGAN discriminator; None: on unless a penalty
     lr_d: Optional[float] = None
     lr_g: Optional[float] = None
     model: str = "auto"
@@ -60,6 +64,7 @@ class TrainConfig:
     tol: Optional[float] = None
     max_iter: Optional[int] = None
     cg_start: Optional[str] = None  # ACGD/BCGD's CG start (warm, zero, recycle); None: the optimizer's own
+    betas: Optional[list[float]] = None  # Adam's (beta1, beta2); None: the method's own
     device: str = "auto"
     dtype: str = "float32"
     bf16: bool = False
@@ -85,13 +90,25 @@ class TrainConfig:
         return cls(**{**ADDED_LATER, **d})
 
 
-ADDED_LATER: dict[str, Any] = {"batchnorm": "native"}
+ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None}
 """Settings added after runs were first saved, with the value those older runs used (image
-models kept torch's BatchNorm before ``batchnorm`` existed). ``cg_start`` needs no entry: its
-None means the optimizer's own start, which a saved optimizer state records itself."""
+models kept torch's BatchNorm before ``batchnorm`` existed; ``d_batchnorm`` None is the old rule,
+BatchNorm in the DCGAN discriminator unless a penalty). ``cg_start`` needs no entry: its None
+means the optimizer's own start, which a saved optimizer state records itself."""
 
-FREE = ("steps", "out", "extra")
-"""The settings a continued run may change: it can be extended, or its folder moved."""
+TRAINER_TOL = 1e-6
+"""The CG/GMRES tolerance the trainer gives ACGD, BCGD and GACGD unless --tol says otherwise: the
+README's study ("Solve tolerance and training quality", docs/benchmarks.md) found it
+quality-neutral with ~30% fewer mixed-HVP passes. The optimizer classes keep CGDs' defaults."""
+
+CPU_THREADS = 1
+"""The torch CPU threads a run uses unless --threads says otherwise: on a 2-core CPU one thread
+was 8.5x faster than torch's default for the default MLP (and 10-50x for the small DCGANs on a
+busy machine), since these models are too small to split."""
+
+FREE = ("steps", "out", "extra", "threads")
+"""The settings a continued run may change: it can be extended, its folder moved, or run on
+another number of CPU threads (the numbers are then equal up to float rounding, not bit for bit)."""
 
 
 def config_diff(saved: TrainConfig, mine: TrainConfig) -> list[str]:
@@ -108,7 +125,10 @@ def default_out(cfg: TrainConfig) -> str:
 
 def optimizer_settings(cfg: TrainConfig) -> dict[str, Any]:
     """The settings of :data:`OPTIMIZER_SETTINGS` that ``cfg`` gives (the others: the optimizer's own)."""
-    return {k: getattr(cfg, k) for k in OPTIMIZER_SETTINGS if getattr(cfg, k) is not None}
+    out = {k: getattr(cfg, k) for k in OPTIMIZER_SETTINGS if getattr(cfg, k) is not None}
+    if "betas" in out:
+        out["betas"] = tuple(out["betas"])
+    return out
 
 
 def _flag(name: str) -> str:
@@ -131,7 +151,8 @@ def _one_of(flag: str, value: Any, choices: tuple[str, ...], what: str = "") -> 
 def _check_settings(cfg: TrainConfig) -> None:
     """Every setting that does not depend on the data."""
     _one_of("--optimizer", cfg.optimizer, registry.names(), "optimizer")
-    _one_of("--loss", cfg.loss, tuple(L.LOSSES), "loss")
+    if cfg.loss is not None:
+        _one_of("--loss", cfg.loss, tuple(L.LOSSES), "loss")
     _one_of("--penalty", cfg.penalty, PENALTIES, "penalty")
     _one_of("--model", cfg.model, MODELS, "model")
     _one_of("--device", cfg.device, ("auto", "cpu", "cuda"))
@@ -144,6 +165,16 @@ def _check_settings(cfg: TrainConfig) -> None:
         raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
     if cfg.penalty_weight < 0:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
+    if not (isinstance(cfg.d_steps, int) and cfg.d_steps >= 1):
+        raise ConfigError(f"--d-steps must be a whole number >= 1, got {cfg.d_steps!r}")
+    if cfg.d_steps > 1 and registry.get_method(cfg.optimizer).stepper != "adam-alt":
+        raise ConfigError(f"--d-steps {cfg.d_steps} is for adam-alt (critic steps, then a generator step against "
+                          f"the updated critic); {cfg.optimizer} steps both players together")
+    if cfg.d_batchnorm and cfg.penalty != "none":
+        raise ConfigError(f"--d-batchnorm on cannot be combined with --penalty {cfg.penalty}: a gradient penalty "
+                          "needs each sample's discriminator output to depend on that sample only")
+    if cfg.betas is not None and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
+        raise ConfigError(f"--betas must be two numbers in [0, 1), got {cfg.betas!r}")
     cg_starts = registry.choices("cg_start") or ()
     if cfg.cg_start is not None and cfg.cg_start not in cg_starts:
         raise ConfigError(f"--cg-start must be one of {', '.join(cg_starts)}, got {cfg.cg_start!r}")
@@ -173,12 +204,17 @@ def _check_optimizer(cfg: TrainConfig) -> None:
         raise ConfigError(f"--optimizer {cfg.optimizer} refuses these settings: {exc}{graphed}") from None
 
 
+def _cuda() -> bool:
+    import torch
+    return torch.cuda.is_available()
+
+
 def resolve(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     """``cfg`` with the defaults that depend on the data filled in, after checking every setting."""
     _check_settings(cfg)
     model = cfg.model
-    if model == "auto":
-        model = "mlp" if data.kind == "points" else ("wgan_gp_dcgan" if data.sample_shape[-1] == 32 else "dcgan")
+    if model == "auto":  # the small DCGAN at every size: the WGAN-GP DCGAN is minutes a step on a CPU
+        model = "mlp" if data.kind == "points" else "dcgan"
     if model == "mlp" and data.kind != "points":
         raise ConfigError(f"--model mlp is for 2-D points; {data.name} holds images (use dcgan or wgan_gp_dcgan)")
     if model != "mlp" and data.kind != "images":
@@ -186,8 +222,17 @@ def resolve(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     if model == "wgan_gp_dcgan" and data.sample_shape[-1] != 32:
         raise ConfigError(f"--model wgan_gp_dcgan needs 32x32 images; use --image-size 32 "
                           f"(the data are {data.sample_shape[-1]}x{data.sample_shape[-1]})")
+    if model != "dcgan" and cfg.d_batchnorm is not None:
+        raise ConfigError(f"--d-batchnorm is the DCGAN discriminator's; the {model} discriminator has no BatchNorm")
     out = dataclasses.replace(cfg)
     out.model = model
+    out.loss = cfg.loss or ("standard" if data.kind == "points" else "non_saturating")
+    if model == "dcgan" and cfg.d_batchnorm is None:
+        out.d_batchnorm = cfg.penalty == "none"
+    if cfg.tol is None and registry.get_method(cfg.optimizer).solver is not None:
+        out.tol = TRAINER_TOL
+    if cfg.threads is None and cfg.device != "cuda" and not (cfg.device == "auto" and _cuda()):
+        out.threads = CPU_THREADS
     out.width = cfg.width or _WIDTH[model]
     out.latent = cfg.latent or _LATENT[model]
     out.lr_d = cfg.lr_d or _LR[model]

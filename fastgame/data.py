@@ -160,10 +160,8 @@ def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> TrainingData:
         raise DataError(f"{where}: images must be (N, H, W) or (N, C, H, W) with C in (1, 3) and H == W, "
                         f"got shape {tuple(t.shape)}")
     images = _scale_images(t, where)
-    size = image_size or int(images.shape[-1])
-    if size not in IMAGE_SIZES:
-        raise DataError(f"{where}: images are {images.shape[-1]}x{images.shape[-1]}; "
-                        f"pass --image-size with one of {list(IMAGE_SIZES)} to resize them")
+    # Like mnist:ROOT, images of another size are resized to 32 px unless --image-size says otherwise.
+    size = image_size or (int(images.shape[-1]) if images.shape[-1] in IMAGE_SIZES else 32)
     return TrainingData(where, "images", tensor=resize_images(images, size))
 
 

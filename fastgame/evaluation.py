@@ -13,7 +13,7 @@ from .data import TrainingData
 __all__ = ["Evaluator", "METRIC_DIRECTION"]
 
 METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
-                    "fcd": "min", "classes_covered": "max", "class_kl": "min"}
+                    "fcd": "min", "classes_covered": "max", "class_kl": "min", "fid": "min"}
 """Whether a larger (max) or smaller (min) value of each metric is better."""
 
 MIXTURE_METRICS = ("modes_covered", "high_quality", "mode_jsd")
@@ -24,8 +24,17 @@ def _digit_metrics(data: TrainingData) -> Callable[[Tensor], dict[str, Any]]:
     return DigitMetrics(image_size=data.sample_shape[-1])
 
 
+def _labelled_metrics(data: TrainingData) -> Callable[[Tensor], dict[str, Any]]:
+    from .metrics import ClassifierMetrics
+    assert data.tensor is not None and data.labels is not None
+    return ClassifierMetrics.for_labelled(data.family, data.tensor, data.labels, verbose=True)
+
+
+_CLASSIFIER_METRICS = ("fcd", "classes_covered", "class_kl")
+
 CLASSIFIERS: dict[str, tuple[tuple[str, ...], Callable[[TrainingData], Callable[[Tensor], dict[str, Any]]]]] = {
-    "digits": (("fcd", "classes_covered", "class_kl"), _digit_metrics),
+    "digits": (_CLASSIFIER_METRICS, _digit_metrics),
+    **{family: (_CLASSIFIER_METRICS, _labelled_metrics) for family in ("mnist", "fashion-mnist", "cifar10")},
 }
 """The labelled data families with a classifier metric: family -> (metric names, a builder of the
 metric from the data). A labelled family without an entry logs losses only."""
@@ -37,6 +46,7 @@ class Evaluator:
     def __init__(self, data: TrainingData) -> None:
         self.data = data
         self.names: list[str] = []
+        self.note = ""  # why there is no quality metric, or which one there is, where that needs saying
         self._metric: Callable[[Tensor], dict[str, Any]] = lambda samples: {}
         if data.mixture is not None:
             self.names = list(MIXTURE_METRICS)
@@ -44,6 +54,11 @@ class Evaluator:
         elif data.kind == "images" and data.labels is not None and data.family in CLASSIFIERS:
             names, build = CLASSIFIERS[data.family]
             self.names, self._metric = list(names), build(data)
+        elif data.kind == "images" and data.tensor is not None:  # unlabelled: Inception FID, if on this machine
+            from .metrics import inception_fid
+            score, self.note = inception_fid(data.tensor[:2000])
+            if score is not None:
+                self.names, self._metric = ["fid"], score
 
     def _mixture(self, samples: Tensor) -> dict[str, Any]:
         assert self.data.mixture is not None

@@ -165,16 +165,40 @@ def _set_grads(params: list[Tensor], loss: Tensor) -> None:
 
 
 class _AdamStepper:
-    """Adam for each player with its own rate, simultaneous or alternating."""
+    """Adam for each player with its own rate, simultaneous or alternating; alternating with
+    ``d_steps`` k > 1, k discriminator (critic) steps, each on its own batch, then one generator
+    step on fresh codes against the updated critic (WGAN-GP's recipe: Gulrajani, Ahmed, Arjovsky,
+    Dumoulin & Courville, "Improved training of Wasserstein GANs", NeurIPS 2017, Algorithm 1).
+    Its ``step`` then takes the k batches (and k + 1 code batches) concatenated."""
 
     def __init__(self, method: Method, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 alternating: bool, **settings: Any) -> None:
+                 alternating: bool, d_steps: int = 1, **settings: Any) -> None:
+        if d_steps > 1 and not alternating:
+            raise ValueError(f"d_steps {d_steps} needs alternating play (adam-alt)")
         self.d_params, self.g_params = list(D.parameters()), list(G.parameters())
         self.opt_d = method.build_one(self.d_params, lr_d, **settings)
         self.opt_g = method.build_one(self.g_params, lr_g, **settings)
-        self.losses, self.alternating = losses, alternating
+        self.losses, self.alternating, self.d_steps = losses, alternating, d_steps
+
+    def _critic_steps(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+        """``d_steps`` critic steps, then the generator's; the losses reported are the last critic
+        step's and the generator's."""
+        n = real.shape[0] // self.d_steps
+        for i in range(self.d_steps):
+            part = slice(i * n, (i + 1) * n)
+            d, _, _ = self.losses(real[part], z[part], t[part])
+            _set_grads(self.d_params, d)
+            self.opt_d.step()
+        g = self.losses.generator_loss(real[-n:], z[-n:])
+        _set_grads(self.g_params, g)
+        self.opt_g.step()
+        for p in self.d_params + self.g_params:
+            p.grad = None
+        return d.detach(), g.detach(), 0, 0
 
     def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+        if self.d_steps > 1:
+            return self._critic_steps(real, z, t)
         d, g, _ = self.losses(real, z, t)
         _set_grads(self.d_params, d)
         if self.alternating:
@@ -199,13 +223,14 @@ class _AdamStepper:
 
 
 def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 graphed: bool = False, example: tuple[Tensor, ...] = (), **settings: Any) -> Any:
+                 graphed: bool = False, example: tuple[Tensor, ...] = (), d_steps: int = 1, **settings: Any) -> Any:
     """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`), D the max player (x), G
     the min player (y). ``settings`` go to the optimizer under their own names, None meaning the
     optimizer's own, e.g. ``tol``, ``max_iter`` (ACGD, BCGD and GACGD: bound each CG/GMRES
     solve) or ``cg_start`` (ACGD and BCGD: how each CG solve starts). A setting the optimizer
     does not take raises ValueError rather than being ignored, and so does one its validators
-    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``)."""
+    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``). ``d_steps``:
+    critic steps per generator step (adam-alt only)."""
     method = get_method(name)
     settings = {k: v for k, v in settings.items() if v is not None}
     for key in settings:
@@ -214,8 +239,11 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
             raise ValueError(f"{key} {why}")
     if graphed and method.stepper != "cgd":
         raise ValueError(f"--graphed needs acgd or bcgd, not {name}")
+    if d_steps > 1 and method.stepper != "adam-alt":
+        raise ValueError(f"d_steps {d_steps} is for adam-alt, not {name}")
     if method.stepper in ("adam", "adam-alt"):
-        return _AdamStepper(method, G, D, losses, lr_d, lr_g, alternating=method.stepper == "adam-alt", **settings)
+        return _AdamStepper(method, G, D, losses, lr_d, lr_g, alternating=method.stepper == "adam-alt",
+                            d_steps=d_steps, **settings)
     if graphed:
         settings["capturable"] = True
     opt = method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings)

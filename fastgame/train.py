@@ -11,6 +11,7 @@ then trains with a progress bar and writes the run folder::
     RUN_DIR/checkpoint.pt       the latest checkpoint (atomic): models, optimizer, data order, RNGs
     RUN_DIR/samples.png         the latest samples (also samples/step_NNNNNN.png at each evaluation)
     RUN_DIR/curves.png          losses and metrics against steps
+    RUN_DIR/tensorboard/        the same rows as TensorBoard scalars, when tensorboard is installed
 
 Under ``torchrun`` every rank trains on its shard of every batch and only rank 0 writes
 or prints.
@@ -44,9 +45,11 @@ __all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "resolve", "
 def build_models(cfg: TrainConfig, data: TrainingData) -> tuple[nn.Module, nn.Module]:
     """Seeded (G, D) for the resolved ``cfg``."""
     assert cfg.width is not None and cfg.latent is not None
-    # Gradient penalties need each sample's output to depend on that sample only: no BatchNorm in D.
+    # resolve() states d_batchnorm; None (a run saved before it existed) is the old rule: no
+    # BatchNorm in D with a penalty, which needs each sample's output to depend on that sample only.
+    d_batchnorm = cfg.d_batchnorm if cfg.d_batchnorm is not None else cfg.penalty == "none"
     return build_gan(cfg.model, cfg.width, cfg.latent, data.sample_shape,
-                     discriminator_batchnorm=cfg.penalty == "none", fastgame_batchnorm=cfg.batchnorm == "fastgame",
+                     discriminator_batchnorm=d_batchnorm, fastgame_batchnorm=cfg.batchnorm == "fastgame",
                      seed=cfg.seed)
 
 
@@ -91,7 +94,8 @@ class Run:
                    torch.zeros(self.shard, device=self.device, dtype=self.dtype))
         try:
             self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
-                                        graphed=cfg.graphed, example=example, **optimizer_settings(cfg))
+                                        graphed=cfg.graphed, example=example, d_steps=cfg.d_steps,
+                                        **optimizer_settings(cfg))
         except ValueError as exc:  # resolve() checked the settings on probe parameters; these are the models'
             raise ConfigError(f"--optimizer {cfg.optimizer}: {exc}") from None
         try:
@@ -108,6 +112,7 @@ class Run:
         if resume_state is not None:
             self._restore(resume_state)
         self.evaluator = Evaluator(data)
+        self._board: Any = None  # a TensorBoard writer once opened, False where tensorboard is missing
 
     # ---- checkpoints ---------------------------------------------------------------------
     def _state(self) -> dict[str, Any]:
@@ -172,16 +177,12 @@ class Run:
             from tqdm.auto import tqdm
             bar = tqdm(total=cfg.steps, initial=self.step, desc=label or f"{cfg.optimizer} {cfg.data}",
                        unit="step", dynamic_ncols=True)
+        if main and self.evaluator.note:
+            print(f"fastgame: {self.evaluator.note}", flush=True)
         shown: dict[str, str] = {}  # the last evaluation's metrics stay on the bar
         start = time.perf_counter() - self.elapsed
-        k = self.shard
         while self.step < cfg.steps:
-            real = self._to_device(self.sampler.next())
-            # Every rank draws the full batch's codes and keeps its shard: the same numbers as one process.
-            z = torch.randn(cfg.batch, cfg.latent, generator=self.noise, dtype=self.dtype)
-            t = torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)
-            lo = self.rank * k
-            d, g, it, hp = self.stepper.step(real, self._to_device(z[lo:lo + k]), self._to_device(t[lo:lo + k]))
+            d, g, it, hp = self.stepper.step(*self._inputs())
             # Losses (and a graphed step's counts) stay on the device, copied: a graphed step
             # overwrites its outputs. They are read every 10 steps for the bar and at evaluations.
             losses = torch.stack([d.detach().float(), g.detach().float()])
@@ -216,7 +217,40 @@ class Run:
                 start += time.perf_counter() - paused
         if bar is not None:
             bar.close()
+        if self._board:
+            self._board.close()
+            self._board = None
         return self.rows
+
+    def _to_board(self, row: dict[str, Any]) -> None:
+        """The row's numbers as TensorBoard scalars in RUN_DIR/tensorboard, when tensorboard is installed."""
+        if self._board is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # torch's writer needs the tensorboard package; without it, the CSV is all
+                self._board = False
+                return
+            self._board = SummaryWriter(os.path.join(self.out, "tensorboard"))
+        if self._board:
+            for key, value in row.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self._board.add_scalar(key, value, row["step"])
+            self._board.flush()
+
+    def _inputs(self) -> tuple[Tensor, Tensor, Tensor]:
+        """One step's (real batch, latent codes, penalty weights), this rank's shard, on the device.
+        With ``--d-steps k``: k real batches and weights and k + 1 code batches (the last for the
+        generator's step), each drawn as for one step and concatenated."""
+        cfg, k, lo = self.cfg, self.shard, self.rank * self.shard
+        reals, zs, ts = [], [], []
+        for i in range(cfg.d_steps + (cfg.d_steps > 1)):
+            if i < cfg.d_steps:
+                reals.append(self.sampler.next())
+            # Every rank draws the full batch's codes and keeps its shard: the same numbers as one process.
+            zs.append(torch.randn(cfg.batch, cfg.latent, generator=self.noise, dtype=self.dtype)[lo:lo + k])
+            if i < cfg.d_steps:
+                ts.append(torch.rand(cfg.batch, generator=self.noise, dtype=self.dtype)[lo:lo + k])
+        return tuple(self._to_device(torch.cat(parts)) for parts in (reals, zs, ts))  # type: ignore[return-value]
 
     def _to_device(self, x: Tensor) -> Tensor:
         """``x``, a fresh CPU tensor, on the run's device in its dtype. To a GPU through pinned
@@ -239,6 +273,7 @@ class Run:
         columns = list(row)
         write_csv(os.path.join(self.out, "metrics.csv"), self.rows, columns)
         write_json(os.path.join(self.out, "metrics.json"), self.rows)
+        self._to_board(row)
         title = f"{cfg.optimizer} on {self.data.label}, step {self.step}\n" + ", ".join(
             f"{n}={_fmt(row[n])}" for n in self.evaluator.names[:2])
         picture = os.path.join(self.out, "samples", f"step_{self.step:06d}.png")
@@ -265,10 +300,11 @@ def _fmt(v: Any) -> str:
 
 
 def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int] = None,
-            data: Optional[TrainingData] = None) -> Run:
+            data: Optional[TrainingData] = None, threads: Optional[int] = None) -> Run:
     """Check ``cfg`` (or the run folder ``resume``, whose total ``steps`` may be raised),
     load the data (unless ``data``, ``cfg.data`` already loaded at ``cfg.image_size``, is
-    given) and build the run; a resumed run is at its checkpoint, with the folder's metric
+    given) and build the run (``threads``: a resumed run's CPU threads, else its own); a resumed
+    run is at its checkpoint, with the folder's metric
     rows up to the checkpoint's step (it recomputes the later ones). Under torchrun, call
     ``torch.distributed.barrier()`` before :meth:`Run.train`, so that every rank has checked
     its input before rank 0 writes anything.
@@ -288,14 +324,13 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
         except (OSError, ValueError, TypeError) as exc:
             raise ConfigError(f"{cfg_path}: cannot read the run's configuration ({exc})") from None
         saved.steps = steps if steps is not None else saved.steps
+        saved.threads = threads if threads is not None else saved.threads
         cfg, out = saved, resume
         state = load_checkpoint(os.path.join(resume, "checkpoint.pt"))
     else:
         out = cfg.out or default_out(cfg)
         if os.path.exists(out) and (not os.path.isdir(out) or os.listdir(out)):
             raise ConfigError(f"{out} already exists and is not empty; pass another --out, or --resume {out}")
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     if data is None:
         data = load_dataset(cfg.data, cfg.image_size)
     if resume is None:
@@ -304,6 +339,8 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
         cfg.extra = {"world_size": world, "torch": str(torch.__version__)}
     else:
         resolve(cfg, data)  # re-check a hand-edited config.json
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
     if cfg.batch % world:
         raise ConfigError(f"--batch {cfg.batch} must be divisible by the number of processes ({world})")
     return Run(cfg, data, out, state, rank, world)
