@@ -24,6 +24,8 @@ from typing import Any
 from fastgame.evaluation import METRIC_DIRECTION
 
 ACGD = "acgd"
+ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid")
+"""The metrics in the order the tables show them; the first one present is the verdict's."""
 
 
 def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
@@ -38,7 +40,9 @@ def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
         with open(os.path.join(path, "metrics.json")) as f:
             rows = json.load(f)
         runs.setdefault(describe(cfg), []).append({"seed": cfg["seed"], "config": cfg, "rows": rows})
-    return runs
+    # ACGD first, then the unregularized baselines, then the regularized ones.
+    return dict(sorted(runs.items(), key=lambda kv: (kv[1][0]["config"]["optimizer"] != ACGD,
+                                                      kv[1][0]["config"].get("penalty", "none") != "none", kv[0])))
 
 
 def describe(cfg: dict[str, Any]) -> str:
@@ -82,7 +86,8 @@ def verdict(metric: str, acgd: list[float], other: list[float], other_name: str)
 def summarise(out: str, setting: str, title: str, seconds: float | None) -> list[str]:
     folder = os.path.join(out, setting)
     runs = _runs(folder)
-    metrics = [k for k in runs[next(iter(runs))][0]["rows"][-1] if k in METRIC_DIRECTION]
+    last = runs[next(iter(runs))][0]["rows"][-1]
+    metrics = [k for k in ORDER if k in last and k in METRIC_DIRECTION]
     if not metrics:
         return [f"## {title}", "", "(no quality metric for these data)", ""]
     cfg = runs[next(iter(runs))][0]["config"]
@@ -125,6 +130,8 @@ def main() -> None:
     parser.add_argument("settings", nargs="+", metavar="SETTING=TITLE")
     parser.add_argument("--seconds", nargs="*", default=[], metavar="SETTING=S")
     parser.add_argument("--command", default="bash examples/demo.sh")
+    parser.add_argument("--total", type=float, default=None, help="the whole demo's seconds")
+    parser.add_argument("--jobs", type=int, default=1, help="settings trained side by side")
     args = parser.parse_args()
     seconds = {k: float(v) for k, _, v in (s.partition("=") for s in args.seconds)}
     cpu = "unknown CPU"
@@ -134,7 +141,9 @@ def main() -> None:
     except (OSError, StopIteration):
         pass
     lines = ["# fastgame demo: ACGD vs simultaneous Adam vs Adam + WGAN-GP", "",
-             f"Command: `{args.command}`; machine: {platform.machine()}, {os.cpu_count()} CPU threads ({cpu}). "
+             f"Command: `{args.command}`; machine: {platform.machine()}, {os.cpu_count()} CPU threads ({cpu}); "
+             f"{args.jobs} setting(s) trained side by side, one thread each"
+             + (f"; {args.total:.0f} s in all" if args.total else "") + ". "
              "Mean ± std over seeds at the last evaluation, each seed in brackets; training seconds exclude "
              "evaluations. Verdicts compare seed by seed (see examples/demo_summary.py).", ""]
     for item in args.settings:
