@@ -14,10 +14,11 @@
 #
 # Usage: bash examples/demo.sh [OUT] [mnist:ROOT]      OUT default fastgame-runs/demo (ignored by git)
 # Two settings train side by side, one thread each, where the machine has 2+ cores (FASTGAME_DEMO_JOBS=1:
-# one at a time). FASTGAME_DEMO_SMOKE=1: a few steps, one seed, in the current environment (the test).
+# one at a time). FASTGAME_DEMO_NO_SETUP=1: use the current environment (fastgame installed) instead of
+# .venv. FASTGAME_DEMO_SMOKE=1: a few steps, one seed, in the current environment (the test).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-if [ -z "${FASTGAME_DEMO_SMOKE:-}" ]; then
+if [ -z "${FASTGAME_DEMO_SMOKE:-}${FASTGAME_DEMO_NO_SETUP:-}" ]; then
     source .ci/setup.sh
 fi
 OUT="${1:-fastgame-runs/demo}"
