@@ -20,11 +20,13 @@ if [ "${1:-}" = "--test" ]; then WANT_TESTS=1; fi
 with_heartbeat() {
     local what="$1"; shift
     "$@" &
-    local pid=$! start=$SECONDS
+    local pid=$! start=$SECONDS next=$((SECONDS + 20))
     while kill -0 "$pid" 2>/dev/null; do
         sleep 1
-        if (( (SECONDS - start) % 20 == 0 )) && kill -0 "$pid" 2>/dev/null; then
+        # A deadline, not SECONDS % 20: on a busy machine `sleep 1` can take longer than a second.
+        if (( SECONDS >= next )) && kill -0 "$pid" 2>/dev/null; then
             echo "setup: $what still running ($((SECONDS - start)) s)"
+            next=$((next + 20))
         fi
     done
     wait "$pid"
@@ -47,7 +49,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && python -c "import fastg
 else
     echo "setup: installing build tools (seconds)"
     with_heartbeat "pip" "${PIP[@]}" "setuptools>=64" wheel
-    echo "setup: installing the CPU torch and the trainer's requirements (about a minute; pip shows each download):"
+    echo "setup: installing the CPU torch and the trainer's requirements (1-3 minutes; pip shows each download):"
     echo "       ${PINS[*]}"
     with_heartbeat "pip (unpacking is silent: torch alone is ~750 MB installed)" "${PIP[@]}" "${PINS[@]}"
     if [ -n "${FASTGAME_NO_EXTENSIONS:-}" ]; then
@@ -67,7 +69,7 @@ if [ -n "$WANT_TESTS" ]; then
     if [ -f "$TEST_STAMP" ] && [ "$(cat "$TEST_STAMP")" = "$TEST_HASH" ]; then
         echo "setup: the test requirements are up to date"
     else
-        echo "setup: installing the test requirements (Triton is a ~290 MB download; about a minute):"
+        echo "setup: installing the test requirements (Triton is a ~290 MB download; 1-2 minutes):"
         echo "       ${TEST_PINS[*]}"
         with_heartbeat "pip" "${PIP[@]}" "${TEST_PINS[@]}"
         echo "$TEST_HASH" > "$TEST_STAMP"
