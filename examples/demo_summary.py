@@ -83,6 +83,48 @@ def verdict(metric: str, acgd: list[float], other: list[float], other_name: str)
     return f"ACGD {side} {other_name} on average ({_fmt(ma)} vs {_fmt(mb)}), seeds overlap: unsettled"
 
 
+SHORT = {"ACGD": "ACGD", "Adam (simultaneous)": "Adam"}
+
+
+def _short(label: str) -> str:
+    """A legend-sized name: "Adam + WGAN-GP recipe" for the penalty baseline."""
+    return SHORT.get(label, "Adam + " + label.split(" + ", 1)[1].split(",")[0].replace("wgan_gp 10", "WGAN-GP")
+                     if " + " in label else label)
+
+
+def picture(path: str, runs: dict[str, list[dict[str, Any]]], metric: str, title: str) -> None:
+    """One picture of a setting: ``metric`` against steps (mean and range over seeds) per optimizer,
+    and each optimizer's final samples of its first seed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(3.3 * (1 + len(runs)), 3.3), dpi=80,
+                             gridspec_kw={"width_ratios": [1.3] + [1] * len(runs)})
+    ax = axes[0]
+    for i, (label, seeds) in enumerate(runs.items()):
+        steps = [r["step"] for r in seeds[0]["rows"]]
+        vals = [[float(r["rows"][j][metric]) for r in seeds] for j in range(len(steps))]
+        mean = [statistics.fmean(v) for v in vals]
+        ax.plot(steps, mean, color=f"C{i}", label=f"{_short(label)} ({len(seeds)} seeds)")
+        ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=f"C{i}", alpha=0.2)
+        sample = os.path.join(os.path.dirname(path), _folder_of(seeds[0]), "samples.png")
+        axes[i + 1].imshow(plt.imread(sample))
+        axes[i + 1].set_title(f"{_short(label)}, seed {seeds[0]['seed']}, final", fontsize=8)
+        axes[i + 1].axis("off")
+    ax.set_xlabel("generator step")
+    ax.set_title(f"{metric} ({'higher' if METRIC_DIRECTION[metric] == 'max' else 'lower'} is better; "
+                 "mean, range)", fontsize=8)
+    ax.legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def _folder_of(run: dict[str, Any]) -> str:
+    return os.path.basename(os.path.normpath(run["config"]["out"]))
+
+
 def summarise(out: str, setting: str, title: str, seconds: float | None) -> list[str]:
     folder = os.path.join(out, setting)
     runs = _runs(folder)
@@ -115,7 +157,8 @@ def summarise(out: str, setting: str, title: str, seconds: float | None) -> list
                      + f" | {wall:.0f} |")
     acgd = [label for label, seeds in runs.items() if seeds[0]["config"]["optimizer"] == ACGD]
     lines.append("")
-    lines.append(f"![{title}]({setting}/compare.png)")
+    picture(os.path.join(folder, "summary.png"), runs, metrics[0], title)
+    lines.append(f"![{title}]({setting}/summary.png)")
     lines.append("")
     if acgd:
         clauses = [verdict(metrics[0], final[acgd[0]], final[label], label) for label in final if label != acgd[0]]
