@@ -104,6 +104,7 @@ class CompetitiveGradient(GameOptimizer):
         super()._init_runtime()
         self.graph_cg_reason: Optional[str] = None  # why the last step's CG was not graph-replayed
         self._graph_cg_failed: Optional[str] = None  # a failed capture: not tried again
+        self._cg_capture = captured.CaptureResources()  # the side stream and graph pool of graph_cg
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         check_cg_settings(group, where)
@@ -125,16 +126,13 @@ class CompetitiveGradient(GameOptimizer):
         """The updates to add to (x, y) (None: leave the player alone) and state to commit."""
         return list(sol.delta), {}
 
-    def _after_step(self) -> None:
+    def _after_step(self) -> Optional[Callable[[], None]]:
+        self._flip_solved_player()
+        return self._flip_solved_player  # a skipped step's player is solved again next
+
+    def _flip_solved_player(self) -> None:
         game = self.state["game"]
         game["solve_x"] = not game["solve_x"]
-        self._flipped = True
-
-    def _undo_host_step(self) -> None:
-        if self._flipped:  # the skipped step's player is solved again next
-            game = self.state["game"]
-            game["solve_x"] = not game["solve_x"]
-            self._flipped = False
 
     def _next_solved_player(self, a: int) -> int:
         """The player the step after this one solves for (this step solves for ``a``)."""
@@ -200,7 +198,7 @@ class CompetitiveGradient(GameOptimizer):
         self.graph_cg_reason = self._graph_cg_failed or captured.why_not(device)
         if self.graph_cg_reason is None and self.state["game"]["step"] == 0:  # kernels load and autotune eagerly first
             self.graph_cg_reason = "the first step runs eagerly"
-        return captured.IterationReplay(device) if self.graph_cg_reason is None else None
+        return captured.IterationReplay(device, self._cg_capture) if self.graph_cg_reason is None else None
 
     def _replay_info(self, replay: Optional[captured.IterationReplay]) -> dict[str, Any]:
         """The step's info on graph-replayed iterations; a failed capture is said once and not tried again."""
@@ -221,7 +219,7 @@ class CompetitiveGradient(GameOptimizer):
                 or self._graph_cg_failed or captured.why_not(device, stream=False) is not None
                 or torch.cuda.current_stream(device) != torch.cuda.default_stream(device)):
             return contextlib.nullcontext()
-        return captured.on_side_stream(device)
+        return self._cg_capture.on_side_stream(device)
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable

@@ -11,7 +11,7 @@ from ..linalg.cg import run_cg, stop_threshold
 from .base import Proposal
 from .checks import boolean, positive_int
 from .dynamics import GameDynamics
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 
 
 class BestResponseManifold(GameDynamics):
