@@ -16,7 +16,6 @@ only then commits.
 from __future__ import annotations
 
 import contextlib
-import copy
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
@@ -28,7 +27,10 @@ from .. import ops
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from .checks import Validator, check_nonnegative, finite_flags, mark_stepped, nonnegative, resolve_loss
+from . import state_io
+from .checks import Validator, check_nonnegative, mark_stepped, nonnegative, resolve_loss
+from .state_io import capturing
+from .verdict import Verdict, apply, check_finite
 
 
 def _is_closure(x: Any) -> bool:
@@ -46,20 +48,6 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     loss's graph, and so every HVP, keeps the precision it was built with."""
     available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
     return torch.autocast(device.type, enabled=False) if available(device.type) else contextlib.nullcontext()
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _clone_tree(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone_tree(v) for v in obj)
-    return copy.copy(obj)
 
 
 @dataclass
@@ -130,9 +118,7 @@ class GameOptimizer(torch.optim.Optimizer):
         self._lr_t: list[Optional[Tensor]] = [None, None]
         self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
-        # A capturable step's checks: (stages, device flags, host flags once read).
-        self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
-        self._flipped = False  # whether the last step's host half changed the phase (undone if skipped)
+        self._verdict = Verdict()  # the last capturable step's checks
         self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
@@ -160,26 +146,7 @@ class GameOptimizer(torch.optim.Optimizer):
     # ---- validation ---------------------------------------------------------------------
     def _validate_groups(self, groups: Sequence[dict[str, Any]], where: str) -> None:
         """Check every hyperparameter of both groups, and that game-wide ones agree."""
-        if len(groups) != 2:
-            raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
-        for i, (group, name) in enumerate(zip(groups, self.player_names)):
-            if group.get("player", name) != name:
-                raise ValueError(f"{where}: param group {i} is the {group.get('player')!r} player, expected {name!r}; "
-                                 "is it another optimizer's?")
-            missing = sorted(set(self.hyperparameters) - set(group))  # extra keys: e.g. a scheduler's
-            if missing:
-                raise ValueError(f"{where}: param group {i} lacks {missing}, which {type(self).__name__} takes "
-                                 f"({sorted(self.hyperparameters)}); is it another optimizer's?")
-            for key, check in self.hyperparameters.items():
-                value = group[key]
-                if key == "lr" and isinstance(value, Tensor) and value.numel() == 1 and not _capturing():
-                    value = float(value)
-                check(f"param_groups[{i}][{key!r}] ({name} player)", value)
-        for key in sorted(self.game_wide):
-            if groups[0][key] != groups[1][key]:
-                raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
-                                 f"({groups[0][key]!r} and {groups[1][key]!r}); set it to one value in both")
-        self._check_combination(groups[0], where)
+        state_io.validate_groups(self, groups, where)
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         """Rules between game-wide hyperparameters (e.g. capturable needs max_iter)."""
@@ -217,8 +184,12 @@ class GameOptimizer(torch.optim.Optimizer):
         if len(losses) > n:
             raise ValueError(f"{type(self).__name__}.step takes {n} loss{'es' if n > 1 else ''} "
                              f"({', '.join(self.loss_names)}), got {len(losses)}"
-                             + (" (general_sum=True takes one per player)" if n == 1 and hasattr(self, "general_sum") else ""))
+                             + self._loss_count_hint())
         return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
+
+    def _loss_count_hint(self) -> str:
+        """Said after "takes N losses, got M" (e.g. how to step on one loss per player)."""
+        return ""
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
         """One step of the pipeline; see the class docstring."""
@@ -247,24 +218,25 @@ class GameOptimizer(torch.optim.Optimizer):
         capturable = self.capturable
         if capturable:
             self._prepare_capturable()
-        self._flipped = False
         step = self._step_tensor()
         grads, hvp = self._gradients(losses)
         with torch.no_grad():
             proposal = self._propose(grads, hvp, step)
             checks = self._checks(losses, grads, proposal)
             if capturable:
-                finite = self._commit_masked(checks, proposal.deltas, proposal.state)
+                finite = self._verdict.commit_masked(self.players, self.state, checks, proposal.deltas, proposal.state)
                 self.state["game"]["step"].add_(finite.to(torch.float64))
             else:
-                self._check_finite(checks)
+                check_finite(type(self).__name__, checks, self.players[0].device)
                 finite = None
                 # Commit: nothing above has touched parameters or state.
-                self._apply(proposal.deltas)
+                apply(self.players, proposal.deltas)
                 for name, entries in proposal.state.items():
                     self.state[name].update(entries)
                 self.state["game"]["step"] += 1
-        self._after_step()
+        undo = self._after_step()
+        if capturable:
+            self._verdict.on_skip(undo)
         mark_stepped(*losses)
         self.info = {**proposal.info, "hvp_passes": hvp.passes, "time": time.perf_counter() - timer}
         if finite is not None:
@@ -377,11 +349,10 @@ class GameOptimizer(torch.optim.Optimizer):
             self._step_t = torch.zeros((), dtype=torch.float64, device=device)
         return self._step_t.fill_(count + 1)
 
-    def _after_step(self) -> None:
-        """The host half of a step, after the commit (e.g. which player is solved next)."""
-
-    def _undo_host_step(self) -> None:
-        """Undo :meth:`_after_step` for a capturable step the device skipped."""
+    def _after_step(self) -> Optional[Callable[[], None]]:
+        """The host half of a step, after the commit (e.g. which player is solved next);
+        returns what undoes it for a capturable step the device skipped (None: nothing)."""
+        return None
 
     # ---- the interface make_graphed_step uses -----------------------------------------
     def graph_phase(self) -> Hashable:
@@ -396,15 +367,14 @@ class GameOptimizer(torch.optim.Optimizer):
     @property
     def verdict(self) -> Optional[tuple[list[str], Tensor]]:
         """The last capturable step's checks: their names and a device bool tensor of flags."""
-        return None if self._verdict is None else self._verdict[:2]
+        return self._verdict.pending
 
     def replayed(self, info: dict[str, Any], verdict: tuple[list[str], Tensor]) -> None:
         """The host half of a step whose device half a CUDA graph just replayed: its info,
         its (unread) verdict, and the host-side state that follows (e.g. the next phase)."""
         self.info = dict(info)
-        self._verdict = (*verdict, None)
-        self._flipped = False
-        self._after_step()
+        self._verdict.set(*verdict)
+        self._verdict.on_skip(self._after_step())
 
     # ---- players and per-player state -------------------------------------------------
     def _ensure_flat(self) -> None:
@@ -446,67 +416,15 @@ class GameOptimizer(torch.optim.Optimizer):
             # Filled only when the value changed (a kernel launch on CUDA, and methods ask
             # several times a step); not while capturing: a graph replays the lr tensors, and
             # the caller refreshes them.
-            if lr != self._lr_host[i] and not _capturing():
+            if lr != self._lr_host[i] and not capturing():
                 self._lr_t[i].fill_(lr)
                 self._lr_host[i] = lr
         return self._lr_t[0], self._lr_t[1]
 
-    def _finite_flags(self, checks: Sequence[tuple[str, Tensor]]) -> Tensor:
-        return finite_flags([t for _, t in checks], self.players[0].device)
-
-    def _check_finite(self, checks: Sequence[tuple[str, Tensor]]) -> None:
-        """Raise FloatingPointError naming the first non-finite (stage, tensor); one host read."""
-        self._raise_first(checks, self._finite_flags(checks).tolist(), "was not applied")
-
-    def _raise_first(self, checks: Sequence[tuple[str, Any]], flags: Sequence[bool], what: str) -> None:
-        for (stage, _), ok in zip(checks, flags):
-            if not ok:
-                raise FloatingPointError(f"{type(self).__name__}: non-finite {stage}; the step {what} "
-                                         "(parameters and optimizer state are unchanged)")
-
-    def _apply(self, deltas: Sequence[Optional[Tensor]]) -> None:
-        with torch.no_grad():
-            for player, d in zip(self.players, deltas):
-                if d is not None:
-                    player.flat.add_(d)
-
-    def _commit_masked(self, checks: Sequence[tuple[str, Tensor]], deltas: Sequence[Optional[Tensor]],
-                       pending: dict[str, dict[str, Tensor]]) -> Tensor:
-        """Apply the step in place only if every check is finite, without a host read.
-
-        Every pending state entry must already exist (preallocated) so it can be updated in place.
-        """
-        flags = self._finite_flags(checks)
-        ok = flags.all()
-        for player, d in zip(self.players, deltas):
-            if d is not None:
-                player.flat.add_(torch.where(ok, d, 0.0))
-        for player in self.players:
-            for k, new in pending[player.name].items():
-                old = self.state[player.name][k]
-                old.copy_(torch.where(ok, new, old))
-        self._verdict = ([stage for stage, _ in checks], flags, None)
-        return ok
-
-    def _read_verdict(self) -> Optional[list[bool]]:
-        """The last capturable step's checks as host bools (one read, the first time), or None.
-        Reading them lets the host undo what it did optimistically for a skipped step."""
-        if self._verdict is None:
-            return None
-        stages, flags, host = self._verdict
-        if host is None:
-            host = flags.tolist()
-            self._verdict = (stages, flags, host)
-            if not all(host):
-                self._undo_host_step()
-        return host
-
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was
         skipped as non-finite (one host read)."""
-        host = self._read_verdict()
-        if host is not None:
-            self._raise_first(list(zip(self._verdict[0], host)), host, "was skipped")
+        self._verdict.raise_if_skipped(type(self).__name__)
 
     # ---- torch.optim.Optimizer API ----------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -515,10 +433,10 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
-        if not _capturing():
-            self._read_verdict()  # a skipped capturable step must not show in the state
+        if not capturing():
+            self._verdict.read()  # a skipped capturable step must not show in the state
         sd = super().state_dict()
-        return {"state": _clone_tree(sd["state"]), "param_groups": _clone_tree(sd["param_groups"])}
+        return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
@@ -526,72 +444,9 @@ class GameOptimizer(torch.optim.Optimizer):
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError("not an optimizer state_dict: expected keys 'state' and 'param_groups'")
-        groups, state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
-            raise ValueError("state_dict['param_groups'] must be a list of dicts")
-        if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in self.players]:
-            raise ValueError("state_dict has a different number of parameters per player than this optimizer")
-        # Hyperparameters newer than the dict take the values its version behaved as (``added_later``).
-        groups = [{**{k: older(g) for k, older in self.added_later.items() if k not in g}, **g} for g in groups]
-        state_dict = {**state_dict, "param_groups": groups}
-        self._validate_groups(groups, "load_state_dict")
-        if not isinstance(state, dict):
-            raise ValueError("state_dict['state'] must be a dict")
-        unknown = set(state) - {*self.player_names, "game"}
-        if unknown:
-            raise ValueError(f"state_dict['state'] has unknown entries {sorted(map(str, unknown))}; "
-                             f"{type(self).__name__} keeps {list(self.player_names)} and 'game'")
-        self._validate_game_state(state.get("game"))
-        for player in self.players:
-            self._validate_player_state(player, state.get(player.name, {}))
-        self._verdict = None
-        super().load_state_dict(_clone_tree(state_dict))
-        for player in self.players:
-            st = self.state.get(player.name, {})
-            for k, v in st.items():
-                if isinstance(v, Tensor):
-                    st[k] = v.to(device=player.device, dtype=player.dtype)
-        game = self.state["game"]
-        if isinstance(game["step"], Tensor):  # saved by a capturable optimizer
-            game["step"] = (game["step"].to(device=self.players[0].device, dtype=torch.float64)
-                            if self.capturable else int(game["step"].item()))
-
-    def _validate_game_state(self, game: Any) -> None:
-        if not isinstance(game, dict):
-            raise ValueError("state_dict['state'] has no 'game' entry (the step count and game-wide state)")
-        if set(game) != set(self.game_state):
-            raise ValueError(f"state_dict['state']['game'] has entries {sorted(game)}, but "
-                             f"{type(self).__name__} keeps {sorted(self.game_state)}; is it another optimizer's?")
-        for key, check in self.game_state.items():
-            check(f"state_dict['state']['game'][{key!r}]", game[key])
-
-    def _validate_player_state(self, player: Player, st: Any) -> None:
-        where = f"state_dict entry {player.name}"
-        if not isinstance(st, dict):
-            raise ValueError(f"{where} must be a dict of tensors")
-        for k, v in st.items():
-            if k not in self.state_keys:
-                raise ValueError(f"{where}.{k} is not state {type(self).__name__} keeps "
-                                 f"({sorted(self.state_keys)}); is it another optimizer's?")
-            if not isinstance(v, Tensor):
-                raise ValueError(f"{where}.{k} must be a Tensor, got {type(v).__name__}")
-            if k in self.row_state_keys:  # a few flat vectors, as rows
-                if v.dim() != 2 or v.shape[1] != player.numel:
-                    raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected (k, {player.numel}): "
-                                     f"rows of the {player.name} player's {player.numel} parameters")
-            elif v.numel() != player.numel:
-                raise ValueError(f"{where}.{k} has {v.numel()} elements; "
-                                 f"the {player.name} player has {player.numel} parameters")
-            elif v.dim() != 1:
-                raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected a flat ({player.numel},) tensor")
-            if not v.is_floating_point():
-                raise ValueError(f"{where}.{k} has dtype {v.dtype}; expected a floating-point tensor")
-            if not bool(torch.isfinite(v).all()):
-                raise ValueError(f"{where}.{k} has non-finite values")
-            if k in self.nonnegative_state_keys and bool((v < 0).any()):
-                raise ValueError(f"{where}.{k} has negative values (a second-moment average is >= 0)")
+        validated = state_io.validated_state_dict(self, state_dict)
+        self._verdict.clear()  # a pending verdict belonged to the state replaced now
+        super().load_state_dict(validated)
 
     def get_info(self) -> dict[str, Any]:
         """Diagnostics of the last step (solver iterations, HVP passes, norms with collect_info);
