@@ -414,6 +414,22 @@ def test_import_loads_nothing_and_reads_no_environment():
     assert out.stdout.splitlines() == ["False None", "auto auto 1 True"], out.stderr
 
 
+def test_schemas_join_a_library_that_defines_them():
+    """A build from before the schemas moved to Python defines them in C++: the same schemas are
+    used as they are, different ones are a one-line 'stale build' error (fresh processes)."""
+    from fastgame.ops.schemas import SCHEMAS
+    same = SCHEMAS[1].schema
+    other = "cg_matvec(Tensor p, Tensor t) -> Tensor"
+    code = ("import torch\nlib = torch.library.Library('fastgame', 'FRAGMENT')\nlib.define({!r})\n"
+            "from fastgame.ops import schemas\n"
+            "try:\n    schemas.define(); print('defined')\nexcept RuntimeError as e:\n    print('error', e)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = [subprocess.run([sys.executable, "-c", code.format(schema)], capture_output=True, text=True, timeout=120,
+                           cwd=root).stdout.strip() for schema in (same, other)]
+    assert outs[0] == "defined"
+    assert outs[1].startswith("error a stale build defines 'fastgame::cg_matvec(Tensor p, Tensor t) -> Tensor'")
+
+
 def _bad_operands(dtype=torch.float64):
     """(op, arguments, message) for one wrong operand of each kind of check."""
     v = lambda n=5: torch.ones(n, dtype=dtype)  # noqa: E731

@@ -84,13 +84,18 @@ def _load(module: str, jit_name: str, kind: str) -> Optional[str]:
 
 
 def load() -> None:
-    """Register the schemas and load the compiled kernels, once."""
+    """Load the compiled kernels and register their schemas, once."""
     if _errors:
         return
-    schemas.define()
     cpp = _load("fastgame._C", "fastgame_C", "cpp")
-    # The CUDA kernels need only the schemas (defined above), not fastgame._C.
-    cuda = "torch is built without CUDA" if torch.version.cuda is None else _load("fastgame._cuda", "fastgame_cuda", "cuda")
+    # The CUDA kernels need only the schemas (defined below), not fastgame._C.
+    cuda = "torch is built without CUDA" if torch.version.cuda is None else _load("fastgame._cuda", "fastgame_cuda",
+                                                                                   "cuda")
+    try:
+        schemas.define()  # after loading: a library built before the schemas moved to Python defines them too
+    except RuntimeError as exc:
+        cpp = cpp or str(exc)
+        cuda = cuda or str(exc)
     _errors.update(CPP_ERROR=cpp, CUDA_ERROR=cuda)
 
 

@@ -81,17 +81,33 @@ SCHEMAS: tuple[OpSchema, ...] = (
 _library: Optional[torch.library.Library] = None  # kept alive: dropping it would unregister the schemas
 
 
+def _defined_schema(op: OpSchema) -> Optional[str]:
+    """The schema already registered under the op's name (by an earlier build of ``fastgame._C``
+    that still defined them in C++), or None."""
+    try:
+        return str(getattr(getattr(torch.ops, NAMESPACE), op.registered).default._schema)
+    except (AttributeError, RuntimeError):
+        return None
+
+
 def define() -> None:
     """Register the compiled ops' schemas and fakes under ``torch.ops.fastgame``, once.
 
-    Before or after ``fastgame._C``/``fastgame._cuda`` are loaded: the dispatcher joins their
-    ``TORCH_LIBRARY_IMPL`` kernels to these schemas in either order.
+    Called after ``fastgame._C``/``fastgame._cuda`` are loaded: the dispatcher joins their
+    ``TORCH_LIBRARY_IMPL`` kernels to these schemas in either order, and a library built before
+    the schemas moved here (which defines them itself) is used as it is when its schemas are
+    these. ``RuntimeError`` when they differ: the build is stale.
     """
     global _library
     if _library is not None:
         return
     library = torch.library.Library(NAMESPACE, "FRAGMENT")
     for op in SCHEMAS:
-        library.define(op.schema)
+        existing = _defined_schema(op)
+        if existing is None:
+            library.define(op.schema)
+        elif existing != f"{NAMESPACE}::{op.schema}":
+            raise RuntimeError(f"a stale build defines {existing!r}, not {op.schema!r}: rebuild the extension "
+                               "(python setup.py build_ext --inplace, or pip install .)")
         torch.library.register_fake(f"{NAMESPACE}::{op.registered}", op.fake, lib=library)
     _library = library
