@@ -5,12 +5,14 @@
 # on a failure its output follows. Nothing is written into the checkout (files go to a
 # temporary folder; a change under bench/results/ or examples/ fails the run).
 #
-#   bash bench/smoke.sh                 # with fastgame importable (PYTHONPATH or an install)
+#   bash bench/smoke.sh                 # in the environment with fastgame's requirements (CI: after .ci/setup.sh)
 #
-# env: PYTHON (default python).
+# env: PYTHON (default python). The checkout's fastgame is the one run (PYTHONPATH), with the
+# compiled ops of its build or install.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT

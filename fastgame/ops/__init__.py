@@ -9,12 +9,13 @@ Three other backends implement the same ops, registered as torch ops (``torch.op
   under the Triton interpreter (``TRITON_INTERPRET=1``; slow, for tests).
 
 :func:`backends` returns the backend table (:mod:`fastgame.ops.registry`: one record per
-backend, with the device types it serves and why it is unavailable); the ops are declared
-once, with their schemas and fake kernels, in :mod:`fastgame.ops.schemas`, and every
-backend's table is built from that list (:mod:`fastgame.ops.interface`). :func:`set_backend` (or the
-``FASTGAME_BACKEND`` environment variable, read at the first op call or backend query) picks
-one backend for the process, and
-:func:`dispatch` gives the ops under a choice of their own (``dispatch("cpp").cg_step_(...)``).
+backend, with the device types it serves and why it is unavailable). The ops are declared
+once, with their schemas and fake kernels, in :mod:`fastgame.ops.schemas`; every backend's
+table is built from that list (:mod:`fastgame.ops.interface`). :func:`set_backend` (or the
+``FASTGAME_BACKEND`` environment variable, read when first needed: the first op call or
+:func:`get_backend`) picks one backend for the process, and :func:`dispatch` gives the ops
+under a choice of their own (``dispatch("cpp").cg_step_(...)``). Importing the package loads
+no extension and reads no environment variable.
 ``"auto"`` (the default) takes, per device, the first kernel backend of the table that serves
 it — the C++ ops on the CPU, the faster of CUDA/Triton on a GPU (timed once per device) — and
 the torch twins where no kernel applies. The kernels cover float32 and float64; other dtypes
