@@ -7,13 +7,14 @@
 #
 #   bash bench/smoke.sh                 # in the environment with fastgame's requirements (CI: after .ci/setup.sh)
 #
-# env: PYTHON (default python). The checkout's fastgame is the one run (PYTHONPATH), with the
+# env: PYTHON (default python), SMOKE_JOBS (entry points at once, default 2). The checkout's fastgame is the one run (PYTHONPATH), with the
 # compiled ops of its build or install.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}" PYTHONUNBUFFERED=1 MPLBACKEND=Agg
+jobs="${SMOKE_JOBS:-2}"  # entry points run at once (each one thread): the 2 cores of CI
 tmp="$(mktemp -d)"
 trap 'rm -rf "$tmp"' EXIT
 failed=0
@@ -21,23 +22,34 @@ n=0
 tracked() { git status --porcelain -- bench/results examples 2>/dev/null; }
 before="$(tracked)"
 
-# check NAME COMMAND...: run it, print one line, show its output if it fails.
+# check NAME COMMAND...: start it in the background (at most $jobs at a time; each is one
+# thread), its output, exit status and seconds under $tmp/<n>.
+names=()
 check() {
-    local name="$1" log="$tmp/log_$n.txt" t0 rc
+    local i=$n
+    names[$i]="$1"
     shift
     n=$((n + 1))
-    t0=$(date +%s)
-    "$@" > "$log" 2>&1
-    rc=$?
-    local skip=""
-    grep -q "needs CUDA, skipped" "$log" && skip=" (needs CUDA: arguments and imports checked)"
-    if [ $rc -eq 0 ]; then
-        printf 'ok    %-58s %3d s%s\n' "$name" $(( $(date +%s) - t0 )) "$skip"
-    else
-        printf 'FAIL  %-58s %3d s (exit %d)\n' "$name" $(( $(date +%s) - t0 )) $rc
-        tail -n 30 "$log" | sed 's/^/      | /'
-        failed=$((failed + 1))
-    fi
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
+    ( t0=$(date +%s); "$@" > "$tmp/$i.log" 2>&1; echo $? > "$tmp/$i.rc"; echo $(( $(date +%s) - t0 )) > "$tmp/$i.s" ) &
+}
+
+# report: one line per entry point, in order; a failure's output follows its line.
+report() {
+    local i rc note
+    for ((i = 0; i < n; i++)); do
+        rc=$(cat "$tmp/$i.rc")
+        note=""
+        grep -q "needs CUDA, skipped" "$tmp/$i.log" && note=" (needs CUDA: arguments and imports checked)"
+        grep -q "pytest-benchmark not installed" "$tmp/$i.log" && note=" (pytest-benchmark not installed: skipped)"
+        if [ "$rc" -eq 0 ]; then
+            printf 'ok    %-66s %3d s%s\n' "${names[$i]}" "$(cat "$tmp/$i.s")" "$note"
+        else
+            printf 'FAIL  %-66s %3d s (exit %d)\n' "${names[$i]}" "$(cat "$tmp/$i.s")" "$rc"
+            tail -n 30 "$tmp/$i.log" | sed 's/^/      | /'
+            failed=$((failed + 1))
+        fi
+    done
 }
 
 # The suites share one code path: quick runs it whole (and writes its files); the other modes
@@ -63,11 +75,13 @@ if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
     check "pytest bench/test_benchmarks.py" "$PY" -m pytest -q -p no:cacheprovider bench/test_benchmarks.py \
         --benchmark-disable -k "fastgame-cpp or adam"
 else
-    printf 'ok    %-58s   0 s (pytest-benchmark not installed: skipped)\n' "pytest bench/test_benchmarks.py"
+    check "pytest bench/test_benchmarks.py" echo "pytest-benchmark not installed"
 fi
 for example in examples/*.py; do
     check "python $example" "$PY" "$example" --smoke
 done
+wait
+report
 
 if [ "$(tracked)" != "$before" ]; then
     echo "FAIL  the smoke runs changed tracked files under bench/results/ or examples/:"
