@@ -16,6 +16,7 @@ only then commits.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
@@ -27,7 +28,7 @@ from .. import ops
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from . import state_io
+from . import ranks, state_io
 from .checks import Validator, check_nonnegative, mark_stepped, nonnegative, resolve_loss
 from .state_io import capturing
 from .verdict import Verdict, apply, check_finite
@@ -119,6 +120,9 @@ class GameOptimizer(torch.optim.Optimizer):
         self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
+        self._step_lock = threading.Lock()  # one step at a time (steps from other threads wait)
+        self._stepping: Optional[int] = None  # the thread running a step
+        self._ranks_agreed = False  # whether the hyperparameters were checked to agree across ranks
         self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
@@ -154,6 +158,12 @@ class GameOptimizer(torch.optim.Optimizer):
     def _begin_step(self) -> None:
         """Host-side checks and preparation before a step computes anything."""
         self._validate_groups(self.param_groups, "step")
+        for player in self.players:
+            for i, p in enumerate(player.params):
+                if not p.requires_grad:
+                    raise ValueError(f"parameter {i} (shape {tuple(p.shape)}) of {self.player_label.format(player.name)} "
+                                     "no longer requires grad (turned off after the optimizer was built); fastgame "
+                                     "steps every parameter it was given: turn it back on, or build a new optimizer")
         self._ensure_flat()
 
     # ---- the step pipeline ----------------------------------------------------------------
@@ -192,22 +202,44 @@ class GameOptimizer(torch.optim.Optimizer):
         return ""
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
-        """One step of the pipeline; see the class docstring."""
+        """One step of the pipeline; see the class docstring. Steps of one optimizer run one
+        at a time: a step called from another thread meanwhile waits for this one to finish,
+        and a step called from inside a step (e.g. from its closure) raises."""
         closure = _closure_of(losses)
         if self.needs_closure and closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure returning "
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
-        self._closure = closure
-        try:
-            with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
-                self._begin_step()  # before the closure runs: a refused step runs no forward either
-                losses = self._resolve_losses(losses)
-                with autocast_off(self.players[0].device):
-                    self._step_pipeline(losses)
-        finally:
-            self._closure = None
+        if self._stepping == threading.get_ident():
+            raise RuntimeError(f"{type(self).__name__}.step was called from inside its own step (e.g. from the "
+                               "closure); a step cannot start before the previous one has finished")
+        with self._step_lock:
+            self._stepping, self._closure = threading.get_ident(), closure
+            try:
+                losses = self._locked_step(losses, closure)
+            finally:
+                self._stepping = self._closure = None
         detached = tuple(t.detach().reshape(()) for t in losses)
         return detached[0] if len(detached) == 1 else detached
+
+    def _locked_step(self, losses: tuple[Any, ...], closure: Optional[Callable[[], Any]]) -> tuple[Tensor, ...]:
+        device = self.players[0].device
+        with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
+            # Before the closure runs, so that a refused step runs no forward either.
+            self._on_all_ranks("checking the step's input", self._begin_step)
+            if not self._ranks_agreed and not capturing():
+                ranks.check_ranks_agree(type(self).__name__, self.param_groups)
+                self._ranks_agreed = True
+            losses = self._on_all_ranks("the closure or the loss", lambda: self._resolve_losses(losses))
+            with autocast_off(device):
+                self._step_pipeline(losses)
+        return losses
+
+    def _on_all_ranks(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``; under torch.distributed every rank learns of a failure in it on any rank, and
+        all raise (:func:`.ranks.on_all_ranks`). Not when capturable: agreeing reads the host."""
+        if self.capturable:
+            return fn()
+        return ranks.on_all_ranks(type(self).__name__, what, fn, self.players[0].device)
 
     def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
         """The CUDA stream context the step (and its closure) runs in: the caller's by default."""
@@ -285,7 +317,8 @@ class GameOptimizer(torch.optim.Optimizer):
                 for player, _, d in moved:
                     player.flat.add_(d)
             with torch.enable_grad():
-                losses = self._resolve_losses((self._closure,))
+                losses = self._on_all_ranks("the closure at a moved point",
+                                            lambda: self._resolve_losses((self._closure,)))
                 grads, _ = self._gradients(losses, second_order=False)  # no method differentiates again there
             mark_stepped(*losses)
         finally:

@@ -45,6 +45,11 @@ def optional_count(name: str, v: Any) -> None:
         raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 0)")
 
 
+def optional_positive_int(name: str, v: Any) -> None:
+    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 1)")
+
+
 def positive_int(name: str, v: Any) -> None:
     if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
         raise ValueError(f"invalid {name}: {v!r} (must be an int >= 1)")
