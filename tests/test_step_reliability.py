@@ -4,7 +4,6 @@ requires_grad was turned off, and ranks of torch.distributed that fail together 
 that raises on one rank makes every rank raise at that step, with nothing changed)."""
 import copy
 import datetime
-import math
 import os
 import threading
 import time
@@ -234,3 +233,34 @@ def test_hyperparameters_that_differ_between_ranks_are_refused_on_every_rank(two
         assert [(t, kind) for t, kind, _ in res["raised"]] == [(0, "ValueError")]
         assert "param_groups[1]['lr'] differs between ranks" in res["raised"][0][2]
         assert res["unchanged"] == [True]
+
+
+def test_load_state_dict_from_another_thread_waits_for_the_running_step():
+    """A load issued while another thread's step runs lands after that step, not inside it
+    (inside, the step would commit on top of the loaded state)."""
+    G, D, real, z = small_game()
+    opt = build("ACGD", D, G)
+    step(opt, G, D, real, z)
+    saved = opt.state_dict()
+    inside = threading.Event()
+
+    def slow():
+        inside.set()
+        time.sleep(0.2)
+    worker = threading.Thread(target=lambda: step(opt, G, D, real, z, before=slow))
+    worker.start()
+    inside.wait()
+    opt.load_state_dict(saved)
+    worker.join()
+    assert state_equal(opt.state_dict(), saved)
+
+
+def test_load_state_dict_from_inside_a_step_is_refused():
+    G, D, real, z = small_game()
+    opt = build("ACGD", D, G)
+    step(opt, G, D, real, z)
+    saved = opt.state_dict()
+    with pytest.raises(RuntimeError, match="load_state_dict was called from inside a step"):
+        step(opt, G, D, real, z, before=lambda: opt.load_state_dict(saved))
+    assert state_equal(opt.state_dict(), saved)
+    step(opt, G, D, real, z, before=lambda: opt.state_dict())  # reading inside a step is fine

@@ -19,7 +19,7 @@ import contextlib
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -120,7 +120,9 @@ class GameOptimizer(torch.optim.Optimizer):
         self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
-        self._step_lock = threading.Lock()  # one step at a time (steps from other threads wait)
+        # One step at a time (steps from other threads wait); kept across load_state_dict, whose
+        # torch half rebuilds the runtime while the lock is held.
+        self._step_lock: threading.Lock = getattr(self, "_step_lock", None) or threading.Lock()
         self._stepping: Optional[int] = None  # the thread running a step
         self._ranks_agreed = False  # whether the hyperparameters were checked to agree across ranks
         self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
@@ -466,10 +468,11 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
-        if not capturing():
-            self._verdict.read()  # a skipped capturable step must not show in the state
-        sd = super().state_dict()
-        return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+        with self._between_steps(reading=True):
+            if not capturing():
+                self._verdict.read()  # a skipped capturable step must not show in the state
+            sd = super().state_dict()
+            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
@@ -477,9 +480,24 @@ class GameOptimizer(torch.optim.Optimizer):
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
-        validated = state_io.validated_state_dict(self, state_dict)
-        self._verdict.clear()  # a pending verdict belonged to the state replaced now
-        super().load_state_dict(validated)
+        with self._between_steps(reading=False):
+            validated = state_io.validated_state_dict(self, state_dict)
+            self._verdict.clear()  # a pending verdict belonged to the state replaced now
+            super().load_state_dict(validated)
+
+    @contextlib.contextmanager
+    def _between_steps(self, reading: bool) -> Iterator[None]:
+        """Hold the step lock (another thread's step finishes first). From inside this thread's
+        own step (e.g. its closure) reading is allowed (nothing is committed before the step's
+        end) and writing refused (it would break the step's all-or-nothing commit)."""
+        if self._stepping == threading.get_ident():
+            if not reading:
+                raise RuntimeError(f"{type(self).__name__}.load_state_dict was called from inside a step "
+                                   "(e.g. from the closure); load it between steps")
+            yield
+            return
+        with self._step_lock:
+            yield
 
     def get_info(self) -> dict[str, Any]:
         """Diagnostics of the last step (solver iterations, HVP passes, norms with collect_info);
