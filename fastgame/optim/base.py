@@ -29,18 +29,9 @@ from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
 from . import ranks, state_io
-from .checks import Validator, check_nonnegative, mark_stepped, nonnegative, resolve_loss
+from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
 from .state_io import capturing
 from .verdict import Verdict, apply, check_finite
-
-
-def _is_closure(x: Any) -> bool:
-    return callable(x) and not isinstance(x, Tensor)
-
-
-def _closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
-    """The closure ``step`` was given (its one argument), else None."""
-    return losses[0] if len(losses) == 1 and _is_closure(losses[0]) else None
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -177,27 +168,7 @@ class GameOptimizer(torch.optim.Optimizer):
     def _resolve_losses(self, losses: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """The step's losses from what ``step`` was given: the loss tensors, or one closure
         returning them (called under grad mode)."""
-        n = len(self.loss_names)
-        if _closure_of(losses) is not None:
-            with torch.enable_grad():
-                out = losses[0]()
-            if n > 1:
-                if not (isinstance(out, (tuple, list)) and len(out) == n):
-                    raise ValueError(f"a {type(self).__name__} closure must return the pair ({', '.join(self.loss_names)}), "
-                                     f"got {type(out).__name__}")
-                losses = tuple(out)
-            else:
-                losses = (out,)
-        elif any(_is_closure(t) for t in losses):
-            raise ValueError(f"pass either a closure returning ({', '.join(self.loss_names)}) or the losses, not both")
-        if len(losses) < n:
-            missing = ", ".join(self.loss_names[len(losses):])
-            raise ValueError(f"{type(self).__name__}.step needs {missing} besides {', '.join(self.loss_names[:len(losses)])}")
-        if len(losses) > n:
-            raise ValueError(f"{type(self).__name__}.step takes {n} loss{'es' if n > 1 else ''} "
-                             f"({', '.join(self.loss_names)}), got {len(losses)}"
-                             + self._loss_count_hint())
-        return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
+        return resolve_losses(type(self).__name__, self.loss_names, losses, self._loss_count_hint())
 
     def _loss_count_hint(self) -> str:
         """Said after "takes N losses, got M" (e.g. how to step on one loss per player)."""
@@ -207,7 +178,7 @@ class GameOptimizer(torch.optim.Optimizer):
         """One step of the pipeline; see the class docstring. Steps of one optimizer run one
         at a time: a step called from another thread meanwhile waits for this one to finish,
         and a step called from inside a step (e.g. from its closure) raises."""
-        closure = _closure_of(losses)
+        closure = closure_of(losses)
         if self.needs_closure and closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure returning "
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
