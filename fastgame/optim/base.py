@@ -16,9 +16,10 @@ only then commits.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -27,19 +28,10 @@ from .. import ops
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from . import state_io
-from .checks import Validator, check_nonnegative, mark_stepped, nonnegative, resolve_loss
+from . import ranks, state_io
+from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
 from .state_io import capturing
 from .verdict import Verdict, apply, check_finite
-
-
-def _is_closure(x: Any) -> bool:
-    return callable(x) and not isinstance(x, Tensor)
-
-
-def _closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
-    """The closure ``step`` was given (its one argument), else None."""
-    return losses[0] if len(losses) == 1 and _is_closure(losses[0]) else None
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -119,6 +111,11 @@ class GameOptimizer(torch.optim.Optimizer):
         self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
+        # One step at a time (steps from other threads wait); kept across load_state_dict, whose
+        # torch half rebuilds the runtime while the lock is held.
+        self._step_lock: threading.Lock = getattr(self, "_step_lock", None) or threading.Lock()
+        self._stepping: Optional[int] = None  # the thread running a step
+        self._ranks_agreed = False  # whether the hyperparameters were checked to agree across ranks
         self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
@@ -154,6 +151,12 @@ class GameOptimizer(torch.optim.Optimizer):
     def _begin_step(self) -> None:
         """Host-side checks and preparation before a step computes anything."""
         self._validate_groups(self.param_groups, "step")
+        for player in self.players:
+            for i, p in enumerate(player.params):
+                if not p.requires_grad:
+                    raise ValueError(f"parameter {i} (shape {tuple(p.shape)}) of {self.player_label.format(player.name)} "
+                                     "no longer requires grad (turned off after the optimizer was built); fastgame "
+                                     "steps every parameter it was given: turn it back on, or build a new optimizer")
         self._ensure_flat()
 
     # ---- the step pipeline ----------------------------------------------------------------
@@ -165,49 +168,51 @@ class GameOptimizer(torch.optim.Optimizer):
     def _resolve_losses(self, losses: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """The step's losses from what ``step`` was given: the loss tensors, or one closure
         returning them (called under grad mode)."""
-        n = len(self.loss_names)
-        if _closure_of(losses) is not None:
-            with torch.enable_grad():
-                out = losses[0]()
-            if n > 1:
-                if not (isinstance(out, (tuple, list)) and len(out) == n):
-                    raise ValueError(f"a {type(self).__name__} closure must return the pair ({', '.join(self.loss_names)}), "
-                                     f"got {type(out).__name__}")
-                losses = tuple(out)
-            else:
-                losses = (out,)
-        elif any(_is_closure(t) for t in losses):
-            raise ValueError(f"pass either a closure returning ({', '.join(self.loss_names)}) or the losses, not both")
-        if len(losses) < n:
-            missing = ", ".join(self.loss_names[len(losses):])
-            raise ValueError(f"{type(self).__name__}.step needs {missing} besides {', '.join(self.loss_names[:len(losses)])}")
-        if len(losses) > n:
-            raise ValueError(f"{type(self).__name__}.step takes {n} loss{'es' if n > 1 else ''} "
-                             f"({', '.join(self.loss_names)}), got {len(losses)}"
-                             + self._loss_count_hint())
-        return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
+        return resolve_losses(type(self).__name__, self.loss_names, losses, self._loss_count_hint())
 
     def _loss_count_hint(self) -> str:
         """Said after "takes N losses, got M" (e.g. how to step on one loss per player)."""
         return ""
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
-        """One step of the pipeline; see the class docstring."""
-        closure = _closure_of(losses)
+        """One step of the pipeline; see the class docstring. Steps of one optimizer run one
+        at a time: a step called from another thread meanwhile waits for this one to finish,
+        and a step called from inside a step (e.g. from its closure) raises."""
+        closure = closure_of(losses)
         if self.needs_closure and closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure returning "
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
-        self._closure = closure
-        try:
-            with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
-                self._begin_step()  # before the closure runs: a refused step runs no forward either
-                losses = self._resolve_losses(losses)
-                with autocast_off(self.players[0].device):
-                    self._step_pipeline(losses)
-        finally:
-            self._closure = None
+        if self._stepping == threading.get_ident():
+            raise RuntimeError(f"{type(self).__name__}.step was called from inside its own step (e.g. from the "
+                               "closure); a step cannot start before the previous one has finished")
+        with self._step_lock:
+            self._stepping, self._closure = threading.get_ident(), closure
+            try:
+                losses = self._locked_step(losses, closure)
+            finally:
+                self._stepping = self._closure = None
         detached = tuple(t.detach().reshape(()) for t in losses)
         return detached[0] if len(detached) == 1 else detached
+
+    def _locked_step(self, losses: tuple[Any, ...], closure: Optional[Callable[[], Any]]) -> tuple[Tensor, ...]:
+        device = self.players[0].device
+        with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
+            # Before the closure runs, so that a refused step runs no forward either.
+            self._on_all_ranks("checking the step's input", self._begin_step)
+            if not self._ranks_agreed and not capturing():
+                ranks.check_ranks_agree(type(self).__name__, self.param_groups)
+                self._ranks_agreed = True
+            losses = self._on_all_ranks("the closure or the loss", lambda: self._resolve_losses(losses))
+            with autocast_off(device):
+                self._step_pipeline(losses)
+        return losses
+
+    def _on_all_ranks(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``; under torch.distributed every rank learns of a failure in it on any rank, and
+        all raise (:func:`.ranks.on_all_ranks`). Not when capturable: agreeing reads the host."""
+        if self.capturable:
+            return fn()
+        return ranks.on_all_ranks(type(self).__name__, what, fn, self.players[0].device)
 
     def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
         """The CUDA stream context the step (and its closure) runs in: the caller's by default."""
@@ -285,7 +290,8 @@ class GameOptimizer(torch.optim.Optimizer):
                 for player, _, d in moved:
                     player.flat.add_(d)
             with torch.enable_grad():
-                losses = self._resolve_losses((self._closure,))
+                losses = self._on_all_ranks("the closure at a moved point",
+                                            lambda: self._resolve_losses((self._closure,)))
                 grads, _ = self._gradients(losses, second_order=False)  # no method differentiates again there
             mark_stepped(*losses)
         finally:
@@ -433,10 +439,11 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
-        if not capturing():
-            self._verdict.read()  # a skipped capturable step must not show in the state
-        sd = super().state_dict()
-        return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+        with self._between_steps(reading=True):
+            if not capturing():
+                self._verdict.read()  # a skipped capturable step must not show in the state
+            sd = super().state_dict()
+            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
@@ -444,9 +451,24 @@ class GameOptimizer(torch.optim.Optimizer):
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
-        validated = state_io.validated_state_dict(self, state_dict)
-        self._verdict.clear()  # a pending verdict belonged to the state replaced now
-        super().load_state_dict(validated)
+        with self._between_steps(reading=False):
+            validated = state_io.validated_state_dict(self, state_dict)
+            self._verdict.clear()  # a pending verdict belonged to the state replaced now
+            super().load_state_dict(validated)
+
+    @contextlib.contextmanager
+    def _between_steps(self, reading: bool) -> Iterator[None]:
+        """Hold the step lock (another thread's step finishes first). From inside this thread's
+        own step (e.g. its closure) reading is allowed (nothing is committed before the step's
+        end) and writing refused (it would break the step's all-or-nothing commit)."""
+        if self._stepping == threading.get_ident():
+            if not reading:
+                raise RuntimeError(f"{type(self).__name__}.load_state_dict was called from inside a step "
+                                   "(e.g. from the closure); load it between steps")
+            yield
+            return
+        with self._step_lock:
+            yield
 
     def get_info(self) -> dict[str, Any]:
         """Diagnostics of the last step (solver iterations, HVP passes, norms with collect_info);

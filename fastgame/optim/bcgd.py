@@ -31,7 +31,7 @@ class BCGD(CompetitiveGradient):
         device: accepted for compatibility; the parameters' device is used.
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
-        max_iter: cap on CG iterations per step (None: the system size).
+        max_iter: cap on CG iterations per step, >= 1 (None: the system size).
         check_every, capturable, backend, cg_start, graph_cg: as for :class:`ACGD` (``cg_start``
             default "zero"; "warm" for CGDs' exact start).
     """

@@ -2,7 +2,7 @@
 per-player state a start keeps, whether it can run inside a captured step, what it gives
 the solve (a warm start, a deflation) and what it keeps for the next one.
 
-A new start is one class here and one entry in :data:`CG_STARTS`; the optimizers' state
+A new start is one class here and one entry in :data:`STARTS`; the optimizers' state
 keys, validators and capturable rules are derived from these declarations.
 """
 from __future__ import annotations
@@ -81,4 +81,4 @@ class RecycleStart(CGStart):
 
 
 # By name, in the order messages list them.
-CG_STARTS: dict[str, CGStart] = {s.name: s for s in (WarmStart(), ZeroStart(), RecycleStart())}
+STARTS: dict[str, CGStart] = {s.name: s for s in (WarmStart(), ZeroStart(), RecycleStart())}

@@ -15,8 +15,10 @@ from ..linalg.hvp import MixedHVP
 from ..linalg import captured
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
 from .base import GameOptimizer, Proposal
-from .cg_starts import CG_STARTS, CGStart
-from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_count, positive_int, step_count
+from .cg_starts import STARTS, CGStart
+from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_positive_int, positive_int, step_count
+
+CG_STARTS = tuple(STARTS)  # the names cg_start takes ("warm", "zero", "recycle")
 
 
 @dataclass(frozen=True)
@@ -30,7 +32,7 @@ class CGMode:
 
 def cg_mode(group: dict[str, Any], graph_cg: bool) -> CGMode:
     """The CG of a step with the game-wide settings ``group`` (validated by :func:`check_cg_settings`)."""
-    start = CG_STARTS[group["cg_start"]]
+    start = STARTS[group["cg_start"]]
     if group["capturable"]:  # no host read: a fixed max_iter masked iterations; the whole step is graphed
         return CGMode(start, None, "graph_cg=False" if not graph_cg else "capturable (the whole step is graphed)")
     check_every = 1 if start.host_checked else group["check_every"]
@@ -45,9 +47,9 @@ def check_cg_settings(group: dict[str, Any], where: str) -> None:
     """The rules between the CG settings: a capturable step needs max_iter and a capturable start."""
     if group["capturable"] and group["max_iter"] is None:
         raise ValueError(f"{where}: capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
-    start = CG_STARTS[group["cg_start"]]
+    start = STARTS[group["cg_start"]]
     if group["capturable"] and not start.capturable:
-        capturable = " or ".join(repr(n) for n, s in CG_STARTS.items() if s.capturable)
+        capturable = " or ".join(repr(n) for n, s in STARTS.items() if s.capturable)
         raise ValueError(f"{where}: cg_start={start.name!r} is not capturable (its Ritz extraction reads the host); "
                          f"use {capturable} with capturable=True")
 
@@ -72,13 +74,15 @@ class CompetitiveGradient(GameOptimizer):
     says whether a step used it, and :attr:`graph_cg_reason` why not.
     """
 
-    hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
+    # max_iter 0 is refused: no CG iteration would leave the solved player where CG starts (it
+    # would not move from a zero start); None is the system size.
+    hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_positive_int,
                        "check_every": positive_int, "capturable": boolean, "cg_start": one_of(*CG_STARTS)}
     game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "cg_start"})
     # A dict from before cg_start: CG started warm (CGDs' start), or as its bool warm_start said.
     added_later = {"cg_start": lambda g: "zero" if g.get("warm_start") is False else "warm"}
-    state_keys = frozenset().union(*(s.state_keys for s in CG_STARTS.values()))  # what the CG starts keep
-    row_state_keys = frozenset().union(*(s.row_state_keys for s in CG_STARTS.values()))
+    state_keys = frozenset().union(*(s.state_keys for s in STARTS.values()))  # what the CG starts keep
+    row_state_keys = frozenset().union(*(s.row_state_keys for s in STARTS.values()))
     game_state = {"step": step_count, "solve_x": boolean}
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
@@ -115,7 +119,7 @@ class CompetitiveGradient(GameOptimizer):
         raise NotImplementedError
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        start = CG_STARTS[group["cg_start"]]  # a start's state is kept only where it is read
+        start = STARTS[group["cg_start"]]  # a start's state is kept only where it is read
         return tuple(sorted(start.state_keys - start.row_state_keys))
 
     def _solved_player(self) -> int:

@@ -130,5 +130,7 @@ def validated_state_dict(opt: GameOptimizer, state_dict: Any) -> dict[str, Any]:
     if isinstance(game["step"], Tensor):  # saved by a capturable optimizer
         game["step"] = (game["step"].to(device=opt.players[0].device, dtype=torch.float64)
                         if groups[0].get("capturable", False) else int(game["step"].item()))
-    # String keys are carried by torch's load as they are: the entries go in as validated here.
-    return {"state": {**loaded, "game": game}, "param_groups": clone_tree(groups)}
+    # String keys are carried by torch's load as they are: the entries go in as validated here,
+    # in the saved order (a resumed run's state_dict then lists them as an uninterrupted run's).
+    new_state = {k: game if k == "game" else loaded[k] for k in state}
+    return {"state": new_state, "param_groups": clone_tree(groups)}
