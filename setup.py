@@ -10,6 +10,7 @@ The pure-torch package always installs. With torch importable at build time
 goes on and ``fastgame.ops`` falls back to the pure-torch twins (``fastgame.backends()``
 says why). The Triton kernels ship as ``fastgame.triton_kernels`` (source: triton_kernels/).
 """
+import importlib.util
 import os
 import warnings
 
@@ -17,6 +18,15 @@ from setuptools import find_packages, setup
 
 PACKAGES = find_packages(include=["fastgame", "fastgame.*"]) + ["fastgame.triton_kernels"]
 PACKAGE_DIR = {"fastgame.triton_kernels": "triton_kernels"}
+
+
+def _sources(kind: str) -> list[str]:
+    """The extension's sources, globbed by fastgame/ops/sources.py (loaded by path: no torch needed)."""
+    here = os.path.dirname(os.path.abspath(__file__))
+    spec = importlib.util.spec_from_file_location("_fastgame_sources", os.path.join(here, "fastgame", "ops", "sources.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.sources(kind, os.path.join(here, "csrc"))
 
 
 def _flag(name: str) -> bool:
@@ -38,14 +48,14 @@ def _extensions():
     here = os.path.dirname(os.path.abspath(__file__))
     include = [os.path.join(here, "csrc")]
     cxx = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
-    exts = [CppExtension("fastgame._C", ["csrc/ops.cpp", "csrc/cpu/ops.cpp", "csrc/cpu/kernels_base.cpp", "csrc/cpu/kernels_avx2.cpp"], include_dirs=include,
+    exts = [CppExtension("fastgame._C", _sources("cpp"), include_dirs=include,
                          extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])]
     if torch.version.cuda is not None and CUDA_HOME is not None and not _flag("FASTGAME_NO_CUDA"):
         arch = os.environ.get("TORCH_CUDA_ARCH_LIST")
         nvcc = ["-O3", "--expt-relaxed-constexpr", "-lineinfo"]
         if not arch:  # the common data-centre GPUs; TORCH_CUDA_ARCH_LIST overrides
             nvcc += ["-gencode=arch=compute_80,code=sm_80", "-gencode=arch=compute_90,code=sm_90"]
-        exts.append(CUDAExtension("fastgame._cuda", ["csrc/cuda/ops.cu"], include_dirs=include,
+        exts.append(CUDAExtension("fastgame._cuda", _sources("cuda"), include_dirs=include,
                                   extra_compile_args={"cxx": ["-O3"], "nvcc": nvcc}))
     else:
         why = "torch has no CUDA" if torch.version.cuda is None else "CUDA_HOME is not set"

@@ -14,6 +14,7 @@ against float64.
 
     python bench/batchnorm_hvp.py                       # CUDA if available, else CPU (small sizes)
     python bench/batchnorm_hvp.py --device cpu --models dcgan32-b8-w32
+    python bench/batchnorm_hvp.py --smoke               # CI: the CPU path on the tiny DCGAN-32
 """
 from __future__ import annotations
 
@@ -69,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--models", nargs="*", help="config labels (default on CUDA: dcgan32-b64, dcgan32-b256, "
                     "dcgan64-b64; on the CPU: dcgan32-b8-w32, dcgan32-b64, dcgan64-b4-w16)")
     ap.add_argument("--passes", type=float, default=12.0, help="HVP passes per step for the floor column (2 + 2k)")
+    ap.add_argument("--smoke", action="store_true", help="CI check: CPU, the tiny suite's DCGAN-32 (batch 4, width 8)")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.models = "cpu", ["dcgan32-b4-w8"]
     dev = torch.device(args.device)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True

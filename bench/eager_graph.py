@@ -5,6 +5,7 @@ restructured whole-step graph (``make_graphed_step``), all from the same initial
 through the same batches. DCGAN-32 also with its BatchNorm layers as fastgame.nn.BatchNorm.
 
     python bench/eager_graph.py [--steps 30] [--warmup 8] [--json FILE]
+    python bench/eager_graph.py --smoke   # CI: the same rows on the CPU, small models, 2 steps
 
 Prints per row the median step time, the speed-up over CGDs in this run, the mean CG
 iterations, the share of steps whose CG was graph-replayed, the largest parameter difference
@@ -101,7 +102,10 @@ def main(argv=None) -> int:
     ap.add_argument("--cg-start", default="zero", choices=("warm", "zero"), help="fastgame's CG start")
     ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of this script on small models")
     ap.add_argument("--json", default=None)
+    ap.add_argument("--smoke", action="store_true", help="CI check: --device cpu --steps 2 --warmup 1")
     args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.steps, args.warmup = "cpu", 2, 1
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
         print("bench/eager_graph.py: needs a CUDA GPU (or --device cpu for a smoke test); nothing measured")

@@ -5,6 +5,7 @@ length and of the warm start on HVP passes, on identical systems (``--sweep``).
     python bench/gacgd_cpu.py                     # CPU: 2-256-256-1 MLP GAN, batch 256, 2 threads
     python bench/gacgd_cpu.py --sweep --lr 0.05 --no-reference   # restart / warm start sweep
     python bench/gacgd_cpu.py --device cuda       # GPU row (CUDA-synchronised timing)
+    python bench/gacgd_cpu.py --smoke --sweep     # CI: width 16, batch 32, 2 timed steps, 1 thread
 
 The optimizers take their steps round-robin (one step of each per batch), so a change in
 machine load hits all of them alike and the printed ratio is from one run. Both are capped
@@ -19,6 +20,7 @@ import copy
 import json
 import platform
 import statistics
+import sys
 import time
 
 import torch
@@ -68,7 +70,8 @@ def sweep(G0, D0, batches, kw) -> None:
                 G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
                 opt = fastgame.GACGD(G2.parameters(), D2.parameters(), **full)
                 opt.load_state_dict(driver.state_dict())
-                opt.param_groups[0].update(restart=m, warm_start=ws)
+                for group in opt.param_groups:  # game-wide settings: the same in both players' groups
+                    group.update(restart=m, warm_start=ws)
                 opt.step(*ns_losses(G2, D2, real, z))
                 cost[(m, ws)].append(opt.info["hvp_passes"])
         driver.step(*ns_losses(G, D, real, z))
@@ -78,7 +81,53 @@ def sweep(G0, D0, batches, kw) -> None:
         print(f"{m:>8}{int(ws):>6}{statistics.mean(c):>8.1f}{max(c):>6}")
 
 
-def main() -> None:
+def _time_rounds(runs: dict, batches: list, warmup: int, cuda: bool, ref_counts: list) -> None:
+    """One step of every optimizer per batch (round-robin); after ``warmup`` steps, record each
+    step's ms, GMRES iterations and HVP passes in its run."""
+    for i, (real, z) in enumerate(batches):
+        for run in runs.values():
+            if cuda:
+                torch.cuda.synchronize()
+            t = time.perf_counter()
+            run["opt"].step(*ns_losses(run["G"], run["D"], real, z))
+            if cuda:
+                torch.cuda.synchronize()
+            ms = (time.perf_counter() - t) * 1e3
+            if isinstance(run["opt"], fastgame.GACGD):
+                it, passes = run["opt"].info["iter_num"], run["opt"].info["hvp_passes"]
+            else:
+                it, passes = ref_counts[-1], float("nan")
+            if i >= warmup:
+                run["times"].append(ms)
+                run["iters"].append(it)
+                run["passes"].append(passes)
+
+
+def _report(runs: dict, args, device: torch.device, name_dev: str, cgds_version: str) -> dict:
+    """Print the table (and the speed-up) and return the results by optimizer."""
+    def params(run):
+        return torch.cat([p.detach().reshape(-1) for m in (run["G"], run["D"]) for p in m.parameters()])
+
+    print(f"2-{args.width}-{args.width}-1 MLP GAN (non-saturating), batch {args.batch}, tol {args.tol:g}, "
+          f"atol {args.atol:g}, max_iter {args.max_iter}, {args.steps} timed steps, {device} ({name_dev}), "
+          f"{args.threads} threads, torch {torch.__version__}, CGDs {cgds_version}")
+    print(f"{'optimizer':<26}{'ms/step':>10}{'GMRES iters':>13}{'HVP passes':>12}{'param diff':>12}")
+    base = params(runs["CGDs GACGD"]) if "CGDs GACGD" in runs else None
+    results = {}
+    for name, run in runs.items():
+        ms = statistics.median(run["times"])
+        diff = float((params(run) - base).norm() / base.norm()) if base is not None else float("nan")
+        results[name] = dict(ms_per_step=ms, gmres_iters=statistics.mean(run["iters"]),
+                             hvp_passes=statistics.mean(run["passes"]), rel_param_diff_vs_cgds=diff)
+        print(f"{name:<26}{ms:>10.2f}{results[name]['gmres_iters']:>13.1f}{results[name]['hvp_passes']:>12.1f}"
+              f"{diff:>12.1e}", flush=True)
+    if "CGDs GACGD" in results:
+        speedup = results["CGDs GACGD"]["ms_per_step"] / results["fastgame GACGD"]["ms_per_step"]
+        print(f"speed-up fastgame GACGD over CGDs GACGD ({device.type}): {speedup:.2f}x")
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--width", type=int, default=256)
     ap.add_argument("--batch", type=int, default=256)
@@ -93,7 +142,10 @@ def main() -> None:
     ap.add_argument("--sweep", action="store_true", help="also sweep restart length and warm start")
     ap.add_argument("--no-reference", action="store_true", help="skip CGDs (e.g. for a sweep alone)")
     ap.add_argument("--json", help="write the results to this file")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true", help="CI check: CPU, width 16, batch 32, 1 + 2 steps, 1 thread")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.width, args.batch, args.warmup, args.steps, args.threads = "cpu", 16, 32, 1, 2, 1
     torch.set_num_threads(args.threads)
     device = torch.device(args.device)
     cuda = device.type == "cuda"
@@ -116,50 +168,16 @@ def main() -> None:
     for name, make in configs.items():
         G, D = copy.deepcopy(G0), copy.deepcopy(D0)
         runs[name] = dict(G=G, D=D, opt=make(G, D), times=[], iters=[], passes=[])
-    for i, (real, z) in enumerate(batches):
-        for name, run in runs.items():
-            if cuda:
-                torch.cuda.synchronize()
-            t = time.perf_counter()
-            run["opt"].step(*ns_losses(run["G"], run["D"], real, z))
-            if cuda:
-                torch.cuda.synchronize()
-            ms = (time.perf_counter() - t) * 1e3
-            if isinstance(run["opt"], fastgame.GACGD):
-                it, passes = run["opt"].info["iter_num"], run["opt"].info["hvp_passes"]
-            else:
-                it, passes = ref_counts[-1], float("nan")
-            if i >= args.warmup:
-                run["times"].append(ms)
-                run["iters"].append(it)
-                run["passes"].append(passes)
-
-    def params(run):
-        return torch.cat([p.detach().reshape(-1) for m in (run["G"], run["D"]) for p in m.parameters()])
-
+    _time_rounds(runs, batches, args.warmup, cuda, ref_counts)
     name_dev = torch.cuda.get_device_name(device) if cuda else platform.processor() or platform.machine()
-    print(f"2-{args.width}-{args.width}-1 MLP GAN (non-saturating), batch {args.batch}, tol {args.tol:g}, "
-          f"atol {args.atol:g}, max_iter {args.max_iter}, {args.steps} timed steps, {device} ({name_dev}), "
-          f"{args.threads} threads, torch {torch.__version__}, CGDs {getattr(CGDs, '__version__', '0.4.5')}")
-    print(f"{'optimizer':<26}{'ms/step':>10}{'GMRES iters':>13}{'HVP passes':>12}{'param diff':>12}")
-    base = params(runs["CGDs GACGD"]) if "CGDs GACGD" in runs else None
-    results = {}
-    for name, run in runs.items():
-        ms = statistics.median(run["times"])
-        diff = float((params(run) - base).norm() / base.norm()) if base is not None else float("nan")
-        results[name] = dict(ms_per_step=ms, gmres_iters=statistics.mean(run["iters"]),
-                             hvp_passes=statistics.mean(run["passes"]), rel_param_diff_vs_cgds=diff)
-        print(f"{name:<26}{ms:>10.2f}{results[name]['gmres_iters']:>13.1f}{results[name]['hvp_passes']:>12.1f}"
-              f"{diff:>12.1e}", flush=True)
-    if "CGDs GACGD" in results:
-        speedup = results["CGDs GACGD"]["ms_per_step"] / results["fastgame GACGD"]["ms_per_step"]
-        print(f"speed-up fastgame GACGD over CGDs GACGD ({device.type}): {speedup:.2f}x")
+    results = _report(runs, args, device, name_dev, getattr(CGDs, "__version__", "0.4.5"))
     if args.sweep:
         sweep(G0, D0, batches, kw)
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(args=vars(args), device=name_dev, torch=torch.__version__, results=results), f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -9,6 +9,9 @@
 #   bash bench/gpu_check.sh                     # all stages
 #   bash bench/gpu_check.sh build tests         # some: build tests kernels suite fastgamebn diag
 #                                               #       eagergraph bn train
+#   bash bench/gpu_check.sh --smoke [STAGES]    # CI without a GPU: checks the stage names, then
+#                                               #   says it needs CUDA (bench/smoke.sh runs each
+#                                               #   stage's entry point in its own smoke mode)
 #
 # env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
 # TESTS (the test files of the tests stage; default: the GPU, graph-replay, kernel, parity and sync tests),
@@ -17,7 +20,17 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
-stages="${*:-build tests eagergraph bn train kernels suite fastgamebn diag}"
+smoke=0
+if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
+all_stages="build tests eagergraph bn train kernels suite fastgamebn diag"
+stages="${*:-$all_stages}"
+for s in $stages; do
+    [[ " $all_stages " == *" $s "* ]] || { echo "bench/gpu_check.sh: unknown stage '$s'; choose from: $all_stages" >&2; exit 2; }
+done
+if [ "$smoke" = 1 ]; then
+    echo "bench/gpu_check.sh: needs CUDA, skipped (stages ok: $stages)"
+    exit 0
+fi
 want() { [[ " $stages " == *" $1 "* ]]; }
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results

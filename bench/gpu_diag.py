@@ -9,8 +9,9 @@
   allocations shows no difference between the two, so the GPU's comes from cuDNN/vmap).
 
     python bench/gpu_diag.py
+    python bench/gpu_diag.py --smoke   # CI: imports everything, then says it needs CUDA
 """
-import copy, statistics, sys, time, traceback, os
+import argparse, copy, statistics, sys, time, traceback, os
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import torch
 import fastgame
@@ -18,6 +19,11 @@ from fastgame.linalg.hvp import MixedHVP
 from bench.models import (WGANGPDiscriminator, WGANGPGenerator, gan_loss,
                           image_data, mlp_gan, ring_data, wgan_loss)
 
+_args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+_args.add_argument("--smoke", action="store_true", help="import everything and stop (CI; the measurements need a GPU)")
+if _args.parse_args().smoke or not torch.cuda.is_available():
+    print("bench/gpu_diag.py: needs CUDA, skipped (imports ok)")
+    sys.exit(0)
 dev = torch.device("cuda")
 # CUDA-graph conditional nodes would let a graphed CG skip its iterations after convergence
 print("torch", torch.__version__, "conditional-node API:", hasattr(torch._C._CUDAGraph, "begin_capture_to_if_node"))

@@ -5,6 +5,7 @@ unfused torch sequence (fastgame.ops.reference) they replace, per op and backend
     python bench/kernels.py --sizes 20 24        # GPU: CUDA, Triton vs torch at 2^20 and 2^24
     python bench/kernels.py --sizes 20 --graphs  # also each op replayed from a CUDA graph
     python bench/kernels.py --csv bench/results/kernels.csv
+    python bench/kernels.py --smoke              # CI: every backend at 2^10, 3 reps, on the CPU
 
 Bytes are those an op must move (each operand read once, each output written once); the roof
 is the measured device-to-device copy bandwidth (bytes read + written) on the same device.
@@ -27,7 +28,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 import fastgame  # noqa: E402
-from fastgame.graphs import _side_stream  # noqa: E402
+from fastgame.linalg.captured import on_side_stream  # noqa: E402
 
 # Elements each op reads + writes, per element of the vectors (u, q the same size as w here).
 MOVED = {
@@ -98,12 +99,9 @@ def timer(device: torch.device, reps: int):
 def graphed(fn, device: torch.device, calls: int = 20):
     """``fn`` repeated ``calls`` times, captured once as a CUDA graph: a callable that replays
     it. Times the GPU work alone, as inside fastgame's graphed step (no Python, no launches)."""
-    side = _side_stream(device)  # one stream for all captures (a new one per op would add a cuBLAS workspace each)
-    side.wait_stream(torch.cuda.current_stream(device))
-    with torch.cuda.stream(side):
+    with on_side_stream(device):  # fastgame's one side stream (a new one per op would add a cuBLAS workspace each)
         for _ in range(3):
             fn()
-    torch.cuda.current_stream(device).wait_stream(side)
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):
         for _ in range(calls):
@@ -119,12 +117,12 @@ def copy_bandwidth(n: int, dtype: torch.dtype, device: torch.device, measure) ->
 
 
 def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backends: list[str], reps: int,
-        with_graphs: bool = False):
+        with_graphs: bool = False, roof_log_n: int = 24):
     measure = timer(device, reps)
     with_graphs = with_graphs and device.type == "cuda"
     rows = []
     for dtype in dtypes:
-        roof = copy_bandwidth(max(1 << max(sizes), 1 << 24), dtype, device, measure)
+        roof = copy_bandwidth(1 << max(max(sizes), roof_log_n), dtype, device, measure)
         for log_n in sizes:
             n = 1 << log_n
             base, base_graph = {}, {}
@@ -184,7 +182,7 @@ def check_targets(rows: list[dict], device: torch.device) -> list[str]:
     return lines
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--sizes", type=int, nargs="+", help="log2 sizes (default: 20 on CPU, 20 24 on GPU)")
@@ -195,7 +193,11 @@ def main() -> None:
     ap.add_argument("--graphs", action="store_true", help="also time each op replayed from a CUDA graph")
     ap.add_argument("--csv", help="write the rows to this CSV file")
     ap.add_argument("--json", help="write rows, environment and target checks to this JSON file")
-    args = ap.parse_args()
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI check of this script: CPU, 2^10 elements, 3 reps, both dtypes, no target checks")
+    args = ap.parse_args(argv)
+    if args.smoke:
+        args.device, args.sizes, args.reps, args.threads, args.dtypes = "cpu", [10], 3, 1, ["float32", "float64"]
 
     device = torch.device(args.device)
     torch.set_num_threads(args.threads)
@@ -212,10 +214,11 @@ def main() -> None:
     except ImportError:
         pass
     print("# fastgame kernel benchmark:", json.dumps(env))
-    rows = run(device, sizes, [getattr(torch, d) for d in args.dtypes], backends, args.reps, args.graphs)
+    rows = run(device, sizes, [getattr(torch, d) for d in args.dtypes], backends, args.reps, args.graphs,
+               roof_log_n=10 if args.smoke else 24)
     print(f"# roof: device-to-device copy {rows[0]['roof_gbs']:.1f} GB/s (read + written)")
     print_table(rows)
-    checks = check_targets(rows, device)
+    checks = [] if args.smoke else check_targets(rows, device)
     print("\n".join(["", "# targets"] + checks))
     if args.csv:
         with open(args.csv, "w", newline="") as f:
@@ -225,7 +228,8 @@ def main() -> None:
     if args.json:
         with open(args.json, "w") as f:
             json.dump(dict(env=env, rows=rows, targets=checks), f, indent=1)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

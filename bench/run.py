@@ -6,6 +6,7 @@ parameters, batches and tolerance, in one process (docs/design.md §7).
     python -m bench --suite cpu  --out bench/results/
     python -m bench --suite gpu  --out bench/results/   # CUDA: eager + graphed rows, CUDA-event timing
     python -m bench --suite cpu --models mlp --optimizers cgds fastgame adam
+    python -m bench --suite quick --smoke            # CI: every row of the suite, tiny models, 1 + 2 steps
 
 Each row reports the median ms/step (warm-up steps excluded), CG iterations k and mixed-HVP
 passes per step, the peak memory, the speed-up over CGDs and the cost relative to Adam. Each
@@ -60,6 +61,7 @@ import os
 import platform
 import statistics
 import sys
+import tempfile
 import time
 from typing import Any, Callable, Optional
 
@@ -130,15 +132,35 @@ def _matches(cfg: Config, models: Optional[list[str]]) -> bool:
     return not models or any(m in (cfg.model, cfg.label) for m in models)
 
 
-def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", models: Optional[list[str]] = None,
-              optimizers: Optional[list[str]] = None, steps: Optional[int] = None, warmup: Optional[int] = None,
-              tol: float = 1e-10, atol: float = 1e-20, device: Optional[str] = None, threads: Optional[int] = None,
-              graph_max_iter: Optional[int] = None, count_steps: Optional[int] = -1, floor: bool = True,
-              tag: Optional[str] = None, verbose: bool = True, interleave: Optional[bool] = None,
-              algo: str = "ACGD", batchnorm: str = "native") -> dict[str, Any]:
-    """Run a suite; write ``<out>/<suite>_<UTC time>.json`` and ``.csv`` (``out`` None: nothing)
-    and return ``{"meta", "floors", "rows", "files"}``. ``interleave`` (default: on the CPU) runs
-    the timed steps of all rows round-robin (see :func:`drive`)."""
+@dataclasses.dataclass
+class _Plan:
+    """A suite run's settings, resolved once (:func:`_plan`) and read by every stage."""
+    suite: str
+    device: torch.device
+    optimizers: list[str]
+    warmup: Optional[int]       # None: each case's own, else the suite's
+    steps: Optional[int]
+    tol: float
+    atol: float
+    graph_max_iter: Optional[int]
+    count_steps: Optional[int]  # None: every timed step
+    floor: bool
+    interleave: bool
+    algo: str
+    batchnorm: str
+    log: Callable[..., None]
+
+    def case_steps(self, cfg: Config) -> tuple[int, int]:
+        """(warm-up, timed) steps of ``cfg``: the caller's, else the case's, else the suite's."""
+        spec = SUITES[self.suite]
+        warmup = self.warmup if self.warmup is not None else (cfg.warmup if cfg.warmup is not None else spec["warmup"])
+        steps = self.steps if self.steps is not None else (cfg.steps if cfg.steps is not None else spec["steps"])
+        return warmup, steps
+
+
+def _plan(suite: str, optimizers, steps, warmup, tol, atol, device, threads, graph_max_iter, count_steps, floor,
+          verbose, interleave, algo, batchnorm) -> _Plan:
+    """Check the arguments and set the process up (threads, cuDNN) for the suite."""
     spec = SUITES[suite]
     dev = torch.device(device or spec["device"])
     if dev.type == "cuda" and not torch.cuda.is_available():
@@ -148,186 +170,260 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
         torch.set_num_threads(threads)
     if dev.type == "cuda":
         torch.backends.cudnn.benchmark = True
-    warmup_arg, steps_arg = warmup, steps  # None: each case's own, else the suite's
-    warmup = spec["warmup"] if warmup is None else warmup
-    steps = spec["steps"] if steps is None else steps
     if interleave is None:  # a shared CPU's load drifts over minutes: let it hit every row alike
         interleave = dev.type == "cpu"
-    if count_steps == -1:  # default: every timed step, so CGDs' k covers the steps fastgame's k does
-        count_steps = None
     optimizers = list(optimizers or OPTIMIZERS)
     unknown = set(optimizers) - set(OPTIMIZERS)
     if unknown:
         raise ValueError(f"unknown optimizers {sorted(unknown)}; choose from {OPTIMIZERS}")
-    log = print if verbose else (lambda *a, **k: None)
-    meta = environment(dev)
-    meta.update(suite=suite, algo=algo, batchnorm=batchnorm, steps=steps, warmup=warmup, tol=tol, atol=atol, tag=tag, interleaved=interleave,
-                timing="CUDA events per step, no host sync between steps" if dev.type == "cuda"
+    return _Plan(suite, dev, optimizers, warmup, steps, tol, atol, graph_max_iter,
+                 None if count_steps == -1 else count_steps,  # -1: every timed step, so CGDs' k covers fastgame's
+                 floor, interleave, algo, batchnorm, print if verbose else (lambda *a, **k: None))
+
+
+def _eager_makers(plan: _Plan, case: Case, cfg: Config, warmup: int,
+                  backends_here: list[str]) -> list[tuple[str, Callable[[], Runner]]]:
+    """(row key, runner factory) of the eager rows of one case."""
+    opts, tol, atol, algo = plan.optimizers, plan.tol, plan.atol, plan.algo
+    mk: list[tuple[str, Callable[[], Runner]]] = []
+    if "adam" in opts:
+        mk.append(("adam", lambda: AdamRunner(case, cfg, warmup, fused=False)))
+    if "adam-fused" in opts:
+        mk.append(("adam-fused", lambda: AdamRunner(case, cfg, warmup, fused=True)))
+    variants = VARIANTS if cfg.variants and "fastgame" in opts and backends_here else []
+    if "cgds" in opts:  # one row at the suite's tol, one at each other tolerance preset
+        for t in dict.fromkeys([tol] + [vt for _, vt in variants if vt is not None]):
+            mk.append(("cgds" if t == tol else f"cgds@tol{t:g}",
+                       lambda t=t: CGDsRunner(case, cfg, warmup, t, atol, algo)))
+    if "fastgame" in opts:
+        for backend in backends_here:
+            mk.append((f"fastgame/{backend}",
+                       lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None, algo)))
+        for start, vt in variants:  # per CG start and tolerance preset, on the auto backend
+            t = tol if vt is None else vt
+            mk.append((f"fastgame@{start},tol{t:g}/auto",
+                       lambda s=start, t=t: FastgameRunner(case, cfg, warmup, t, atol, "auto", False, None, algo,
+                                                           cg_start=s)))
+    if "fastgame-bf16" in opts and backends_here:  # one row: the mixed part is autograd's, not the ops'
+        mk.append(("fastgame-bf16/auto",
+                   lambda: FastgameRunner(case, cfg, warmup, tol, atol, "auto", False, None, algo, mixed=True)))
+    return mk
+
+
+def _build(makers: list[tuple[str, Callable[[], Runner]]], add: Callable[[dict], None]) -> list[Runner]:
+    """The runners the factories can build; a row says why for each that cannot."""
+    runners: list[Runner] = []
+    for key, make in makers:
+        try:
+            rn = make()
+            rn.key = key
+            runners.append(rn)
+        except ImportError as exc:
+            add({"optimizer": key, "backend": "-", "mode": "eager", "status": "skipped",
+                 "note": f"not importable: {exc}"})
+        except (RuntimeError, ValueError, TypeError) as exc:  # e.g. fused Adam unsupported here
+            add({"optimizer": key.split("/")[0], "backend": key.split("/")[-1], "mode": "eager",
+                 "status": "skipped", "note": f"{type(exc).__name__}: {exc}"[:300]})
+    return runners
+
+
+def _run_eager(plan: _Plan, case: Case, cfg: Config, warmup: int, steps: int, backends_here: list[str],
+               want_floor: bool, fl: dict, finals: dict, add: Callable[[dict], None]) -> None:
+    """Time the eager rows (and, interleaved, the floor) and complete their rows: CGDs' CG
+    iterations from an untimed run, the bf16 row's step error."""
+    dev = plan.device
+    if want_floor and not plan.interleave:  # measured right before the rows
+        fl["eager"] = measure_floor(case, dev, graphed=False)
+    runners = _build(_eager_makers(plan, case, cfg, warmup, backends_here), add)
+    floor_runner = FloorRunner(case, warmup) if want_floor and plan.interleave else None
+    drive(runners + ([floor_runner] if floor_runner else []), dev, steps, plan.interleave)
+    if floor_runner is not None and floor_runner.row.get("status") == "ok":
+        fl["eager"] = floor_runner.floor()
+    for rn in runners:
+        rn.row["key"] = rn.key
+        ok = rn.row.get("status") == "ok"
+        if ok:
+            finals[rn.key] = rn.final_params
+        if rn.key.startswith("cgds") and ok:
+            counted = steps if plan.count_steps is None else min(steps, plan.count_steps)
+            iters, formula_ok = cgds_iterations(case, cfg, warmup, counted, rn.row["tol"], plan.atol, plan.algo)
+            rn.row.update(cg_iters=statistics.fmean(iters) if iters else None,
+                          cg_iters_max=max(iters) if iters else None,
+                          note=f"k from an untimed collect_info run ({len(iters)} steps)"
+                               + ("" if formula_ok else "; its passes != 5+2k"))
+        if rn.key.startswith("fastgame-bf16") and ok:
+            errors = mixed_step_errors(case, cfg, warmup, steps, plan.tol, plan.atol, plan.algo)
+            rn.row.update(step_err_vs_fp32=statistics.median(errors), step_err_vs_fp32_max=max(errors))
+        add(rn.row)
+
+
+def _graphed_runners(plan: _Plan, full: Case, cfg: Config, warmup: int, backends_here: list[str],
+                     cfg_rows: list[dict], add: Callable[[dict], None]) -> list[Runner]:
+    """The graphed rows' runners (CUDA): CG runs as many iterations as the eager fastgame step
+    needed at most; a row says why for each that cannot run here."""
+    def eager_kmax(name: str) -> int:
+        return max((r["cg_iters_max"] for r in cfg_rows if r.get("key", "").startswith(name + "/")
+                    and r.get("status") == "ok"), default=0)
+
+    wanted = [(f"fastgame-graphed/{b}", b, False) for b in backends_here if "fastgame-graphed" in plan.optimizers]
+    if "fastgame-graphed-bf16" in plan.optimizers and backends_here:
+        wanted.append(("fastgame-graphed-bf16/auto", "auto", True))
+    runners: list[Runner] = []
+    for key, backend, mixed in wanted:
+        name = key.split("/")[0]
+        skipped = {"optimizer": name, "backend": backend, "mode": "graphed", "status": "skipped"}
+        if not hasattr(fastgame, "make_graphed_step"):
+            add({**skipped, "note": "fastgame.make_graphed_step does not exist in this fastgame"})
+        elif plan.device.type != "cuda":
+            add({**skipped, "note": "CUDA graphs need a CUDA device"})
+        else:
+            k = plan.graph_max_iter or eager_kmax("fastgame-bf16" if mixed else "fastgame") or eager_kmax(
+                "fastgame") or 8
+            try:
+                rn = FastgameRunner(full, cfg, warmup, plan.tol, plan.atol, backend, True, k, plan.algo, mixed=mixed)
+                rn.key = key
+                runners.append(rn)
+            except Exception as exc:  # noqa: BLE001
+                add({**skipped, "status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]})
+    return runners
+
+
+def _run_graphed(plan: _Plan, case: Case, runners: list[Runner], warmup: int, steps: int, want_floor: bool,
+                 fl: dict, finals: dict, cfg_rows: list[dict], add: Callable[[dict], None]) -> None:
+    """Time the graphed rows (and their floor) and complete their rows."""
+    if want_floor:
+        try:
+            fl["graphed"] = measure_floor(case, plan.device, graphed=True)
+        except Exception as exc:  # noqa: BLE001
+            fl["graphed_error"] = f"{type(exc).__name__}: {exc}"[:300]
+    drive(runners, plan.device, steps, plan.interleave)
+    eager_bf16 = next((r for r in cfg_rows if r["optimizer"] == "fastgame-bf16"), {})
+    for rn in runners:
+        if rn.row.get("status") == "ok" and warmup >= 6:  # same number of steps as CGDs
+            finals[rn.key] = rn.final_params
+        if rn.key.startswith("fastgame-graphed-bf16"):  # the same steps, measured eagerly
+            rn.row.update({k: eager_bf16.get(k) for k in ("step_err_vs_fp32", "step_err_vs_fp32_max")})
+        add(rn.row)
+
+
+def _add_ratios(cfg_rows: list[dict], fl: dict, finals: dict, theta0: torch.Tensor, tol: float) -> None:
+    """Speed-up over CGDs at the row's own tolerance (the suite's where CGDs has no row at it),
+    cost relative to Adam, the floor columns and the distance from CGDs' final parameters."""
+    ref = {r["optimizer"]: r for r in cfg_rows if r.get("status") == "ok" and r.get("tol", tol) == tol}
+    cgds_at = {r["tol"]: r for r in cfg_rows if r.get("status") == "ok" and r["optimizer"] == "cgds"}
+    for r in cfg_rows:
+        if r.get("status") != "ok":
+            continue
+        cg_ref = cgds_at.get(r.get("tol", tol), ref.get("cgds"))
+        if cg_ref is not None:
+            r["speedup_vs_cgds"] = cg_ref["ms_median"] / r["ms_median"]
+        if "adam" in ref:
+            r["cost_vs_adam"] = r["ms_median"] / ref["adam"]["ms_median"]
+        f = fl.get(r["mode"])
+        if r["optimizer"] in ("fastgame", "fastgame-graphed") and f:  # the floor is fp32's
+            r["fwd_bwd_ms"], r["hvp_ms"] = f["fwd_bwd_ms"], f["hvp_ms"]
+            r["floor_ms"] = floor_ms(f, r["hvp_passes"])
+            r["step_over_floor"] = r["ms_median"] / r["floor_ms"]
+        key = r.get("key") or r["optimizer"] + ("" if r["optimizer"] == "cgds" else f"/{r['backend']}")
+        cg_key = cg_ref.get("key", "cgds") if cg_ref is not None else "cgds"
+        if r["algo"] != "Adam SimGDA" and cg_key in finals and key in finals:
+            moved = (finals[cg_key] - theta0).norm()
+            r["dtheta_vs_cgds"] = float((finals[key] - finals[cg_key]).norm() / moved) if moved > 0 else 0.0
+
+
+def _run_case(plan: _Plan, cfg: Config) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """One configuration's rows and floors: build the case, run the eager then the graphed rows,
+    add the ratios."""
+    log, dev = plan.log, plan.device
+    warmup, steps = plan.case_steps(cfg)
+    full = build_case(cfg, dev, max(warmup, 6) + steps, batchnorm=plan.batchnorm)  # graphed rows warm up >= 6 steps
+    case = dataclasses.replace(full, batches=full.batches[:warmup + steps])  # eager rows: warmup + steps
+    base = {**_row_base(plan.suite, cfg, case, dev, plan.tol), "warmup": warmup}
+    log(f"## {cfg.label}: G {base['params_G']:,} D {base['params_D']:,} params, {case.loss_name}, lr {cfg.lr:g}, "
+        f"{steps} timed steps after {warmup}")
+    cfg_rows: list[dict[str, Any]] = []
+    finals: dict[str, torch.Tensor] = {}
+    theta0 = _flat(case.G, case.D)
+
+    def add(row: dict[str, Any]) -> None:
+        row = {**base, **row}
+        cfg_rows.append(row)
+        if row.get("status") == "ok":
+            log(f"   {_name(row):<34}{row['backend']:<8}{row['ms_median']:9.2f} ms"
+                + (f"  k {row['cg_iters']:.2f}  passes {row['hvp_passes']:.1f}" if row.get("cg_iters") is not None
+                   else ""))
+        else:
+            log(f"   {_name(row):<34}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
+
+    backends_here = _available_backends(dev)
+    want_floor = bool(plan.floor and backends_here and ("fastgame" in plan.optimizers
+                                                        or "fastgame-graphed" in plan.optimizers))
+    fl: dict[str, Any] = {}
+    _run_eager(plan, case, cfg, warmup, steps, backends_here, want_floor, fl, finals, add)
+    graphed = _graphed_runners(plan, full, cfg, warmup, backends_here, cfg_rows, add)
+    if graphed:
+        _run_graphed(plan, case, graphed, warmup, steps, want_floor, fl, finals, cfg_rows, add)
+    del graphed
+    for mode in ("eager", "graphed"):
+        if mode in fl:
+            f = fl[mode]
+            log(f"   floor ({mode}): forward + create_graph backward {f['fwd_bwd_ms']:.3f} ms, "
+                f"one HVP pass {f['hvp_ms']:.3f} ms (D_xy {f['hvp_xy_ms']:.3f}, D_yx {f['hvp_yx_ms']:.3f})")
+    _add_ratios(cfg_rows, fl, finals, theta0, plan.tol)
+    return cfg_rows, fl
+
+
+def _write(out: str, suite: str, tag: Optional[str], meta: dict, floors: dict, rows: list[dict],
+           table: str) -> list[str]:
+    """``<out>/<suite>_<UTC time>[_tag]``.json/.csv/.txt (and .png): the files written."""
+    os.makedirs(out, exist_ok=True)
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+    stem = os.path.join(out, f"{suite}_{stamp}" + (f"_{tag}" if tag else ""))
+    with open(stem + ".json", "w") as f:
+        json.dump({"meta": meta, "floors": floors, "rows": rows}, f, indent=1, default=str)
+    with open(stem + ".csv", "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: _csv_value(r.get(k)) for k in COLUMNS})
+    with open(stem + ".txt", "w") as f:
+        f.write(format_verdict(rows) + "\n\n" + table + "\n")
+    files = [stem + ".json", stem + ".csv", stem + ".txt"]
+    plot = plot_verdict(rows, stem + ".png", f"{suite} suite, {meta.get('device', '')}")
+    return files + ([plot] if plot else [])
+
+
+def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", models: Optional[list[str]] = None,
+              optimizers: Optional[list[str]] = None, steps: Optional[int] = None, warmup: Optional[int] = None,
+              tol: float = 1e-10, atol: float = 1e-20, device: Optional[str] = None, threads: Optional[int] = None,
+              graph_max_iter: Optional[int] = None, count_steps: Optional[int] = -1, floor: bool = True,
+              tag: Optional[str] = None, verbose: bool = True, interleave: Optional[bool] = None,
+              algo: str = "ACGD", batchnorm: str = "native", configs: Optional[list[Config]] = None) -> dict[str, Any]:
+    """Run a suite; write ``<out>/<suite>_<UTC time>.json`` and ``.csv`` (``out`` None: nothing)
+    and return ``{"meta", "floors", "rows", "files"}``. ``interleave`` (default: on the CPU) runs
+    the timed steps of all rows round-robin (see :func:`drive`). ``configs`` replaces the
+    suite's configurations (``--smoke``: shrunk copies of them)."""
+    plan = _plan(suite, optimizers, steps, warmup, tol, atol, device, threads, graph_max_iter, count_steps, floor,
+                 verbose, interleave, algo, batchnorm)
+    spec, log = SUITES[suite], plan.log
+    meta = environment(plan.device)
+    meta.update(suite=suite, algo=algo, batchnorm=batchnorm, steps=spec["steps"] if steps is None else steps,
+                warmup=spec["warmup"] if warmup is None else warmup, tol=tol, atol=atol, tag=tag,
+                interleaved=plan.interleave,
+                timing="CUDA events per step, no host sync between steps" if plan.device.type == "cuda"
                 else "time.perf_counter per step", statistic="median over timed steps (warm-up excluded)")
-    log(f"# fastgame bench --suite {suite} --algo {algo} --batchnorm {batchnorm}: {dev.type} {meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, "
-        f"CGDs {meta['cgds']}, fastgame {meta['fastgame']}, {meta['threads']} threads, "
-        f"{steps} timed steps after {warmup} warm-up (where a case sets none), tol {tol:g}, "
-        f"{'interleaved' if interleave else 'sequential'} rows")
+    log(f"# fastgame bench --suite {suite} --algo {algo} --batchnorm {batchnorm}: {plan.device.type} "
+        f"{meta.get('gpu', meta['cpu'])}, torch {meta['torch']}, CGDs {meta['cgds']}, fastgame {meta['fastgame']}, "
+        f"{meta['threads']} threads, {meta['steps']} timed steps after {meta['warmup']} warm-up (where a case sets "
+        f"none), tol {tol:g}, {'interleaved' if plan.interleave else 'sequential'} rows")
     rows: list[dict[str, Any]] = []
     floors: dict[str, dict[str, Any]] = {}
     t_suite = time.perf_counter()
-    for cfg in spec["configs"]:
-        if not _matches(cfg, models):
-            continue
-        warmup = warmup_arg if warmup_arg is not None else (cfg.warmup if cfg.warmup is not None else spec["warmup"])
-        steps = steps_arg if steps_arg is not None else (cfg.steps if cfg.steps is not None else spec["steps"])
-        n_batches = max(warmup, 6) + steps  # graphed rows warm up for at least 6 steps
-        full = build_case(cfg, dev, n_batches, batchnorm=batchnorm)
-        case = dataclasses.replace(full, batches=full.batches[:warmup + steps])  # eager rows: warmup + steps
-        base = {**_row_base(suite, cfg, case, dev, tol), "warmup": warmup}
-        log(f"## {cfg.label}: G {base['params_G']:,} D {base['params_D']:,} params, {case.loss_name}, lr {cfg.lr:g}, "
-            f"{steps} timed steps after {warmup}")
-        cfg_rows: list[dict[str, Any]] = []
-        finals: dict[str, torch.Tensor] = {}
-        theta0 = _flat(case.G, case.D)
-
-        def add(row: dict[str, Any]) -> None:
-            row = {**base, **row}
-            cfg_rows.append(row)
-            if row.get("status") == "ok":
-                log(f"   {_name(row):<34}{row['backend']:<8}{row['ms_median']:9.2f} ms"
-                    + (f"  k {row['cg_iters']:.2f}  passes {row['hvp_passes']:.1f}" if row.get("cg_iters") is not None
-                       else ""))
-            else:
-                log(f"   {_name(row):<34}{row['backend']:<8} {row['status']}: {row.get('note', '')}")
-
-        mk: list[tuple[str, Callable[[], Runner]]] = []
-        if "adam" in optimizers:
-            mk.append(("adam", lambda: AdamRunner(case, cfg, warmup, fused=False)))
-        if "adam-fused" in optimizers:
-            mk.append(("adam-fused", lambda: AdamRunner(case, cfg, warmup, fused=True)))
-        backends_here = _available_backends(dev)
-        variants = VARIANTS if cfg.variants and "fastgame" in optimizers and backends_here else []
-        if "cgds" in optimizers:  # one row at the suite's tol, one at each other tolerance preset
-            for t in dict.fromkeys([tol] + [vt for _, vt in variants if vt is not None]):
-                mk.append(("cgds" if t == tol else f"cgds@tol{t:g}",
-                           lambda t=t: CGDsRunner(case, cfg, warmup, t, atol, algo)))
-        if "fastgame" in optimizers:
-            for backend in backends_here:
-                mk.append((f"fastgame/{backend}",
-                           lambda b=backend: FastgameRunner(case, cfg, warmup, tol, atol, b, False, None, algo)))
-            for start, vt in variants:  # per CG start and tolerance preset, on the auto backend
-                t = tol if vt is None else vt
-                mk.append((f"fastgame@{start},tol{t:g}/auto",
-                           lambda s=start, t=t: FastgameRunner(case, cfg, warmup, t, atol, "auto", False, None, algo,
-                                                               cg_start=s)))
-        if "fastgame-bf16" in optimizers and backends_here:  # one row: the mixed part is autograd's, not the ops'
-            mk.append(("fastgame-bf16/auto",
-                       lambda: FastgameRunner(case, cfg, warmup, tol, atol, "auto", False, None, algo, mixed=True)))
-        want_floor = floor and backends_here and ("fastgame" in optimizers or "fastgame-graphed" in optimizers)
-        fl: dict[str, Any] = {}
-        if want_floor and not interleave:  # measured right before the rows
-            fl["eager"] = measure_floor(case, dev, graphed=False)
-        runners: list[Runner] = []
-        for key, make in mk:
-            try:
-                rn = make()
-                rn.key = key
-                runners.append(rn)
-            except ImportError as exc:
-                add({"optimizer": key, "backend": "-", "mode": "eager", "status": "skipped",
-                     "note": f"not importable: {exc}"})
-            except (RuntimeError, ValueError, TypeError) as exc:  # e.g. fused Adam unsupported here
-                add({"optimizer": key.split("/")[0], "backend": key.split("/")[-1], "mode": "eager",
-                     "status": "skipped", "note": f"{type(exc).__name__}: {exc}"[:300]})
-        floor_runner = FloorRunner(case, warmup) if want_floor and interleave else None
-        drive(runners + ([floor_runner] if floor_runner else []), dev, steps, interleave)
-        if floor_runner is not None and floor_runner.row.get("status") == "ok":
-            fl["eager"] = floor_runner.floor()
-        for rn in runners:
-            rn.row["key"] = rn.key
-            if rn.row.get("status") == "ok":
-                finals[rn.key] = rn.final_params
-            if rn.key.startswith("cgds") and rn.row.get("status") == "ok":
-                iters, formula_ok = cgds_iterations(case, cfg, warmup, steps if count_steps is None else
-                                                    min(steps, count_steps), rn.row["tol"], atol, algo)
-                rn.row.update(cg_iters=statistics.fmean(iters) if iters else None,
-                              cg_iters_max=max(iters) if iters else None,
-                              note=f"k from an untimed collect_info run ({len(iters)} steps)"
-                                   + ("" if formula_ok else "; its passes != 5+2k"))
-            if rn.key.startswith("fastgame-bf16") and rn.row.get("status") == "ok":
-                errors = mixed_step_errors(case, cfg, warmup, steps, tol, atol, algo)
-                rn.row.update(step_err_vs_fp32=statistics.median(errors), step_err_vs_fp32_max=max(errors))
-            add(rn.row)
-        del runners
-        # graphed rows (CUDA): CG runs as many iterations as the eager fastgame step needed at most
-        def eager_kmax(name: str) -> int:
-            return max((r["cg_iters_max"] for r in cfg_rows if r.get("key", "").startswith(name + "/")
-                        and r.get("status") == "ok"), default=0)
-
-        graphed_rows = [(f"fastgame-graphed/{b}", b, False) for b in backends_here if "fastgame-graphed" in optimizers]
-        if "fastgame-graphed-bf16" in optimizers and backends_here:
-            graphed_rows.append(("fastgame-graphed-bf16/auto", "auto", True))
-        if graphed_rows:
-            graph_rows: list[Runner] = []
-            for key, backend, mixed in graphed_rows:
-                name = key.split("/")[0]
-                if not hasattr(fastgame, "make_graphed_step"):
-                    add({"optimizer": name, "backend": backend, "mode": "graphed", "status": "skipped",
-                         "note": "fastgame.make_graphed_step does not exist in this fastgame"})
-                elif dev.type != "cuda":
-                    add({"optimizer": name, "backend": backend, "mode": "graphed", "status": "skipped",
-                         "note": "CUDA graphs need a CUDA device"})
-                else:
-                    k = graph_max_iter or eager_kmax("fastgame-bf16" if mixed else "fastgame") or eager_kmax(
-                        "fastgame") or 8
-                    try:
-                        rn = FastgameRunner(full, cfg, warmup, tol, atol, backend, True, k, algo, mixed=mixed)
-                        rn.key = key
-                        graph_rows.append(rn)
-                    except Exception as exc:  # noqa: BLE001
-                        add({"optimizer": name, "backend": backend, "mode": "graphed",
-                             "status": "error", "note": f"{type(exc).__name__}: {exc}"[:300]})
-            if graph_rows:
-                if want_floor:
-                    try:
-                        fl["graphed"] = measure_floor(case, dev, graphed=True)
-                    except Exception as exc:  # noqa: BLE001
-                        fl["graphed_error"] = f"{type(exc).__name__}: {exc}"[:300]
-                drive(graph_rows, dev, steps, interleave)
-                eager_bf16 = next((r for r in cfg_rows if r["optimizer"] == "fastgame-bf16"), {})
-                for rn in graph_rows:
-                    if rn.row.get("status") == "ok" and warmup >= 6:  # same number of steps as CGDs
-                        finals[rn.key] = rn.final_params
-                    if rn.key.startswith("fastgame-graphed-bf16"):  # the same steps, measured eagerly
-                        rn.row.update({k: eager_bf16.get(k) for k in ("step_err_vs_fp32", "step_err_vs_fp32_max")})
-                    add(rn.row)
-                del graph_rows
-        for mode in ("eager", "graphed"):
-            if mode in fl:
-                f = fl[mode]
-                log(f"   floor ({mode}): forward + create_graph backward {f['fwd_bwd_ms']:.3f} ms, "
-                    f"one HVP pass {f['hvp_ms']:.3f} ms (D_xy {f['hvp_xy_ms']:.3f}, D_yx {f['hvp_yx_ms']:.3f})")
-        floors[cfg.label] = fl
-        # ratios: against CGDs at the row's own tolerance (the suite's where CGDs has no row at it)
-        ref = {r["optimizer"]: r for r in cfg_rows if r.get("status") == "ok" and r.get("tol", tol) == tol}
-        cgds_at = {r["tol"]: r for r in cfg_rows if r.get("status") == "ok" and r["optimizer"] == "cgds"}
-        for r in cfg_rows:
-            if r.get("status") != "ok":
-                continue
-            cg_ref = cgds_at.get(r.get("tol", tol), ref.get("cgds"))
-            if cg_ref is not None:
-                r["speedup_vs_cgds"] = cg_ref["ms_median"] / r["ms_median"]
-            if "adam" in ref:
-                r["cost_vs_adam"] = r["ms_median"] / ref["adam"]["ms_median"]
-            f = fl.get(r["mode"])
-            if r["optimizer"] in ("fastgame", "fastgame-graphed") and f:  # the floor is fp32's
-                r["fwd_bwd_ms"], r["hvp_ms"] = f["fwd_bwd_ms"], f["hvp_ms"]
-                r["floor_ms"] = floor_ms(f, r["hvp_passes"])
-                r["step_over_floor"] = r["ms_median"] / r["floor_ms"]
-            key = r.get("key") or r["optimizer"] + ("" if r["optimizer"] == "cgds" else f"/{r['backend']}")
-            cg_key = cg_ref.get("key", "cgds") if cg_ref is not None else "cgds"
-            if r["algo"] != "Adam SimGDA" and cg_key in finals and key in finals:
-                moved = (finals[cg_key] - theta0).norm()
-                r["dtheta_vs_cgds"] = float((finals[key] - finals[cg_key]).norm() / moved) if moved > 0 else 0.0
-        rows.extend(cfg_rows)
-        del case, full
-        gc.collect()
+    for cfg in configs if configs is not None else spec["configs"]:
+        if _matches(cfg, models):
+            cfg_rows, floors[cfg.label] = _run_case(plan, cfg)
+            rows.extend(cfg_rows)
+            gc.collect()
     meta["suite_seconds"] = time.perf_counter() - t_suite
     result = {"meta": meta, "floors": floors, "rows": rows, "files": []}
     table = format_table(rows, floors)
@@ -336,25 +432,11 @@ def run_suite(suite: str = "quick", out: Optional[str] = "fastgame-runs/bench", 
     if not out:
         log("")
         log(table)
-    if out:
-        os.makedirs(out, exist_ok=True)
-        stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
-        stem = os.path.join(out, f"{suite}_{stamp}" + (f"_{tag}" if tag else ""))
-        with open(stem + ".json", "w") as f:
-            json.dump({"meta": meta, "floors": floors, "rows": rows}, f, indent=1, default=str)
-        with open(stem + ".csv", "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-            w.writeheader()
-            for r in rows:
-                w.writerow({k: _csv_value(r.get(k)) for k in COLUMNS})
-        with open(stem + ".txt", "w") as f:
-            f.write(format_verdict(rows) + "\n\n" + table + "\n")
-        result["files"] = [stem + ".json", stem + ".csv", stem + ".txt"]
-        plot = plot_verdict(rows, stem + ".png", f"{suite} suite, {meta.get('device', '')}")
-        if plot:
-            result["files"].append(plot)
-        log(f"wrote {', '.join(os.path.basename(p) for p in result['files'])} to {out} (the full table is in "
-            f"{os.path.basename(stem)}.txt; {meta['suite_seconds']:.0f} s)")
+        return result
+    result["files"] = _write(out, suite, tag, meta, floors, rows, table)
+    stem = os.path.splitext(os.path.basename(result["files"][0]))[0]
+    log(f"wrote {', '.join(os.path.basename(p) for p in result['files'])} to {out} (the full table is in "
+        f"{stem}.txt; {meta['suite_seconds']:.0f} s)")
     return result
 
 
@@ -460,6 +542,20 @@ def format_table(rows: list[dict[str, Any]], floors: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def smoke_configs(suite: str) -> list[Config]:
+    """The suite's configurations shrunk for a smoke run: its first configuration of each model,
+    at batch 4 and width 4 (MLP: 16, depth 2), 1 warm-up and 2 timed steps. The same rows and
+    code paths as the suite, in seconds."""
+    def shrink(cfg: Config) -> Config:
+        mlp = cfg.model == "mlp"
+        return dataclasses.replace(cfg, batch=min(cfg.batch, 4), width=min(cfg.width, 16 if mlp else 4),
+                                   depth=min(cfg.depth, 2), warmup=1, steps=2)
+    first = {}
+    for cfg in SUITES[suite]["configs"]:
+        first.setdefault(cfg.model, cfg)
+    return [shrink(c) for c in first.values()]
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m bench", description=__doc__,
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -485,10 +581,21 @@ def main(argv: Optional[list[str]] = None) -> int:
     ap.add_argument("--tag", help="suffix for the output file names")
     ap.add_argument("--interleave", action=argparse.BooleanOptionalAction, default=None,
                     help="time the rows' steps round-robin (default: on for CPU, off for CUDA)")
+    ap.add_argument("--smoke", action="store_true",
+                    help="CI check of this mode: the suite's rows on shrunk models (see smoke_configs), 1 + 2 steps, "
+                         "files in a temporary folder unless --out is given; a CUDA suite without a GPU is skipped")
     args = ap.parse_args(argv)
+    configs = None
+    if args.smoke:
+        if SUITES[args.suite]["device"] == "cuda" and not args.device and not torch.cuda.is_available():
+            print(f"python -m bench --suite {args.suite} --smoke: needs CUDA, skipped (imports and arguments ok)")
+            return 0
+        configs = smoke_configs(args.suite)
+        if args.out == ap.get_default("out"):  # never into the tracked bench/results or the runs folder
+            args.out = tempfile.mkdtemp(prefix="fastgame-bench-smoke-")
     run_suite(args.suite, args.out or None, args.models, args.optimizers, args.steps, args.warmup, args.tol,
               args.atol, args.device, args.threads, args.graph_max_iter, args.count_steps, not args.no_floor, args.tag,
-              interleave=args.interleave, algo=args.algo, batchnorm=args.batchnorm)
+              interleave=args.interleave, algo=args.algo, batchnorm=args.batchnorm, configs=configs)
     return 0
 
 

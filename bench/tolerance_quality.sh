@@ -5,6 +5,7 @@
 # `fastgame compare` (quality metrics, CG iterations, mixed-HVP passes, wall-clock).
 #
 #   bash bench/tolerance_quality.sh [OUT] [RESULT_MD]
+#   bash bench/tolerance_quality.sh --smoke       # CI: 2 steps, seed 0, in a temporary folder
 #
 # OUT defaults to fastgame-runs/tolerance (ignored by git); the summary goes to RESULT_MD
 # (default bench/results/tolerance_quality_cpu.md). Finished runs in OUT are reused, so an
@@ -12,8 +13,16 @@
 # RING_STEPS / DIGITS_STEPS / SEEDS override the step counts and seeds (for a quick try).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-[ -f .venv/bin/activate ] || source .ci/setup.sh
-source .venv/bin/activate
+if [ "${1:-}" = "--smoke" ]; then  # the whole pipeline at 2 steps; nothing written into the checkout
+    smoke_dir="$(mktemp -d)"
+    trap 'rm -rf "$smoke_dir"' EXIT
+    set -- "$smoke_dir/runs" "$smoke_dir/tolerance_quality.md"
+    RING_STEPS=2 DIGITS_STEPS=2 SEEDS=0
+fi
+if [ -z "${VIRTUAL_ENV:-}" ]; then  # an active environment (CI, a developer's) is used as it is
+    [ -f .venv/bin/activate ] || source .ci/setup.sh
+    source .venv/bin/activate
+fi
 OUT="${1:-fastgame-runs/tolerance}"
 RESULT="${2:-bench/results/tolerance_quality_cpu.md}"
 RING_STEPS="${RING_STEPS:-2000}"
@@ -24,7 +33,12 @@ export OMP_NUM_THREADS=1
 # tol is relative and squared: CG stops when ||r||^2 < tol * ||b||^2 (the default, 1e-12, is
 # ACGD's drop-in default; 1e-6 and 1e-4 are relative residuals of 1e-3 and 1e-2).
 OPTS=(acgd acgd:tol=1e-6 acgd:tol=1e-4)
-COMMON=(--optimizers "${OPTS[@]}" --seeds "${SEED_LIST[@]}" --threads 1 -q)
+SMOKE_ARGS=()
+if [ -n "${smoke_dir:-}" ]; then  # two tolerances, small evaluations: the pipeline, not the study
+    OPTS=(acgd acgd:tol=1e-4)
+    SMOKE_ARGS=(--eval-samples 200)
+fi
+COMMON=(--optimizers "${OPTS[@]}" --seeds "${SEED_LIST[@]}" --threads 1 -q "${SMOKE_ARGS[@]}")
 RING=(fastgame compare --data ring8 --steps "$RING_STEPS" --batch 256 --width 64 "${COMMON[@]}" --out "$OUT/ring8")
 DIGITS=(fastgame compare --data digits --steps "$DIGITS_STEPS" --batch 64 --width 16 "${COMMON[@]}"
         --out "$OUT/digits")

@@ -5,12 +5,14 @@ simultaneous gradient descent-ascent spirals outwards; the R1 penalty adds dampi
 iterates spiral in; ACGD converges without any penalty.
 
     python examples/dirac_phase_portrait.py [--out examples/dirac_phase_portrait.png]
+    python examples/dirac_phase_portrait.py --smoke   # CI: 20 steps, the figure in a temporary folder
 
 Needs matplotlib (the package itself does not).
 """
 from __future__ import annotations
 
 import argparse
+import tempfile
 from pathlib import Path
 
 import torch
@@ -24,10 +26,10 @@ LR, STEPS, GAMMA = 0.1, 600, 0.5
 LIM = 2.6
 
 
-def trajectory(game: DiracGAN, optimizer) -> torch.Tensor:
-    """(θ, ψ) after each step, starting point included."""
+def trajectory(game: DiracGAN, optimizer, steps: int = STEPS) -> torch.Tensor:
+    """(θ, ψ) after each of ``steps`` steps, starting point included."""
     points = [game.point().flip(0)]  # a point is (ψ, θ): max player first
-    for _ in range(STEPS):
+    for _ in range(steps):
         optimizer.step(game.loss)
         points.append(game.point().flip(0))
     return torch.stack(points)
@@ -50,25 +52,30 @@ def main() -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path(__file__).with_suffix(".png"))
+    parser.add_argument("--steps", type=int, default=STEPS)
+    parser.add_argument("--smoke", action="store_true", help="CI check: 20 steps, the figure in a temporary folder")
     args = parser.parse_args()
+    if args.smoke:
+        args.steps, args.out = 20, Path(tempfile.mkdtemp(prefix="fastgame-example-")) / "dirac_phase_portrait.png"
     torch.set_default_dtype(torch.float64)
 
     runs = []
     plain = DiracGAN("standard", **START)
     runs.append(("SimGD (no regularisation)", plain,
-                 trajectory(plain, SimGD(plain.max_params, plain.min_params, lr_max=LR, lr_min=LR))))
+                 trajectory(plain, SimGD(plain.max_params, plain.min_params, lr_max=LR, lr_min=LR), args.steps)))
     r1 = DiracGAN("standard", penalty="r1", penalty_weight=GAMMA, **START)
     runs.append((f"SimGD + R1 (γ = {GAMMA})", r1,
-                 trajectory(r1, SimGD(r1.max_params, r1.min_params, lr_max=LR, lr_min=LR))))
+                 trajectory(r1, SimGD(r1.max_params, r1.min_params, lr_max=LR, lr_min=LR), args.steps)))
     plain2 = DiracGAN("standard", **START)
     runs.append(("ACGD (no regularisation)", plain2,
-                 trajectory(plain2, fastgame.ACGD(plain2.max_params, plain2.min_params, lr_max=LR, lr_min=LR))))
+                 trajectory(plain2, fastgame.ACGD(plain2.max_params, plain2.min_params, lr_max=LR, lr_min=LR),
+                            args.steps)))
 
     fig, axes = plt.subplots(1, 3, figsize=(15, 5.9), constrained_layout=True)
     for ax, (title, game, path) in zip(axes, runs):
         th, ps, u, v = field(DiracGAN("standard", penalty=game.penalty, penalty_weight=game.penalty_weight))
         ax.streamplot(th.numpy(), ps.numpy(), u.numpy(), v.numpy(), color="0.75", density=1.1, linewidth=0.8)
-        ax.plot(path[:, 0], path[:, 1], color="tab:blue", lw=1.3, label=f"{STEPS} steps, lr {LR}")
+        ax.plot(path[:, 0], path[:, 1], color="tab:blue", lw=1.3, label=f"{args.steps} steps, lr {LR}")
         ax.plot(*path[0], "o", color="tab:green", label="start")
         ax.plot(*path[-1], "s", color="tab:red", label="end")
         ax.plot(0, 0, "*", color="black", ms=12, label="equilibrium")

@@ -3,6 +3,7 @@ from the equilibrium (Dirac-GAN, an ill-conditioned 10-D bilinear game) and mode
 the 8-Gaussians GAN after a fixed budget. Writes ``table.md`` and ``trajectories.png``.
 
     python examples/dynamics_compare.py [--out runs/dynamics] [--budget 800] [--gan-steps 800]
+    python examples/dynamics_compare.py --smoke   # CI: 20 + 5 steps per method, files in a temporary folder
 
 Step sizes are hand-picked per method and game (roughly the largest stable ones), not tuned
 by a search. Needs matplotlib (the package itself does not).
@@ -10,6 +11,7 @@ by a search. Needs matplotlib (the package itself does not).
 from __future__ import annotations
 
 import argparse
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -108,7 +110,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("runs/dynamics"))
     parser.add_argument("--budget", type=int, default=800, help="steps on the Dirac-GAN and the bilinear game")
     parser.add_argument("--gan-steps", type=int, default=800)
+    parser.add_argument("--smoke", action="store_true", help="CI check: --budget 20 --gan-steps 5, temporary --out")
     args = parser.parse_args()
+    if args.smoke:
+        args.budget, args.gan_steps, args.out = 20, 5, Path(tempfile.mkdtemp(prefix="fastgame-example-"))
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(1)
 

@@ -1,21 +1,35 @@
-"""Atomic files for run folders: checkpoints, JSON and CSV.
+"""Atomic, checked files for run folders: checkpoints, JSON and CSV, and the run folder's lock.
 
 Every file is written to a temporary name in the same folder, flushed and fsynced, then
 renamed over the old one (``os.replace`` is atomic on POSIX and Windows), so an interrupted
-run leaves either the old file or the new one, never half of one.
+run leaves either the old file or the new one, never half of one; a temporary file left by a
+killed process is removed by the next owner of the folder (:func:`remove_stale_temporaries`).
+A failed write raises :class:`WriteError` naming the file (the previous version is intact).
+
+A checkpoint carries a SHA-256 digest of its contents (every entry but its ``config``, which
+the trainer checks against the run's ``config.json`` instead), verified on load: a flipped bit
+is refused, not trained on. Checkpoints from before the digest load unverified.
+
+:class:`RunLock` holds an exclusive ``flock`` on ``RUN_DIR/.lock`` for the life of a run, so two
+processes never write one folder; the kernel releases it when its process dies (a SIGKILLed run
+leaves no stale lock).
 """
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import os
-from typing import Any, Callable, Sequence
+import re
+from typing import Any, Callable, Optional, Sequence
 
 import torch
 
-__all__ = ["CheckpointError", "atomic_write", "save_checkpoint", "load_checkpoint", "write_json", "write_csv",
-           "CHECKPOINT_FORMAT"]
+__all__ = ["CheckpointError", "WriteError", "RunLock", "atomic_write", "save_checkpoint", "load_checkpoint",
+           "state_digest", "is_temporary", "write_json", "write_csv", "remove_stale_temporaries", "CHECKPOINT_FORMAT", "LOCK_FILE"]
+
+LOCK_FILE = ".lock"
 
 CHECKPOINT_FORMAT = "fastgame-train-checkpoint-v1"
 
@@ -24,8 +38,21 @@ class CheckpointError(ValueError):
     """A checkpoint that is missing, unreadable or does not belong to the run."""
 
 
+class WriteError(OSError):
+    """A run-folder file that could not be written (full disk, permissions); the message names
+    the file, whose previous version is intact."""
+
+
+_TEMPORARY = re.compile(r"^\..+\.tmp\d+$")  # what atomic_write writes before its rename
+
+
+def is_temporary(name: str) -> bool:
+    """Whether the file name ``name`` is one of :func:`atomic_write`'s temporary files."""
+    return bool(_TEMPORARY.match(name))
+
+
 def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
-    """Write ``path`` atomically with ``write(file)``."""
+    """Write ``path`` atomically with ``write(file)``; :class:`WriteError` if it cannot."""
     folder = os.path.dirname(os.path.abspath(path))
     tmp = os.path.join(folder, f".{os.path.basename(path)}.tmp{os.getpid()}")
     try:
@@ -34,6 +61,10 @@ def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
+    except OSError as exc:
+        err = WriteError(f"cannot write {path} ({exc.strerror or exc}); its previous version is intact")
+        err.errno = exc.errno
+        raise err from exc
     finally:
         if os.path.exists(tmp):
             os.remove(tmp)
@@ -47,14 +78,57 @@ def atomic_write(path: str, write: Callable[[io.BufferedWriter], None]) -> None:
         pass
 
 
+def remove_stale_temporaries(folder: str) -> list[str]:
+    """Remove the temporary files of :func:`atomic_write` that killed processes left in
+    ``folder`` (call it holding the folder's :class:`RunLock`: no live writer then); returns them."""
+    stale = [n for n in os.listdir(folder) if is_temporary(n)] if os.path.isdir(folder) else []
+    for name in stale:
+        try:
+            os.remove(os.path.join(folder, name))
+        except FileNotFoundError:
+            pass
+    return stale
+
+
+def _digest(h: Any, obj: Any) -> None:
+    """Feed ``obj`` (tensors, numbers, strings, None, lists, tuples, dicts) into hash ``h``,
+    independently of how it was serialised (a tensor by dtype, shape and bytes)."""
+    h.update(type(obj).__name__.encode() + b"\0")
+    if isinstance(obj, torch.Tensor):
+        t = obj.detach().cpu().contiguous().reshape(-1)
+        h.update(f"{t.dtype}{tuple(obj.shape)}".encode())
+        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    elif isinstance(obj, dict):
+        for k, v in obj.items():
+            _digest(h, k)
+            _digest(h, v)
+    elif isinstance(obj, (list, tuple)):
+        h.update(f"{len(obj)}".encode())
+        for v in obj:
+            _digest(h, v)
+    else:
+        h.update(repr(obj).encode())
+    h.update(b"\1")
+
+
+def state_digest(state: dict[str, Any]) -> str:
+    """The SHA-256 (hex) of a checkpoint's entries other than ``config``, ``format`` and ``sha256``."""
+    h = hashlib.sha256()
+    _digest(h, {k: v for k, v in state.items() if k not in ("config", "format", "sha256")})
+    return h.hexdigest()
+
+
 def save_checkpoint(path: str, state: dict[str, Any]) -> None:
-    """Save ``state`` (tensors, numbers, strings, lists and dicts) atomically."""
-    atomic_write(path, lambda f: torch.save({"format": CHECKPOINT_FORMAT, **state}, f))
+    """Save ``state`` (tensors, numbers, strings, lists and dicts) atomically, with its digest."""
+    full = {"format": CHECKPOINT_FORMAT, **state}
+    full["sha256"] = state_digest(full)
+    atomic_write(path, lambda f: torch.save(full, f))
 
 
 def load_checkpoint(path: str) -> dict[str, Any]:
-    """Load a checkpoint saved by :func:`save_checkpoint`; :class:`CheckpointError` if it is
-    missing, corrupt or not a fastgame training checkpoint. Loads tensors only (no pickled code)."""
+    """Load a checkpoint saved by :func:`save_checkpoint` and verify its digest;
+    :class:`CheckpointError` if it is missing, corrupt, altered or not a fastgame training
+    checkpoint. Loads tensors only (no pickled code)."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no checkpoint there")
     try:
@@ -63,7 +137,40 @@ def load_checkpoint(path: str) -> dict[str, Any]:
         raise CheckpointError(f"{path}: corrupt or not a fastgame checkpoint ({type(exc).__name__})") from exc
     if not isinstance(state, dict) or state.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path}: not a fastgame training checkpoint (format {CHECKPOINT_FORMAT} expected)")
+    try:
+        digest = state_digest(state) if "sha256" in state else None
+    except Exception as exc:  # an entry of a type the digest cannot read: altered
+        raise CheckpointError(f"{path}: corrupt checkpoint ({type(exc).__name__}: {exc})") from exc
+    if digest is not None and digest != state["sha256"]:
+        raise CheckpointError(f"{path}: corrupt checkpoint (its SHA-256 does not match its contents); "
+                              "it was damaged after it was written")
     return state
+
+
+class RunLock:
+    """An exclusive lock on a run folder for as long as this object holds it (a ``flock`` on
+    ``folder/.lock``, released by :meth:`release` or by the kernel when the process ends)."""
+
+    def __init__(self, folder: str) -> None:
+        import fcntl
+        self.folder = folder
+        self._fd: Optional[int] = None
+        fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            os.close(fd)
+            raise CheckpointError(f"{folder} is in use by another fastgame process (its lock {LOCK_FILE} is "
+                                  "held); wait for it to finish or pick another folder") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"{os.getpid()}\n".encode())
+        self._fd = fd
+
+    def release(self) -> None:
+        """Give the lock up (idempotent)."""
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor releases the flock
+            self._fd = None
 
 
 def write_json(path: str, obj: Any) -> None:

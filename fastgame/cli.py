@@ -9,15 +9,16 @@ import argparse
 import dataclasses
 import os
 import sys
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import torch
 
 from . import losses as L
-from .checkpoint import CheckpointError
+from .checkpoint import CheckpointError, WriteError
 from .data import ON_DISK, DataError
 from .config import CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
 from .optim import registry
+from .train import Interrupted
 
 __all__ = ["main", "build_parser"]
 
@@ -60,6 +61,13 @@ def _positive_int(s: str) -> int:
     if v <= 0:
         raise argparse.ArgumentTypeError(f"must be > 0, got {v}")
     return v
+
+
+def _whole_number(s: str) -> int:
+    try:
+        return int(s)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
 
 
 def _positive_float(s: str) -> float:
@@ -129,8 +137,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-steps", type=_positive_int, default=1,
                    help="discriminator (critic) steps per generator step, adam-alt only (WGAN-GP's recipe: 5). "
                         "--steps counts generator steps. Default: 1")
-    g.add_argument("--max-iter", type=_positive_int, default=None,
-                   help="at most this many CG iterations per step. Default: the optimizer's own")
+    g.add_argument("--max-iter", type=_whole_number, default=None,
+                   help="at most this many CG/GMRES iterations per step (what the optimizer's max_iter accepts, "
+                        "0 included). Default: the optimizer's own")
     g.add_argument("--cg-start", choices=registry.choices("cg_start"), default=None,
                    help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
                         "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
@@ -188,8 +197,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--optimizer", choices=registry.names(), default="acgd", metavar="NAME",
                    help=_optimizer_help())
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
-                   help="continue the run in RUN_DIR from its checkpoint (its config.json is used; only --steps, "
-                        "--threads and --quiet may change)")
+                   help="continue the run in RUN_DIR from its checkpoint, or from step 0 if it stopped before its "
+                        "first (its config.json is used; only --steps, --threads and --quiet may change; other "
+                        "options may be given only with the run's own values)")
     _add_training_options(t)
     c = sub.add_parser("compare", help="several optimizers over several seeds, with a table and plots",
                        description="Train the same setting with several optimizers and seeds; write a table of the "
@@ -223,45 +233,86 @@ def _config(args: argparse.Namespace, **over) -> TrainConfig:
     return TrainConfig(**kw)
 
 
+def _typed(argv: Optional[Sequence[str]]) -> dict[str, Any]:
+    """The training settings typed on the command line ``argv`` (whatever their values, defaults
+    included), by TrainConfig field name."""
+    parser = build_parser()
+    for action in _walk_actions(parser):
+        action.default = argparse.SUPPRESS
+    typed = vars(parser.parse_args(argv))
+    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"steps", "extra"}
+    return {k: v for k, v in typed.items() if k in fields}
+
+
+def _walk_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
+    """Every argument of ``parser`` and of its subcommands."""
+    out = []
+    for action in parser._actions:  # argparse keeps no public list of a parser's arguments
+        out.append(action)
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                out += _walk_actions(sub)
+    return out
+
+
+def _continue_hint(run: Any) -> str:
+    """Where a stopped run stands and how to continue it, as it really is on disk."""
+    if run.saved_step is None:
+        return (f"{run.out} holds no checkpoint yet; fastgame train --resume {run.out} trains it again from step 0")
+    return f"the last checkpoint (step {run.saved_step}) is in {run.out}; continue with --resume {run.out}"
+
+
+def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+    """``fastgame train``: prepare, train, and turn every way a run ends into one line."""
+    from .train import PeerError, prepare
+    import torch.distributed as dist
+    given = _typed(argv) if args.resume is not None else None
+    run = prepare(_config(args), args.resume, args.steps, given=given)  # a resumed run holds its rows
+    if run.world > 1:
+        dist.barrier()  # every rank has checked its input before rank 0 writes anything
+    main = run.rank == 0
+    if main and args.resume is not None:
+        print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}"
+              + (" (it stopped before its first checkpoint)" if run.restarted else ""), flush=True)
+    try:
+        run.train(quiet=args.quiet)
+        if run.world > 1:
+            # Rank 0 still evaluates and writes after the last step; a rank that tore down
+            # its process group meanwhile aborted at exit ("terminate called without an
+            # active exception"), so every rank waits for rank 0 first.
+            dist.barrier()
+    except FloatingPointError as exc:
+        _say(main, f"fastgame: training stopped at step {run.step + 1}: {exc}; {_continue_hint(run)}")
+        return 1
+    except Interrupted as exc:
+        _say(main, f"fastgame: {exc}: stopped; {_continue_hint(run)}")
+        return 128 + exc.signum
+    except KeyboardInterrupt:
+        _say(main, f"fastgame: interrupted at step {run.step}; {_continue_hint(run)}")
+        return 130
+    except (PeerError, WriteError) as exc:
+        _say(main or isinstance(exc, PeerError), f"fastgame: error: {exc}; {_continue_hint(run)}")
+        return 1
+    finally:
+        if run.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
+    if main:
+        print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
+    return 0
+
+
+def _say(show: bool, line: str) -> None:
+    if show:
+        print(line, file=sys.stderr, flush=True)
+
+
 def _main(argv: Optional[Sequence[str]]) -> int:
     args = build_parser().parse_args(argv)
     if args.command is None:
         build_parser().print_help()
         return 2
     if args.command == "train":
-        from .train import prepare
-        if args.resume is not None:
-            defaults = build_parser().parse_args(["train"])
-            given = [k for k, v in vars(args).items() if k not in ("resume", "steps", "quiet", "command", "threads")
-                     and v != getattr(defaults, k)]
-            if given:
-                raise ConfigError(f"--resume takes the settings from {args.resume}/config.json; only --steps, "
-                                  f"--threads and --quiet may be given (got --{given[0].replace('_', '-')})")
-        import torch.distributed as dist
-        # A resumed run holds its rows up to its checkpoint.
-        run = prepare(_config(args), args.resume, args.steps, threads=args.threads)
-        if run.world > 1:
-            dist.barrier()  # every rank has checked its input before rank 0 writes anything
-        if run.rank == 0 and args.resume is not None:
-            print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}", flush=True)
-        try:
-            run.train(quiet=args.quiet)
-            if run.world > 1:
-                # Rank 0 still evaluates and writes after the last step; a rank that tore down
-                # its process group meanwhile aborted at exit ("terminate called without an
-                # active exception"), so every rank waits for rank 0 first.
-                dist.barrier()
-        except FloatingPointError as exc:
-            if run.rank == 0:
-                print(f"fastgame: training stopped at step {run.step + 1}: {exc}; the last checkpoint is in "
-                      f"{run.out}", file=sys.stderr)
-            return 1
-        finally:
-            if run.world > 1 and dist.is_initialized():
-                dist.destroy_process_group()
-        if run.rank == 0:
-            print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
-        return 0
+        return _train(args, argv)
     if args.command == "probe":
         from .probe import probe_run
         torch.set_num_threads(args.threads)
@@ -287,8 +338,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         if dist.is_available() and dist.is_initialized():
             dist.destroy_process_group()
         return 2
-    except KeyboardInterrupt:
-        print("fastgame: interrupted; continue with --resume RUN_DIR from the last checkpoint", file=sys.stderr)
+    except WriteError as exc:  # in compare (train says where its run stands itself)
+        print(f"fastgame: error: {exc}", file=sys.stderr)
+        return 1
+    except Interrupted as exc:  # in compare: the run that was training has a checkpoint at that step
+        print(f"fastgame: {exc}: stopped with a checkpoint; run the same command again to continue",
+              file=sys.stderr)
+        return 128 + exc.signum
+    except KeyboardInterrupt:  # before a run started training (or in compare, which resumes its runs)
+        print("fastgame: interrupted; a run folder it trained keeps its last checkpoint (run the same command "
+              "again to continue)", file=sys.stderr)
         return 130
 
 

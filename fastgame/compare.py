@@ -9,9 +9,9 @@ import os
 import re
 import shutil
 import statistics
-from typing import Any, Callable
+from typing import Any, Callable, Optional
 
-from .checkpoint import write_csv
+from .checkpoint import write_csv, write_json
 from .config import OPTIMIZER_SETTINGS, ConfigError, TrainConfig, config_diff, resolve
 from .data import TrainingData, load_dataset
 from .evaluation import METRIC_DIRECTION
@@ -96,16 +96,24 @@ def _folder_name(spec: str) -> str:
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
     vals = [float(v) for v in values]
+    if not vals:
+        return math.nan, math.nan
     return statistics.fmean(vals), (statistics.stdev(vals) if len(vals) > 1 else 0.0)
 
 
-def summarise(runs: dict[str, list[list[dict[str, Any]]]], metrics: list[str]) -> list[dict[str, Any]]:
-    """One row per optimizer: final and best of each metric (mean and std over seeds), the
-    wall-clock seconds, the mean CG iterations per step and the mean mixed-HVP passes per step
-    (NaN for runs recorded before the trainer counted passes)."""
+def summarise(runs: dict[str, list[list[dict[str, Any]]]], metrics: list[str],
+              failures: Optional[dict[str, list[Optional[dict[str, Any]]]]] = None) -> list[dict[str, Any]]:
+    """One row per optimizer: final and best of each metric (mean and std over the seeds with
+    rows), the wall-clock seconds, the mean CG iterations per step and the mean mixed-HVP passes
+    per step (NaN for runs recorded before the trainer counted passes), and ``failed``: the
+    seeds whose run stopped on a non-finite step, each as "seed S: step N (reason)"."""
     table = []
-    for name, seeds in runs.items():
-        row: dict[str, Any] = {"optimizer": name, "seeds": len(seeds), "steps": seeds[0][-1]["step"]}
+    for name, all_seeds in runs.items():
+        seeds = [rows for rows in all_seeds if rows]  # a run that failed before its first evaluation has none
+        fails = [f for f in (failures or {}).get(name, []) if f is not None]
+        row: dict[str, Any] = {"optimizer": name, "seeds": len(all_seeds),
+                               "steps": max((rows[-1]["step"] for rows in seeds), default=0),
+                               "failed": "; ".join(f"seed {f['seed']}: step {f['step']} ({f['reason']})" for f in fails)}
         for m in metrics:
             best = max if METRIC_DIRECTION[m] == "max" else min
             row[f"{m}_final"] = _mean_std([rows[-1][m] for rows in seeds])
@@ -129,22 +137,24 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
     arrow = {m: "↑" if METRIC_DIRECTION[m] == "max" else "↓" for m in metrics}
     cols = [f"{m} {arrow[m]} final" for m in metrics] + [f"{m} best" for m in metrics[:1]]
     lines = [f"{setting}\n", "| optimizer | seeds | steps | " + " | ".join(cols)
-             + " | wall-clock s | CG iters/step | HVP passes/step |", "|---" * (len(cols) + 6) + "|"]
+             + " | wall-clock s | CG iters/step | HVP passes/step | failed |", "|---" * (len(cols) + 7) + "|"]
     for r in table:
         vals = [_fmt(r[f"{m}_final"]) for m in metrics] + [_fmt(r[f"{m}_best"]) for m in metrics[:1]]
         adam = r["optimizer"].startswith("adam")  # Adam solves nothing and takes no HVP pass
         cg, hp = ("–", "–") if adam else (_fmt(r["cg_iters"]), _fmt(r["hvp_passes"]))
         lines.append(f"| {r['optimizer']} | {r['seeds']} | {r['steps']} | " + " | ".join(vals)
-                     + f" | {_fmt(r['wall_s'])} | {cg} | {hp} |")
+                     + f" | {_fmt(r['wall_s'])} | {cg} | {hp} | {r['failed'] or '–'} |")
     lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run. "
                  "HVP passes/step: mixed double-backward (Hessian-vector product) passes per step as the "
                  "optimizer counts them (a batched pass counts once; ACGD/BCGD take 2 + 2k with the warm "
-                 "start, 1 + 2k from zero, for k CG iterations), averaged over the evaluation windows.")
+                 "start, 1 + 2k from zero, for k CG iterations), averaged over the evaluation windows. failed: "
+                 "the seeds whose run stopped on a non-finite step (the step, the reason; its folder holds "
+                 "failed.json); their rows up to then count in the means.")
     with open(os.path.join(folder, "compare.md"), "w") as f:
         f.write("\n".join(lines) + "\n")
     flat = []
     for r in table:
-        d: dict[str, Any] = {"optimizer": r["optimizer"], "seeds": r["seeds"], "steps": r["steps"]}
+        d: dict[str, Any] = {"optimizer": r["optimizer"], "seeds": r["seeds"], "steps": r["steps"], "failed": r["failed"]}
         for k, v in r.items():
             if isinstance(v, tuple):
                 d[f"{k}_mean"], d[f"{k}_std"] = v
@@ -170,6 +180,25 @@ def _check_same_setting(out: str, cfg: TrainConfig, data: TrainingData) -> None:
         raise ConfigError(f"{out} holds a run with other settings ({', '.join(diff)}); pick another --out")
 
 
+FAILED_FILE = "failed.json"
+
+
+def _train_or_record(run: Any, seed: int, label: str, quiet: bool) -> Optional[dict[str, Any]]:
+    """Train ``run``; a divergence (a non-finite step) is a result of a stability comparison:
+    recorded in the run's folder (:data:`FAILED_FILE`) and returned, not raised."""
+    path = os.path.join(run.out, FAILED_FILE)
+    try:
+        run.train(quiet=quiet, label=label)
+    except FloatingPointError as exc:
+        failure = {"seed": seed, "step": run.step + 1, "reason": str(exc).splitlines()[0]}
+        write_json(path, failure)
+        print(f"{label}: stopped at step {failure['step']}: {failure['reason']} (recorded in {path})", flush=True)
+        return failure
+    if os.path.exists(path):  # an earlier attempt's record; this one finished
+        os.remove(path)
+    return None
+
+
 def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -> str:
     """Run (or reuse) every optimizer × seed, then write the table and plots; returns the folder."""
     from .plots import plot_compare
@@ -189,9 +218,10 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
         for seed in args.seeds:
             out = os.path.join(folder, f"{_folder_name(spec)}-seed{seed}")
             cfg = make_config(args, optimizer=name, seed=seed, out=out, **over)
-            resume = out if os.path.isfile(os.path.join(out, "checkpoint.pt")) else None
+            # A folder with a run's config is continued (from step 0 if it has no checkpoint yet).
+            resume = out if os.path.isfile(os.path.join(out, "config.json")) else None
             if resume is None and os.path.exists(out) and os.listdir(out):
-                raise ConfigError(f"{out} exists without a checkpoint; remove it or pick another --out")
+                raise ConfigError(f"{out} exists without a run's config.json; remove it or pick another --out")
             if resume is not None:
                 _check_same_setting(out, cfg, data)
             plans.append((spec, seed, cfg, resume))
@@ -199,24 +229,25 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
         prepare(cfg, resume, args.steps if resume else None, data=data)
     os.makedirs(folder, exist_ok=True)
     runs: dict[str, list[list[dict[str, Any]]]] = {}
+    failures: dict[str, list[Optional[dict[str, Any]]]] = {}
     metrics: list[str] = []
     for i, (spec, seed, cfg, resume) in enumerate(plans):
         run = prepare(cfg, resume, args.steps if resume else None, data=data)
         label = f"[{i + 1}/{len(plans)}] {spec} seed {seed}"
-        if resume is not None:  # prepare() kept its metric rows up to its checkpoint
-            if run.step >= run.cfg.steps:
-                print(f"{label}: finished earlier, reusing {run.out}", flush=True)
-        run.train(quiet=args.quiet, label=label)
+        if resume is not None and run.step >= run.cfg.steps:  # prepare() kept its metric rows
+            print(f"{label}: finished earlier, reusing {run.out}", flush=True)
+        failures.setdefault(spec, []).append(_train_or_record(run, seed, label, args.quiet))
         runs.setdefault(spec, []).append(run.rows)
         metrics = run.evaluator.names
         if i == 0:
             cfg0 = run.cfg  # as resolved (model, sizes): the table's setting line
-        shutil.copyfile(os.path.join(run.out, "samples.png"),
-                        os.path.join(folder, f"samples-{_folder_name(spec)}-seed{seed}.png"))
+        samples = os.path.join(run.out, "samples.png")
+        if os.path.isfile(samples):  # a run that failed before its first evaluation has none
+            shutil.copyfile(samples, os.path.join(folder, f"samples-{_folder_name(spec)}-seed{seed}.png"))
         del run
     setting = (f"{cfg0.data}, {cfg0.model} (width {cfg0.width}), loss {cfg0.loss}, penalty {cfg0.penalty}, batch "
                f"{cfg0.batch}, {cfg0.steps} steps, lr_d {cfg0.lr_d}, lr_g {cfg0.lr_g} unless set per optimizer")
-    table = summarise(runs, metrics)
+    table = summarise(runs, metrics, failures)
     _write_table(folder, table, metrics, setting)
     # Data without a quality metric (user files) still get the discriminator's loss over time.
     plot_compare(os.path.join(folder, "compare.png"), runs, metrics[0] if metrics else "loss_d", setting)

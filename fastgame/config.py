@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import typing
 from dataclasses import dataclass, field
 from typing import Any, Optional
 
@@ -85,11 +86,37 @@ class TrainConfig:
     def from_json(cls, d: dict[str, Any]) -> "TrainConfig":
         """The config a ``config.json`` holds; a setting newer than the file takes the value its
         run was trained with (:data:`ADDED_LATER`), not today's default."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"config.json holds {type(d).__name__}, not the settings")
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:
             raise ConfigError(f"config.json has unknown settings {sorted(unknown)}")
+        types = typing.get_type_hints(cls)
+        for key, value in d.items():
+            if not _has_type(value, types[key]):
+                raise ConfigError(f"config.json: {key} is {value!r}, not {_type_name(types[key])}")
         return cls(**{**ADDED_LATER, **d})
+
+
+def _has_type(value: Any, hint: Any) -> bool:
+    """Whether a JSON value fits a field's type (int for a float field too; no bool for numbers)."""
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union:
+        return any(_has_type(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    origin = typing.get_origin(hint) or hint
+    if origin in (int, float) and isinstance(value, bool):
+        return False
+    return isinstance(value, (int, float) if origin is float else origin)
+
+
+def _type_name(hint: Any) -> str:
+    args = typing.get_args(hint)
+    if typing.get_origin(hint) is typing.Union:
+        return " or ".join(_type_name(a) for a in args)
+    return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
 ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None}
@@ -164,8 +191,6 @@ def _check_settings(cfg: TrainConfig) -> None:
     for name in ("steps", "batch", "width", "latent", "eval_every", "eval_samples", "checkpoint_every", "threads",
                  "lr_d", "lr_g", "tol"):
         _positive(name, getattr(cfg, name), allow_none=name not in ("steps", "batch"))
-    if cfg.max_iter is not None and cfg.max_iter < 1:
-        raise ConfigError(f"--max-iter must be >= 1, got {cfg.max_iter}")
     if cfg.penalty_weight < 0:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
     if not (isinstance(cfg.d_steps, int) and cfg.d_steps >= 1):

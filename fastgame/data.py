@@ -123,9 +123,23 @@ def resize_images(images: Tensor, size: int) -> Tensor:
     return F.interpolate(images, size=(size, size), mode="bilinear", align_corners=False, antialias=True).clamp(-1, 1)
 
 
+_INTEGER_RANGE = {torch.uint8: 255, torch.uint16: 65535} if hasattr(torch, "uint16") else {torch.uint8: 255}
+"""The integer image dtypes and their full-scale value (0 is black, the value white)."""
+
+
 def _scale_images(t: Tensor, where: str) -> Tensor:
+    """Images in [-1, 1] by their dtype's range: uint8 0..255, uint16 0..65535, bool 0/1; floats in
+    [0, 1] or already in [-1, 1]. Other integer dtypes are refused: their range is unknown (0..16
+    digits, 0..255 in an int64, ...), so a guess could squeeze them silently."""
+    if t.dtype == torch.bool:
+        return t.float() * 2 - 1
+    if t.dtype in _INTEGER_RANGE:
+        full = _INTEGER_RANGE[t.dtype]
+        return t.float() / 127.5 - 1.0 if full == 255 else t.double().div(full / 2).sub(1).float()
     if not t.is_floating_point():
-        return t.float() / 127.5 - 1.0
+        lo, hi = int(t.min()), int(t.max())
+        raise DataError(f"{where}: {str(t.dtype).replace('torch.', '')} images with values in [{lo}, {hi}] have no "
+                        "known range; convert them to uint8 (0..255), uint16 (0..65535) or floats in [0, 1]")
     t = t.float()
     if not bool(torch.isfinite(t).all()):
         raise DataError(f"{where}: the images contain NaN or infinite values")
@@ -145,6 +159,11 @@ def _from_tensor(t: Any, where: str, image_size: Optional[int]) -> TrainingData:
             t = torch.as_tensor(t)
         except Exception as exc:
             raise DataError(f"{where}: expected one array/tensor, got {type(t).__name__}") from exc
+    if t.layout != torch.strided or t.is_quantized:
+        kind = "quantized" if t.is_quantized else f"{str(t.layout).replace('torch.', '')} (not dense)"
+        raise DataError(f"{where}: a {kind} tensor; save a dense one (t.to_dense() / t.dequantize())")
+    if t.is_complex():
+        raise DataError(f"{where}: complex values ({str(t.dtype).replace('torch.', '')}); training data must be real")
     if t.dim() == 0 or t.shape[0] < 2:
         raise DataError(f"{where}: need at least 2 samples along the first dimension, got shape {tuple(t.shape)}")
     if t.dim() == 2:
@@ -177,21 +196,45 @@ def _load_folder(path: str, image_size: Optional[int]) -> TrainingData:
     size = image_size or 32
     if size not in IMAGE_SIZES:
         raise DataError(f"--image-size must be one of {list(IMAGE_SIZES)}, got {size}")
-    imgs = []
-    for f in files:
-        try:
-            with Image.open(f) as im:
-                imgs.append(im.convert("RGB").resize((size, size), Image.BILINEAR))
-        except Exception as exc:
-            raise DataError(f"{f}: cannot read this image ({exc})") from exc
-    arr = torch.stack([torch.frombuffer(bytearray(im.tobytes()), dtype=torch.uint8).view(size, size, 3)
-                       for im in imgs]).permute(0, 3, 1, 2)
+    imgs = [_read_image(f, size) for f in files]
+    if any(im.dtype != torch.uint8 for im in imgs):  # 16-bit images among them: all in [0, 1] first
+        arr = torch.stack([im.float() / 255 if im.dtype == torch.uint8 else im for im in imgs])
+        images = arr * 2 - 1
+    else:
+        arr = torch.stack(imgs)
+        images = None
     # Grey-level folders train a one-channel model: three equal channels carry no more information.
     if bool((arr[:, 0] == arr[:, 1]).all() and (arr[:, 1] == arr[:, 2]).all()):
         arr = arr[:, :1]
+        images = None if images is None else images[:, :1]
     if arr.shape[0] < 2:
         raise DataError(f"{path}: need at least 2 images, found {arr.shape[0]}")
-    return TrainingData(path, "images", tensor=arr.float() / 127.5 - 1.0, family="folder")
+    return TrainingData(path, "images", tensor=arr.float() / 127.5 - 1.0 if images is None else images,
+                        family="folder")
+
+
+_SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes of 16-bit grey PNGs/TIFFs
+
+
+def _read_image(f: str, size: int) -> Tensor:
+    """One image file at size×size: ``(3, S, S)`` uint8, or float in [0, 1] for a 16-bit image
+    (scaled by 65535: Pillow's RGB conversion would clip it to 255)."""
+    from PIL import Image
+    try:
+        with Image.open(f) as im:
+            if im.mode not in _SIXTEEN_BIT:
+                rgb = im.convert("RGB").resize((size, size), Image.BILINEAR)
+                return torch.frombuffer(bytearray(rgb.tobytes()), dtype=torch.uint8).view(size, size, 3).permute(2, 0, 1)
+            import numpy as np
+            values = np.asarray(im, dtype=np.float64)
+            grey = im.convert("F").resize((size, size), Image.BILINEAR)
+    except Exception as exc:
+        raise DataError(f"{f}: cannot read this image ({exc})") from exc
+    if values.min() < 0 or values.max() > 65535:
+        raise DataError(f"{f}: a {im.mode} image with values in [{values.min():g}, {values.max():g}], "
+                        "outside 16 bits (0..65535)")
+    x = torch.from_numpy(np.asarray(grey, dtype=np.float32).copy()).clamp(0, 65535) / 65535
+    return x.expand(3, size, size)
 
 
 ON_DISK = {"mnist": "MNIST", "fashion-mnist": "FashionMNIST", "cifar10": "cifar-10-batches-py"}

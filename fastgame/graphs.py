@@ -11,7 +11,7 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .linalg.captured import on_side_stream, retire_side_stream, side_stream
+from .linalg.captured import CaptureResources
 from .optim.base import GameOptimizer
 
 
@@ -41,6 +41,7 @@ class GraphedStep:
         self.graphs: dict[int, torch.cuda.CUDAGraph] = {}
         self.outputs: dict[int, tuple[Tensor, dict, tuple]] = {}  # per phase: loss, info, checks
         self._pool = None  # the graphs' memory pool, made at the first capture
+        self._streams = CaptureResources()  # the side stream warm-ups and captures run on
         self._warned_shapes: set[tuple] = set()
 
     def __call__(self, *inputs: Tensor) -> Tensor:
@@ -89,7 +90,7 @@ class GraphedStep:
         return loss
 
     def _warmup_step(self) -> Tensor:
-        with on_side_stream(self.opt.players[0].device):
+        with self._streams.on_side_stream(self.opt.players[0].device):
             return self.opt.step(self._closure)
 
     def _capture(self, phase: int) -> Optional[Tensor]:
@@ -119,14 +120,14 @@ class GraphedStep:
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
         try:
-            with torch.cuda.graph(graph, pool=self._pool, stream=side_stream(device)):
+            with torch.cuda.graph(graph, pool=self._pool, stream=self._streams.side_stream(device)):
                 loss = self.opt.step(self._closure)  # host effects happen once, here
         except BaseException:
             # If capture_end raised, graph.__exit__ left the capture stream current, and the
             # allocator may still route that stream's allocations to the failed graph's pool:
             # restore the stream and retire it for later captures.
             torch.cuda.set_stream(current)
-            retire_side_stream(device)
+            self._streams.retire_side_stream(device)
             raise
         return graph, loss
 

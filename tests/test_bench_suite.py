@@ -156,3 +156,34 @@ def test_variant_rows(monkeypatch):
         assert r["dtheta_vs_cgds"] < 1e-3
     assert run._fastest(res["rows"], rows[0]["config"], ("fastgame",))["tol"] == 1e-10
     assert "recycle" in run.format_table(res["rows"], res["floors"])
+
+
+# ---- smoke modes (bench/smoke.sh runs them in CI) ------------------------------------------
+
+def test_smoke_configs_shrink_each_model_of_the_suite():
+    for suite in run.SUITES:
+        configs = run.smoke_configs(suite)
+        assert [c.model for c in configs] == list(dict.fromkeys(c.model for c in run.SUITES[suite]["configs"]))
+        assert all(c.batch <= 4 and c.width <= 16 and (c.warmup, c.steps) == (1, 2) for c in configs)
+    assert any(c.variants for c in run.smoke_configs("quick"))  # the variant rows stay in the smoke run
+
+
+def test_smoke_mode_writes_to_a_temporary_folder(monkeypatch, tmp_path):
+    seen = {}
+    monkeypatch.setattr(run, "run_suite", lambda suite, out, *a, configs=None, **k: seen.update(out=out, configs=configs))
+    assert run.main(["--suite", "tiny", "--smoke"]) == 0
+    assert seen["out"] and not seen["out"].startswith(("bench", "fastgame-runs")) and seen["configs"]
+    assert run.main(["--suite", "tiny", "--smoke", "--out", str(tmp_path)]) == 0 and seen["out"] == str(tmp_path)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the CPU-only answer")
+def test_gpu_suite_smoke_without_cuda_says_skipped(capsys):
+    assert run.main(["--suite", "gpu", "--smoke"]) == 0
+    assert "needs CUDA, skipped" in capsys.readouterr().out
+
+
+def test_bench_scripts_import():
+    """Every bench script imports (bench/kernels.py once imported a name fastgame no longer has)."""
+    import importlib
+    for name in ("bench.kernels", "bench.batchnorm_hvp", "bench.eager_graph", "bench.gacgd_cpu", "bench.solve_start"):
+        assert callable(importlib.import_module(name).main)

@@ -378,6 +378,89 @@ def test_env_var_forces_backend():
     assert lines[1].startswith("error fastgame backend 'cuda' cannot run on cpu"), out.stdout
 
 
+# ---- the ops declared once --------------------------------------------------------------------
+
+def test_every_backend_table_follows_the_schema_list():
+    """One list (ops.schemas.SCHEMAS) names the ops of every backend, the compiled schemas
+    and the Triton ops' mutated arguments."""
+    from fastgame.ops.schemas import SCHEMAS
+    assert ops.OPS == tuple(s.name for s in SCHEMAS) and set(ops.OPS) <= set(ops.__all__)
+    for backend in fastgame.backends().values():
+        assert all(callable(getattr(backend.module, s.name)) for s in SCHEMAS)
+    assert [s.mutates for s in SCHEMAS] == [(), (), ("w", "u", "r"), ("p",)]
+    if not _ext.CPP_ERROR:
+        for s in SCHEMAS:
+            registered = str(getattr(torch.ops.fastgame, s.registered).default._schema)
+            assert registered == f"fastgame::{s.schema}"
+    if not _triton.error():
+        kernels = _triton.kernels()
+        for s in SCHEMAS:
+            assert getattr(kernels, s.registered) is not None
+            schema = getattr(torch.ops.fastgame, f"triton_{s.registered}").default._schema
+            assert [a.name for a in schema.arguments if a.alias_info and a.alias_info.is_write] == list(s.mutates)
+
+
+def test_import_loads_nothing_and_reads_no_environment():
+    """``import fastgame`` neither loads the compiled ops nor reads FASTGAME_BACKEND: both
+    happen at the first backend query (a typo in the variable warns there, once)."""
+    code = ("import sys, warnings, fastgame\n"
+            "print('fastgame._C' in sys.modules, fastgame.ops._state._backend)\n"
+            "with warnings.catch_warnings(record=True) as w:\n"
+            "    warnings.simplefilter('always')\n"
+            "    print(fastgame.get_backend(), fastgame.get_backend(), len(w), 'ignored' in str(w[0].message))\n")
+    env = dict(os.environ, FASTGAME_BACKEND="fortran")
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    assert out.stdout.splitlines() == ["False None", "auto auto 1 True"], out.stderr
+
+
+def test_schemas_join_a_library_that_defines_them():
+    """A build from before the schemas moved to Python defines them in C++: the same schemas are
+    used as they are, different ones are a one-line 'stale build' error (fresh processes)."""
+    from fastgame.ops.schemas import SCHEMAS
+    same = SCHEMAS[1].schema
+    other = "cg_matvec(Tensor p, Tensor t) -> Tensor"
+    code = ("import torch\nlib = torch.library.Library('fastgame', 'FRAGMENT')\nlib.define({!r})\n"
+            "from fastgame.ops import schemas\n"
+            "try:\n    schemas.define(); print('defined')\nexcept RuntimeError as e:\n    print('error', e)\n")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    outs = [subprocess.run([sys.executable, "-c", code.format(schema)], capture_output=True, text=True, timeout=120,
+                           cwd=root).stdout.strip() for schema in (same, other)]
+    assert outs[0] == "defined"
+    assert outs[1].startswith("error a stale build defines 'fastgame::cg_matvec(Tensor p, Tensor t) -> Tensor'")
+
+
+def _bad_operands(dtype=torch.float64):
+    """(op, arguments, message) for one wrong operand of each kind of check."""
+    v = lambda n=5: torch.ones(n, dtype=dtype)  # noqa: E731
+    s = torch.tensor(1.0, dtype=dtype)
+    lr = torch.tensor(1e-3, dtype=torch.float64)
+    return [
+        ("precondition", (v(), v(4), lr, lr, 0.9, 1e-8), "square_avg has 4 elements, expected 5"),
+        ("precondition", (v(), v(), v(2), lr, 0.9, 1e-8), "lr must be a one-element"),
+        ("cg_matvec", (v(), v(), v().float()), "t has dtype Float, expected Double"),
+        ("cg_matvec", (v(), v(3), v()), "sqrt_eta has 3 elements, expected 5"),
+        ("cg_matvec", (v(), v(), torch.ones(5, 2, dtype=dtype)[:, 0]), "t must be a contiguous 1-D tensor"),
+        ("cg_step", (v(), v(3), v(), v(), v(4), v(), s, s), "q has 4 elements, expected 3"),
+        ("cg_step", (v(), v(3), v(), v(), v(3), v(6), s, s), "ap has 6 elements, expected 5"),
+        ("cg_step", (v(), v(3), v(), v(), v(3), v(), s, v(2)), "pap must be a one-element"),
+        ("cg_direction", (v(), v(), v(2), s, s), "rr_new must be a one-element"),
+    ]
+
+
+@pytest.mark.parametrize("case", range(len(_bad_operands())))
+def test_compiled_ops_check_their_operands(case):
+    """The one C++ check (csrc/fastgame.h) refuses each wrong operand with a message naming it,
+    before anything is written."""
+    if _ext.CPP_ERROR:
+        pytest.skip(f"C++ ops: {_ext.CPP_ERROR}")
+    op, args, message = _bad_operands()[case]
+    before = [a.clone() if isinstance(a, torch.Tensor) else a for a in args]
+    with pytest.raises(RuntimeError, match=re.escape(f"fastgame: {message}")):
+        getattr(torch.ops.fastgame, op).default(*args)
+    assert all(not isinstance(a, torch.Tensor) or torch.equal(a, b) for a, b in zip(args, before))
+
+
 # ---- the optimizers' numbers with each backend -------------------------------------------------
 
 def _parity_backends():

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
 from ._utils import BLOCK, NUM_WARPS, div_rn, elementwise_grid
 
@@ -29,7 +29,6 @@ def _cg_direction_kernel(p_ptr, r_ptr, rr_new_ptr, rr_ptr, s_ptr, out_ptr, n,
     tl.store(out_ptr + offs, s * p, mask=mask)
 
 
-@triton_op("fastgame::triton_cg_direction", mutates_args={"p"})
 def cg_direction(p: torch.Tensor, r: torch.Tensor, rr_new: torch.Tensor, rr: torch.Tensor,
                  sqrt_eta: torch.Tensor) -> torch.Tensor:
     """Triton twin of :func:`fastgame.ops.reference.cg_direction_` (updates p in place)."""

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
 from ._utils import BLOCK, NUM_WARPS, finish_sum, reduction_grid
 
@@ -29,7 +29,6 @@ def _cg_matvec_kernel(p_ptr, s_ptr, t_ptr, ap_ptr, partials_ptr, n,
     tl.store(partials_ptr + pid, tl.sum(acc, axis=0))
 
 
-@triton_op("fastgame::triton_cg_matvec", mutates_args=())
 def cg_matvec(p: torch.Tensor, sqrt_eta: torch.Tensor, t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Triton twin of :func:`fastgame.ops.reference.cg_matvec`."""
     n = p.numel()

@@ -4,7 +4,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
 from ._utils import BLOCK, NUM_WARPS, div_rn, finish_sum, reduction_grid
 
@@ -37,7 +37,6 @@ def _cg_step_kernel(w_ptr, u_ptr, r_ptr, p_ptr, q_ptr, ap_ptr, rr_ptr, pap_ptr, 
     tl.store(partials_ptr + pid, tl.sum(acc, axis=0))
 
 
-@triton_op("fastgame::triton_cg_step", mutates_args={"w", "u", "r"})
 def cg_step(w: torch.Tensor, u: torch.Tensor, r: torch.Tensor, p: torch.Tensor, q: torch.Tensor,
             ap: torch.Tensor, rr: torch.Tensor, pap: torch.Tensor) -> torch.Tensor:
     """Triton twin of :func:`fastgame.ops.reference.cg_step_` (updates w, u, r in place)."""

@@ -6,7 +6,7 @@ import math
 import torch
 import triton
 import triton.language as tl
-from torch.library import triton_op, wrap_triton
+from torch.library import wrap_triton
 
 from ._utils import BLOCK, NUM_WARPS, div_rn, elementwise_grid, sqrt_rn
 
@@ -33,7 +33,6 @@ def _precondition_kernel(g_ptr, v_ptr, vn_ptr, eta_ptr, sqrt_eta_ptr, eta_g_ptr,
     tl.store(eta_g_ptr + offs, eta * g, mask=mask)
 
 
-@triton_op("fastgame::triton_precondition", mutates_args=())
 def precondition(grad: torch.Tensor, square_avg: torch.Tensor, lr: torch.Tensor, step: torch.Tensor,
                  beta: float, eps: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Triton twin of :func:`fastgame.ops.reference.precondition`."""

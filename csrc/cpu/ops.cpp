@@ -49,11 +49,7 @@ double read(const at::Tensor& t) { return t.item<double>(); }
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> precondition_cpu(
     const at::Tensor& grad, const at::Tensor& square_avg, const at::Tensor& lr, const at::Tensor& step,
     double beta, double eps) {
-  check_vector(grad, grad, "grad");
-  check_vector(square_avg, grad, "square_avg");
-  check_same_size(square_avg, grad, "square_avg");
-  check_scalar(lr, "lr");
-  check_scalar(step, "step");
+  check_precondition(grad, square_avg, lr, step);
   auto square_avg_new = at::empty_like(grad), eta = at::empty_like(grad);
   auto sqrt_eta = at::empty_like(grad), eta_grad = at::empty_like(grad);
   // Bias correction in double, then rounded to the vectors' dtype, as the reference does.
@@ -70,10 +66,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> precondition_cpu(
 
 std::tuple<at::Tensor, at::Tensor> cg_matvec_cpu(const at::Tensor& p, const at::Tensor& sqrt_eta,
                                                  const at::Tensor& t) {
-  check_vector(p, p, "p");
-  check_vector(t, p, "t");
-  check_same_size(t, p, "t");
-  const bool scalar = check_sqrt_eta(sqrt_eta, p);
+  const bool scalar = check_cg_matvec(p, sqrt_eta, t);
   auto ap = at::empty_like(p);
   auto pap = at::empty({}, p.options());
   const int64_t n = p.numel();
@@ -91,18 +84,7 @@ std::tuple<at::Tensor, at::Tensor> cg_matvec_cpu(const at::Tensor& p, const at::
 
 at::Tensor cg_step_cpu(const at::Tensor& w, const at::Tensor& u, const at::Tensor& r, const at::Tensor& p,
                        const at::Tensor& q, const at::Tensor& ap, const at::Tensor& rr, const at::Tensor& pap) {
-  check_vector(w, w, "w");
-  check_vector(r, w, "r");
-  check_same_size(r, w, "r");
-  check_vector(p, w, "p");
-  check_same_size(p, w, "p");
-  check_vector(ap, w, "ap");
-  check_same_size(ap, w, "ap");
-  check_vector(u, w, "u");  // u and q have the other player's size
-  check_vector(q, w, "q");
-  check_same_size(q, u, "q");
-  check_scalar(rr, "rr");
-  check_scalar(pap, "pap");
+  check_cg_step(w, u, r, p, q, ap, rr, pap);
   auto rr_new = at::empty({}, r.options());
   const int64_t n = w.numel(), m = u.numel();
   AT_DISPATCH_FLOATING_TYPES(w.scalar_type(), "fastgame::cg_step", [&] {
@@ -119,12 +101,7 @@ at::Tensor cg_step_cpu(const at::Tensor& w, const at::Tensor& u, const at::Tenso
 
 at::Tensor cg_direction_cpu(const at::Tensor& p, const at::Tensor& r, const at::Tensor& rr_new, const at::Tensor& rr,
                             const at::Tensor& sqrt_eta) {
-  check_vector(p, p, "p");
-  check_vector(r, p, "r");
-  check_same_size(r, p, "r");
-  check_scalar(rr_new, "rr_new");
-  check_scalar(rr, "rr");
-  const bool scalar = check_sqrt_eta(sqrt_eta, p);
+  const bool scalar = check_cg_direction(p, r, rr_new, rr, sqrt_eta);
   auto sp = at::empty_like(p);
   const int64_t n = p.numel();
   AT_DISPATCH_FLOATING_TYPES(p.scalar_type(), "fastgame::cg_direction", [&] {

@@ -285,11 +285,7 @@ void with_scalar(bool scalar, const F& f) {
 std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> precondition_cuda(
     const at::Tensor& grad, const at::Tensor& square_avg, const at::Tensor& lr, const at::Tensor& step,
     double beta, double eps) {
-  check_vector(grad, grad, "grad");
-  check_vector(square_avg, grad, "square_avg");
-  check_same_size(square_avg, grad, "square_avg");
-  check_scalar(lr, "lr");
-  check_scalar(step, "step");
+  check_precondition(grad, square_avg, lr, step);
   const c10::cuda::CUDAGuard guard(grad.device());
   auto vn = at::empty_like(grad), eta = at::empty_like(grad), se = at::empty_like(grad), eg = at::empty_like(grad);
   const auto lr_d = device_scalar(lr, grad, at::kDouble), step_d = device_scalar(step, grad, at::kDouble);
@@ -310,10 +306,7 @@ std::tuple<at::Tensor, at::Tensor, at::Tensor, at::Tensor> precondition_cuda(
 
 std::tuple<at::Tensor, at::Tensor> cg_matvec_cuda(const at::Tensor& p, const at::Tensor& sqrt_eta,
                                                   const at::Tensor& t) {
-  check_vector(p, p, "p");
-  check_vector(t, p, "t");
-  check_same_size(t, p, "t");
-  const bool scalar = check_sqrt_eta(sqrt_eta, p);
+  const bool scalar = check_cg_matvec(p, sqrt_eta, t);
   const c10::cuda::CUDAGuard guard(p.device());
   const auto s = scalar ? device_scalar(sqrt_eta, p, p.scalar_type()) : sqrt_eta;
   auto ap = at::empty_like(p);
@@ -337,18 +330,7 @@ std::tuple<at::Tensor, at::Tensor> cg_matvec_cuda(const at::Tensor& p, const at:
 
 at::Tensor cg_step_cuda(const at::Tensor& w, const at::Tensor& u, const at::Tensor& r, const at::Tensor& p,
                         const at::Tensor& q, const at::Tensor& ap, const at::Tensor& rr, const at::Tensor& pap) {
-  check_vector(w, w, "w");
-  check_vector(r, w, "r");
-  check_same_size(r, w, "r");
-  check_vector(p, w, "p");
-  check_same_size(p, w, "p");
-  check_vector(ap, w, "ap");
-  check_same_size(ap, w, "ap");
-  check_vector(u, w, "u");  // u and q have the other player's size
-  check_vector(q, w, "q");
-  check_same_size(q, u, "q");
-  check_scalar(rr, "rr");
-  check_scalar(pap, "pap");
+  check_cg_step(w, u, r, p, q, ap, rr, pap);
   const c10::cuda::CUDAGuard guard(w.device());
   const auto rr_d = device_scalar(rr, w, w.scalar_type()), pap_d = device_scalar(pap, w, w.scalar_type());
   auto rr_new = at::empty({}, w.options());
@@ -371,12 +353,7 @@ at::Tensor cg_step_cuda(const at::Tensor& w, const at::Tensor& u, const at::Tens
 
 at::Tensor cg_direction_cuda(const at::Tensor& p, const at::Tensor& r, const at::Tensor& rr_new,
                              const at::Tensor& rr, const at::Tensor& sqrt_eta) {
-  check_vector(p, p, "p");
-  check_vector(r, p, "r");
-  check_same_size(r, p, "r");
-  check_scalar(rr_new, "rr_new");
-  check_scalar(rr, "rr");
-  const bool scalar = check_sqrt_eta(sqrt_eta, p);
+  const bool scalar = check_cg_direction(p, r, rr_new, rr, sqrt_eta);
   const c10::cuda::CUDAGuard guard(p.device());
   const auto s = scalar ? device_scalar(sqrt_eta, p, p.scalar_type()) : sqrt_eta;
   const auto rr_new_d = device_scalar(rr_new, p, p.scalar_type()), rr_d = device_scalar(rr, p, p.scalar_type());
@@ -408,7 +385,7 @@ TORCH_LIBRARY_IMPL(fastgame, CUDA, m) {
 
 }  // namespace fastgame
 
-// `import fastgame._cuda` (after fastgame._C, which defines the schemas) loads the kernels.
+// `import fastgame._cuda` loads the kernels (registered for the schemas of fastgame/ops/schemas.py).
 extern "C" PyObject* PyInit__cuda(void) {
   static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_cuda", nullptr, -1, nullptr};
   return PyModule_Create(&module);

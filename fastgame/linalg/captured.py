@@ -26,11 +26,6 @@ import torch
 from .distributed import is_data_parallel
 from .hvp import MixedHVP
 
-_SIDE_STREAMS: dict[torch.device, "torch.cuda.Stream"] = {}
-# Per device: (the pool every iteration graph allocates from, the last graph captured). The
-# last graph is kept until the next capture so that the pool always has a user: freed pool
-# memory then stays in the pool for the next solve's capture instead of being allocated anew.
-_POOLS: dict[torch.device, list] = {}
 
 
 def cuda_device(device: torch.device) -> torch.device:
@@ -38,33 +33,69 @@ def cuda_device(device: torch.device) -> torch.device:
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())
 
 
+class CaptureResources:
+    """What one owner's captures run on, per device: a side stream, and the pool its CG
+    iteration graphs allocate from with the last graph captured.
+
+    One stream per owner and device, not one per step: cuBLAS keeps a workspace per stream
+    it has seen, so a new stream each time would cost memory each time. The last graph is kept
+    until the next capture so that the pool always has a user: freed pool memory then stays
+    in the pool for the next solve's capture instead of being allocated anew.
+    """
+
+    def __init__(self) -> None:
+        self._streams: dict[torch.device, "torch.cuda.Stream"] = {}
+        self._pools: dict[torch.device, list] = {}
+
+    def side_stream(self, device: torch.device) -> "torch.cuda.Stream":
+        device = cuda_device(device)
+        if device not in self._streams:
+            self._streams[device] = torch.cuda.Stream(device)
+        return self._streams[device]
+
+    def retire_side_stream(self, device: torch.device) -> None:
+        """Stop using the device's side stream (after a failed capture left it unusable)."""
+        self._streams.pop(cuda_device(device), None)
+
+    @contextlib.contextmanager
+    def on_side_stream(self, device: torch.device) -> Iterator[None]:
+        """Run the block on the device's side stream, ordered after and before the current
+        stream's work. Tensors the block allocates are safe to use and free afterwards: every
+        later use of the side stream starts with this wait on the current stream."""
+        current = torch.cuda.current_stream(device)
+        stream = self.side_stream(device)
+        stream.wait_stream(current)
+        try:
+            with torch.cuda.stream(stream):
+                yield
+        finally:
+            current.wait_stream(stream)
+
+    def graph_pool(self, device: torch.device) -> list:
+        """[the pool handle, the last graph captured from it] of the device (made on first use)."""
+        pool = self._pools.setdefault(cuda_device(device), [None, None])
+        if pool[0] is None:
+            pool[0] = torch.cuda.graph_pool_handle()
+        return pool
+
+
+# For callers that own no resources of their own (bench scripts): one set for the process.
+_SHARED = CaptureResources()
+
+
 def side_stream(device: torch.device) -> "torch.cuda.Stream":
-    """One side stream per device, shared by fastgame's captures and warm-ups: cuBLAS keeps a
-    workspace per stream it has seen, so a new stream per step would cost memory each time."""
-    device = cuda_device(device)
-    if device not in _SIDE_STREAMS:
-        _SIDE_STREAMS[device] = torch.cuda.Stream(device)
-    return _SIDE_STREAMS[device]
+    """The process-wide side stream of ``device`` (:class:`CaptureResources`)."""
+    return _SHARED.side_stream(device)
 
 
 def retire_side_stream(device: torch.device) -> None:
-    """Stop using the device's side stream (after a failed capture left it unusable)."""
-    _SIDE_STREAMS.pop(cuda_device(device), None)
+    """Stop using the process-wide side stream of ``device``."""
+    _SHARED.retire_side_stream(device)
 
 
-@contextlib.contextmanager
-def on_side_stream(device: torch.device) -> Iterator[None]:
-    """Run the block on the device's side stream, ordered after and before the current stream's
-    work. Tensors the block allocates are safe to use and free afterwards: every later use of
-    the side stream starts with this wait on the current stream."""
-    current = torch.cuda.current_stream(device)
-    stream = side_stream(device)
-    stream.wait_stream(current)
-    try:
-        with torch.cuda.stream(stream):
-            yield
-    finally:
-        current.wait_stream(stream)
+def on_side_stream(device: torch.device) -> contextlib.AbstractContextManager:
+    """Run a block on the process-wide side stream of ``device`` (see :meth:`CaptureResources.on_side_stream`)."""
+    return _SHARED.on_side_stream(device)
 
 
 def why_not(device: torch.device, stream: bool = True) -> Optional[str]:
@@ -88,13 +119,15 @@ class IterationReplay:
     The first :meth:`run` captures ``body`` (nothing runs) and replays it; later calls replay
     it. ``body`` must work in place on buffers allocated before the capture. If the capture
     fails (nothing ran), ``failure`` keeps why and this and later calls run ``body`` eagerly,
-    so the solve's numbers never depend on it. HVP passes are counted as eagerly: a capture
-    runs none, each replay runs the body's. ``capture_seconds``: the host time of recording
-    and instantiating the graph.
+    so the solve's numbers never depend on it. HVP passes are counted as eagerly: the capture's
+    are not counted (they did not run), each replay counts the body's. ``capture_seconds``: the
+    host time of recording and instantiating the graph. ``resources``: the owner's side stream
+    and graph pool (default: the process-wide ones).
     """
 
-    def __init__(self, device: torch.device) -> None:
+    def __init__(self, device: torch.device, resources: Optional[CaptureResources] = None) -> None:
         self.device = cuda_device(device) if device.type == "cuda" else device
+        self.resources = _SHARED if resources is None else resources
         self.failure: Optional[str] = None
         self.replays = 0
         self.capture_seconds = 0.0
@@ -105,29 +138,23 @@ class IterationReplay:
             body()
             return
         if self._passes is None:
-            before = hvp.passes
             start = time.perf_counter()
             try:
-                self._capture(body)
+                self._passes = hvp.uncounted(lambda: self._capture(body))
             except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: run eagerly, saying why)
-                hvp.passes = before
                 self.failure = f"{type(exc).__name__}: {str(exc).strip()[:300]}"
                 if self.device.type == "cuda":  # as after a failed whole-step capture (graphs.py)
-                    retire_side_stream(self.device)
+                    self.resources.retire_side_stream(self.device)
                 body()
                 return
             self.capture_seconds = time.perf_counter() - start
-            self._passes = hvp.passes - before
-            hvp.passes = before
         self._replay()
         self.replays += 1
-        hvp.passes += self._passes
+        hvp.count(self._passes)
 
     def _capture(self, body: Callable[[], None]) -> None:
         """Record ``body`` into a graph; raises what the capture raised, leaving none open."""
-        pool = _POOLS.setdefault(self.device, [None, None])
-        if pool[0] is None:
-            pool[0] = torch.cuda.graph_pool_handle()
+        pool = self.resources.graph_pool(self.device)
         graph = torch.cuda.CUDAGraph()
         # capture_begin/end directly: torch.cuda.graph() would also synchronize, collect
         # garbage and empty the allocator's cache, every solve. "thread_local": the user's other

@@ -1,4 +1,5 @@
-"""The linear solve of a (A/B)CGD step on flat vectors, with the cheap pass schedule.
+"""The linear solve of a (A/B)CGD step on flat vectors, with the cheap pass schedule, and
+the one conjugate-gradient iteration every CG of fastgame runs (:func:`run_cg`).
 
 Solving for player ``a`` (0 = x, the max player; 1 = y, the min player) with the other
 player ``b`` and sign ``s`` (-1 for a = x, +1 for a = y), the step (docs/design.md §2) is
@@ -12,7 +13,7 @@ tracks u = D_ba(√η_a w), so D_ba Δa = -s u costs no extra pass (docs/design.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence, Union
+from typing import Any, Optional, Protocol, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -40,9 +41,54 @@ class CGDSolution:
     rhs_sq: Tensor                     # ‖rhs‖²
 
 
+class LinearSystem(Protocol):
+    """An SPD system A w = rhs as CG sees it. CG's direction p enters the products as
+    ``scale * p`` (√η_a for the CGD system), and each product also returns a vector ``q``
+    linear in p that CG accumulates alongside w (u = Σ α q), for a back-substitution."""
+    scale: Tensor
+    hvp: MixedHVP  # whose passes the products take (counted, or recorded by a graph replay)
+
+    def products(self, p: Tensor, sp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """(q, A p, p·A p) for the direction ``p`` with ``sp = scale * p``."""
+
+
+class Deflation:
+    """Hooks that keep CG's iterates A-orthogonal to a subspace (deflated CG, see
+    :mod:`fastgame.linalg.recycle`). This base is plain CG: every hook changes nothing."""
+
+    def begin(self, rhs: Tensor, w: Tensor, u: Tensor, r: Tensor) -> None:
+        """Before the first iteration: move the start (w, u, r in place) into the subspace's solution."""
+
+    def seen(self, p: Tensor, ap: Tensor, q: Tensor) -> None:
+        """Each direction CG takes, with its products (before the iteration changes p)."""
+
+    def residual_(self, r: Tensor, rr: Tensor) -> Tensor:
+        """After an update: the residual kept orthogonal to the subspace (in place), and its ‖r‖²."""
+        return rr
+
+    def direction_(self, p: Tensor, r: Tensor, sp: Tensor) -> Tensor:
+        """The new direction made A-orthogonal to the subspace (in place), and its ``scale * p``."""
+        return sp
+
+
+class CGDSystem:
+    """A = I + √η_a D_ab η_b D_ba √η_a of the CGD step for player ``a``, tracking
+    q = D_ba(√η_a p) so that u = D_ba(√η_a w) comes with w (two passes a product)."""
+
+    def __init__(self, hvp: MixedHVP, a: int, pa: Preconditioner, pb: Preconditioner, fused: Any = ops) -> None:
+        self.hvp, self.a, self.pa, self.pb, self.fused = hvp, a, pa, pb, fused
+        self.scale = pa.sqrt_eta
+
+    def products(self, p: Tensor, sp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        q = self.hvp(1 - self.a, sp)
+        ap, pap = self.fused.cg_matvec(p, self.pa.sqrt_eta, self.hvp(self.a, self.pb.eta * q))
+        return q, ap, pap
+
+
 def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
               w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
-              check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None) -> CGDSolution:
+              check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None,
+              deflation: Optional[Deflation] = None) -> CGDSolution:
     """Solve for player ``solve`` by conjugate gradients and back-substitute the other.
 
     ``w0`` is the warm start (None: zero). CG stops when ‖r‖² < tol·‖rhs‖² or ‖r‖² < atol,
@@ -57,6 +103,8 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     process-wide backend; an optimizer passes its own ``ops.dispatch(backend)``).
     ``replay`` (CUDA, with host checks): run the iterations from a CUDA graph captured at the
     first one (:mod:`fastgame.linalg.captured`); the same iterates, one launch per iteration.
+    ``deflation``: keep CG away from a subspace (:class:`Deflation`; with host checks every
+    iteration and no replay).
     """
     if replay is not None and check_every is None:
         raise ValueError("graph-replayed CG iterations read the convergence test on the host: give check_every")
@@ -71,19 +119,15 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
         h = hvp.batched(a, torch.stack([pb.eta_grad, pb.eta * u]))
         rhs = torch.add(grads[a], h[0], alpha=s).mul_(pa.sqrt_eta)
         r = rhs - torch.addcmul(w, pa.sqrt_eta, h[1])
-    rr = torch.dot(r, r)
+    if deflation is not None:
+        deflation.begin(rhs, w, u, r)
     rhs_sq = torch.dot(rhs, rhs)
-    threshold = stop_threshold(tol, rhs_sq, atol)
     if max_iter is None:
         if check_every is None:
             raise ValueError("a solve without host checks (check_every=None) needs max_iter")
         max_iter = w.numel()
-    if replay is not None:
-        iterations = int(_cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused, replay))
-    elif check_every == 1:
-        iterations = _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, fused)
-    else:
-        iterations = _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, fused)
+    iterations = run_cg(CGDSystem(hvp, a, pa, pb, fused), w, u, r, stop_threshold(tol, rhs_sq, atol), max_iter,
+                        check_every, fused, replay, deflation)
     return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
 
 
@@ -117,54 +161,76 @@ def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Pre
     return CGDSolution(tuple(delta), tuple(warm), iterations, rr, rhs_sq)
 
 
-def _cg_checked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, ops) -> int:
-    """CG with the convergence test read on the host every iteration (plain CG)."""
-    iterations = 0
-    if not (bool(rr >= threshold) and max_iter > 0):  # also stops on a non-finite residual
-        return 0
+def run_cg(system: LinearSystem, w: Tensor, u: Tensor, r: Tensor, threshold: Tensor, max_iter: int,
+           check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None,
+           deflation: Optional[Deflation] = None) -> Union[int, Tensor]:
+    """CG iterations on ``system`` from the iterate ``w`` (with its tracked ``u`` and residual
+    ``r``, all updated in place) until ‖r‖² < ``threshold``, after ``max_iter`` iterations or
+    on a non-finite residual. Returns the iterations taken: a host int when the test is read
+    on the host (``check_every`` 1 or a ``replay``), else a device tensor, the iterations
+    after convergence being no-ops (see :func:`solve_cgd`). Every iteration is :func:`_iteration`."""
     p = r.clone()
-    sp = pa.sqrt_eta * p
-    while True:
-        q = hvp(b, sp)
-        ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
-        rr_new = ops.cg_step_(w, u, r, p, q, ap, rr, pap)
-        iterations += 1
-        if iterations >= max_iter or not bool(rr_new >= threshold):
-            return iterations
-        sp = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
-        rr = rr_new
+    sp = system.scale * p
+    if deflation is not None:
+        sp = deflation.direction_(p, r, sp)
+    it = _Iterates(w, u, r, p, sp, torch.dot(r, r))
+    if check_every == 1 and replay is None:  # plain CG: the test read on the host every iteration
+        if not (bool(it.rr >= threshold) and max_iter > 0):  # also stops on a non-finite residual
+            return 0
+        for n in range(1, max_iter + 1):
+            rr_new = _iteration(system, it, fused, deflation)
+            if n == max_iter or not bool(rr_new >= threshold):
+                return n
+    active = it.rr >= threshold
+    count = torch.zeros((), dtype=torch.int64, device=r.device)
+    it.rr = it.rr.clone()  # written in place from here on
 
-
-def _cg_masked(hvp, a, b, pa, pb, w, u, r, rr, threshold, max_iter, check_every, ops,
-               replay: Optional[IterationReplay] = None) -> Tensor:
-    """CG whose iterations after convergence are no-ops (alpha masked to 0), reading the
-    device only every ``check_every`` iterations (never if None). Same iterates as plain CG.
-    Each iteration works in place on buffers made before the first, so that ``replay`` can
-    run it from a CUDA graph."""
-    active = rr >= threshold
-    iterations = torch.zeros((), dtype=torch.int64, device=r.device)
-    p = r.clone()
-    sp = pa.sqrt_eta * p
-    rr = rr.clone()
-
-    def iteration() -> None:
-        nonlocal sp, rr
-        q = hvp(b, sp)
-        ap, pap = ops.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
-        rr_new = ops.cg_step_(w, u, r, p, q, ap, torch.where(active, rr, 0.0), pap)
-        iterations.add_(active)
+    def masked() -> None:
+        rr_new = _iteration(system, it, fused, deflation, active, in_place=replay is not None)
+        count.add_(active)
         active.logical_and_(rr_new >= threshold)
-        if replay is None:  # eager or whole-step capture: rebinding is enough
-            sp, rr = ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta), rr_new
-        else:  # a replayed graph reads and writes the buffers it was captured with
-            sp.copy_(ops.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta))
-            rr.copy_(rr_new)
 
-    for it in range(max_iter):
-        if check_every is not None and it % check_every == 0 and not bool(active):
+    for n in range(max_iter):
+        if check_every is not None and n % check_every == 0 and not bool(active):
             break
         if replay is None:
-            iteration()
+            masked()
         else:
-            replay.run(iteration, hvp)
-    return iterations
+            replay.run(masked, system.hvp)
+    return count if replay is None else int(count)  # replayed iterations read the host anyway
+
+
+@dataclass
+class _Iterates:
+    """CG's state between iterations: w, its tracked u, the residual r, the direction p,
+    ``scale * p`` and ‖r‖²."""
+    w: Tensor
+    u: Tensor
+    r: Tensor
+    p: Tensor
+    sp: Tensor
+    rr: Tensor
+
+
+def _iteration(system: LinearSystem, it: _Iterates, fused: Any, deflation: Optional[Deflation],
+               active: Optional[Tensor] = None, in_place: bool = False) -> Tensor:
+    """The CG iteration: one product, the update of (w, u, r) and the next direction; returns
+    the new ‖r‖². ``active`` (a device bool) masks the step to a no-op once converged.
+    ``in_place``: write the direction and ‖r‖² into the buffers made before the first
+    iteration (a replayed CUDA graph reads and writes the buffers it was captured with)."""
+    q, ap, pap = system.products(it.p, it.sp)
+    if deflation is not None:
+        deflation.seen(it.p, ap, q)
+    rr_step = it.rr if active is None else torch.where(active, it.rr, 0.0)
+    rr_new = fused.cg_step_(it.w, it.u, it.r, it.p, q, ap, rr_step, pap)
+    if deflation is not None:
+        rr_new = deflation.residual_(it.r, rr_new)
+    sp = fused.cg_direction_(it.p, it.r, rr_new, it.rr, system.scale)
+    if deflation is not None:
+        sp = deflation.direction_(it.p, it.r, sp)
+    if in_place:
+        it.sp.copy_(sp)
+        it.rr.copy_(rr_new)
+    else:  # eager or a whole-step capture: rebinding is enough
+        it.sp, it.rr = sp, rr_new
+    return rr_new

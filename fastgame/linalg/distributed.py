@@ -31,3 +31,23 @@ def all_ranks_true(flags: Tensor) -> Tensor:
     as_int = flags.to(torch.int32)  # gloo and NCCL reduce ints, not bools
     dist.all_reduce(as_int, op=dist.ReduceOp.MIN)
     return as_int.bool()
+
+
+def failed_ranks(failed: bool, device: torch.device) -> list[int]:
+    """The ranks on which ``failed`` is True (every rank learns all of them; one all-reduce).
+    ``device``: where the collective runs (a CUDA device under NCCL)."""
+    if not is_data_parallel():
+        return [0] if failed else []
+    flags = torch.zeros(dist.get_world_size(), dtype=torch.int32, device=device)
+    flags[dist.get_rank()] = int(failed)
+    dist.all_reduce(flags, op=dist.ReduceOp.SUM)
+    return [r for r, f in enumerate(flags.tolist()) if f]
+
+
+def gather_objects(obj: object) -> list[object]:
+    """Every rank's ``obj`` (picklable), in rank order."""
+    if not is_data_parallel():
+        return [obj]
+    out: list[object] = [None] * dist.get_world_size()
+    dist.all_gather_object(out, obj)
+    return out

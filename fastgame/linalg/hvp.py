@@ -8,7 +8,7 @@ maps an x-vector to ``∂(g_x·v)/∂y`` (D_yx v).
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 from torch import Tensor
@@ -51,6 +51,20 @@ class MixedHVP:
         self._interacts = [any(g.requires_grad for g in gs) for gs in grads]
         self.grads = grads
         self.passes = 0
+
+    def uncounted(self, record: Callable[[], None]) -> int:
+        """Run ``record`` (a CUDA graph capture: the passes it launches are recorded, not run)
+        without counting its passes; returns how many it took, for :meth:`count` at each replay."""
+        before = self.passes
+        try:
+            record()
+        finally:
+            taken, self.passes = self.passes - before, before
+        return taken
+
+    def count(self, passes: int) -> None:
+        """Count passes that ran outside :meth:`__call__` (a replayed graph's)."""
+        self.passes += passes
 
     def __call__(self, to: int, vec: Tensor) -> Tensor:
         """D_xy vec (``to=0``, vec a y-vector) or D_yx vec (``to=1``, vec an x-vector)."""

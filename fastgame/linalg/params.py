@@ -35,6 +35,10 @@ def as_param_list(params: Iterable[Tensor], name: str) -> list[Tensor]:
             raise ValueError(f"{name}[{i}] does not require grad")
         if not p.is_floating_point():
             raise ValueError(f"{name}[{i}] has dtype {p.dtype}; parameters must be floating point")
+        if p.dtype == torch.float16:
+            raise ValueError(f"{name}[{i}] is float16, which fastgame refuses: the solver's values (second moments, "
+                             "CG residuals against tol) underflow in float16 and the step comes out wrong; keep "
+                             "the parameters float32 and run the forward under torch.autocast(..., dtype=torch.bfloat16)")
         if p.dtype != params[0].dtype or p.device != params[0].device:
             raise ValueError(f"{name} mixes dtypes or devices ({params[0].dtype} on {params[0].device} "
                              f"and {p.dtype} on {p.device} at index {i}); one player's parameters must share both")

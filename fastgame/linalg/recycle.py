@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .cg import CGDSolution, Preconditioner, back_substitute, stop_threshold, zero_start
+from .cg import CGDSolution, Deflation, Preconditioner, solve_cgd
 from .hvp import MixedHVP
 
 
@@ -31,6 +31,71 @@ def _apply_small(m_inv: Tensor, v: Tensor) -> Tensor:
     """(W^T A W)^{-1} v with the inverse formed once per solve (k <= 8, float64), so the
     iterations take no factorisation, and so no host sync for its error check."""
     return (m_inv @ v.to(m_inv.dtype)).to(v.dtype)
+
+
+class RitzDeflation(Deflation):
+    """Deflation of the CGD solve for player ``a`` by the rows of ``vectors`` (k, n_a), which
+    also records the directions CG takes, for the Ritz vectors handed to the next solve
+    (:meth:`ritz_vectors`). ``products``: the HVP products the deflation takes (2 per row)."""
+
+    def __init__(self, hvp: MixedHVP, a: int, pre: Sequence[Preconditioner], vectors: Optional[Tensor],
+                 max_stored: int = 32) -> None:
+        self.hvp, self.a, self.pa, self.pb = hvp, a, pre[a], pre[1 - a]
+        self.vectors, self.max_stored = vectors, max_stored
+        self.W = self.AW = self.QW = self.WAW_inv = None
+        self.products = 0
+        self.dirs: list[tuple[Tensor, Tensor, Tensor]] = []  # (p, A p, D_ba √η_a p) of each iteration
+
+    def begin(self, rhs: Tensor, w: Tensor, u: Tensor, r: Tensor) -> None:
+        """The Galerkin start: the solution's part in span(W)."""
+        if self.vectors is None or self.vectors.shape[0] == 0:
+            return
+        W = _orthonormal_rows(self.vectors.to(rhs.dtype))
+        if W is None or W.shape[0] == 0:
+            return
+        a, b, pa, pb = self.a, 1 - self.a, self.pa, self.pb
+        QW = self.hvp.batched(b, pa.sqrt_eta * W)  # D_ba √η_a W, (k, n_b)
+        AW = W + pa.sqrt_eta * self.hvp.batched(a, pb.eta * QW)
+        self.products = 2 * W.shape[0]
+        WAW = W.double() @ AW.double().T
+        WAW = (WAW + WAW.T) / 2
+        if not bool(torch.isfinite(WAW).all()):  # a non-finite HVP: no solve; the residual carries it
+            r.fill_(float("nan"))  # to the caller's check
+            return
+        self.WAW_inv = torch.linalg.inv(WAW)  # SPD and >= I (W orthonormal, A >= I): well conditioned
+        self.W, self.AW, self.QW = W, AW, QW
+        c = _apply_small(self.WAW_inv, W @ rhs)
+        w.add_(c @ W)
+        u.add_(c @ QW)
+        r.sub_(c @ AW)
+
+    def seen(self, p: Tensor, ap: Tensor, q: Tensor) -> None:
+        self.dirs.append((p.clone(), ap, q))
+        if len(self.dirs) > self.max_stored:
+            self.dirs.pop(0)
+
+    def residual_(self, r: Tensor, rr: Tensor) -> Tensor:
+        if self.W is None:
+            return rr
+        r.sub_((self.W @ r) @ self.W)  # keep r ⊥ span(W) (exact in exact arithmetic; drifts in float32)
+        return torch.dot(r, r)
+
+    def direction_(self, p: Tensor, r: Tensor, sp: Tensor) -> Tensor:
+        if self.W is None:
+            return sp
+        p.sub_(_apply_small(self.WAW_inv, self.AW @ r) @ self.W)  # A-orthogonal to span(W)
+        return self.pa.sqrt_eta * p
+
+    @property
+    def rows(self) -> int:
+        """The deflation vectors used (0: plain CG)."""
+        return 0 if self.W is None else self.W.shape[0]
+
+    def ritz_vectors(self, next_solve: int, threshold: float = 10.0, max_keep: int = 8) -> Tensor:
+        """The Ritz vectors of span(W, directions) with values above ``threshold`` (at most
+        ``max_keep``), as unit rows in the w-variables of ``next_solve``."""
+        return _ritz_vectors(self.W, self.AW, self.QW, self.dirs, self.pa, self.pb, self.a, next_solve,
+                             threshold, max_keep)
 
 
 def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
@@ -46,61 +111,10 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
     read on the host every iteration (this solver is not capturable). ``max_stored`` caps the
     directions kept for the Ritz extraction (the latest ones), bounding memory.
     """
-    a, b = solve, 1 - solve
-    pa, pb = pre[a], pre[b]
-    next_solve = b if next_solve is None else next_solve
-    rhs, w, u, r = zero_start(hvp, a, grads, pa, pb)
-    products = 1
-    W = AW = QW = WAW_inv = None
-    if deflate is not None and deflate.shape[0] > 0:
-        W = _orthonormal_rows(deflate.to(rhs.dtype))
-    if W is not None and W.shape[0] > 0:
-        QW = hvp.batched(b, pa.sqrt_eta * W)  # D_ba √η_a W, (k, n_b)
-        AW = W + pa.sqrt_eta * hvp.batched(a, pb.eta * QW)
-        products += 2 * W.shape[0]
-        WAW = W.double() @ AW.double().T
-        WAW = (WAW + WAW.T) / 2
-        if bool(torch.isfinite(WAW).all()):
-            WAW_inv = torch.linalg.inv(WAW)  # SPD and >= I (W orthonormal, A >= I): well conditioned
-            c = _apply_small(WAW_inv, W @ rhs)  # Galerkin start: the solution's part in span(W)
-            w.add_(c @ W)
-            u.add_(c @ QW)
-            r.sub_(c @ AW)
-        else:  # a non-finite HVP: no solve; the residual carries it to the caller's check
-            r.fill_(float("nan"))
-            W = None
-    rr = torch.dot(r, r)
-    rhs_sq = torch.dot(rhs, rhs)
-    limit = stop_threshold(tol, rhs_sq, atol)
-    max_iter = w.numel() if max_iter is None else max_iter
-    dirs: list[tuple[Tensor, Tensor, Tensor]] = []  # (p, A p, D_ba √η_a p) of each iteration
-    iterations = 0
-    if bool(rr >= limit) and max_iter > 0:  # also stops on a non-finite residual (checked by the caller)
-        p = r.clone()
-        if W is not None:
-            p.sub_(_apply_small(WAW_inv, AW @ r) @ W)  # A-orthogonal to span(W)
-        sp = pa.sqrt_eta * p
-        while True:
-            q = hvp(b, sp)
-            ap, pap = fused.cg_matvec(p, pa.sqrt_eta, hvp(a, pb.eta * q))
-            products += 2
-            dirs.append((p.clone(), ap, q))
-            if len(dirs) > max_stored:
-                dirs.pop(0)
-            rr_new = fused.cg_step_(w, u, r, p, q, ap, rr, pap)
-            if W is not None:  # keep r ⊥ span(W) (exact in exact arithmetic; drifts in float32)
-                r.sub_((W @ r) @ W)
-                rr_new = torch.dot(r, r)
-            iterations += 1
-            if iterations >= max_iter or not bool(rr_new >= limit):
-                break
-            sp = fused.cg_direction_(p, r, rr_new, rr, pa.sqrt_eta)
-            if W is not None:
-                p.sub_(_apply_small(WAW_inv, AW @ r) @ W)
-                sp = pa.sqrt_eta * p
-            rr = rr_new
-    keep = _ritz_vectors(W, AW, QW, dirs, pa, pb, a, next_solve, threshold, max_keep)
-    return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq), keep, products
+    deflation = RitzDeflation(hvp, solve, pre, deflate, max_stored)
+    sol = solve_cgd(hvp, solve, grads, pre, None, tol, atol, max_iter, check_every=1, fused=fused, deflation=deflation)
+    keep = deflation.ritz_vectors(1 - solve if next_solve is None else next_solve, threshold, max_keep)
+    return sol, keep, 1 + deflation.products + 2 * sol.iterations
 
 
 def _orthonormal_rows(V: Tensor) -> Optional[Tensor]:

@@ -9,10 +9,13 @@ Three other backends implement the same ops, registered as torch ops (``torch.op
   under the Triton interpreter (``TRITON_INTERPRET=1``; slow, for tests).
 
 :func:`backends` returns the backend table (:mod:`fastgame.ops.registry`: one record per
-backend, with the device types it serves and why it is unavailable); the op interface is
-declared once in :mod:`fastgame.ops.interface`. :func:`set_backend` (or the
-``FASTGAME_BACKEND`` environment variable) picks one backend for the process, and
-:func:`dispatch` gives the ops under a choice of their own (``dispatch("cpp").cg_step_(...)``).
+backend, with the device types it serves and why it is unavailable). The ops are declared
+once, with their schemas and fake kernels, in :mod:`fastgame.ops.schemas`; every backend's
+table is built from that list (:mod:`fastgame.ops.interface`). :func:`set_backend` (or the
+``FASTGAME_BACKEND`` environment variable, read when first needed: the first op call or
+:func:`get_backend`) picks one backend for the process, and :func:`dispatch` gives the ops
+under a choice of their own (``dispatch("cpp").cg_step_(...)``). Importing the package loads
+no extension and reads no environment variable.
 ``"auto"`` (the default) takes, per device, the first kernel backend of the table that serves
 it — the C++ ops on the CPU, the faster of CUDA/Triton on a GPU (timed once per device) — and
 the torch twins where no kernel applies. The kernels cover float32 and float64; other dtypes
@@ -33,20 +36,90 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from . import _ext, reference
+from . import reference
 from .interface import OPS, op
 from .registry import Backend, record, records
 
-__all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", "precondition",
-           "cg_matvec", "cg_step_", "cg_direction_"]
+__all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", *OPS]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
-_backend = "auto"
-_impls: dict = {}        # (choice, device, dtype) -> module implementing the ops
-_fastest: dict = {}      # CUDA device -> backend measured fastest there ("auto")
-_dispatchers: dict = {}  # backend choice -> its Ops
 
-_ext.load()
+
+def _check_choice(name: str, check: bool) -> None:
+    """``ValueError`` for an unknown name; with ``check``, ``RuntimeError`` for an unusable backend."""
+    if name == "auto":
+        return
+    backend = record(name)
+    if check and not backend.available:
+        raise RuntimeError(f"fastgame backend {name!r} is unavailable: {backend.reason}")
+
+
+class _Dispatch:
+    """The process-wide backend setting and what it resolved to, in one object. The setting
+    starts from ``FASTGAME_BACKEND``, read at first use (not at import)."""
+
+    def __init__(self) -> None:
+        self._backend: Optional[str] = None  # None: FASTGAME_BACKEND not read yet
+        self.impls: dict = {}                # (choice, device, dtype) -> module implementing the ops
+        self.fastest: dict = {}              # CUDA device -> backend measured fastest there ("auto")
+        self.dispatchers: dict = {}          # backend choice -> its Ops
+
+    @property
+    def backend(self) -> str:
+        if self._backend is None:
+            # The environment may force a backend; one that cannot run raises at the first op call.
+            name = os.environ.get("FASTGAME_BACKEND", "auto").strip().lower() or "auto"
+            try:
+                self.set(name, check=False)
+            except ValueError as exc:  # a typo in the environment must not break fastgame
+                warnings.warn(f"FASTGAME_BACKEND ignored: {exc}", stacklevel=3)
+                self.set("auto", check=False)
+        return self._backend
+
+    def set(self, name: str, check: bool) -> None:
+        _check_choice(name, check)
+        self._backend = name
+        self.impls.clear()
+
+    def impl(self, x: Tensor, choice: Optional[str] = None) -> ModuleType:
+        """The module that runs the ops on ``x`` (``choice`` None: the process-wide setting)."""
+        key = (choice or self.backend, x.device, x.dtype)
+        impl = self.impls.get(key)
+        if impl is None:
+            impl = self.impls[key] = self.resolve(*key)
+        return impl
+
+    def resolve(self, choice: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
+        """The module that runs the ops on ``device``/``dtype`` under the backend choice ``choice``."""
+        if dtype not in _KERNEL_DTYPES:
+            return reference
+        if choice != "auto":
+            backend = record(choice)
+            why = backend.serves(device)
+            if why:
+                raise RuntimeError(f"fastgame backend {choice!r} cannot run on {device}: {why}")
+            return backend.module
+        table = records()
+        kernels = [b.name for b in table.values() if b.name != "torch" and b.auto and b.serves(device) is None]
+        if device.type == "cuda":
+            return table[self.fastest_on(device, kernels)].module
+        return table[kernels[0] if kernels else "torch"].module
+
+    def fastest_on(self, device: torch.device, candidates: list[str]) -> str:
+        """The fastest of the GPU backends ``candidates`` on ``device``, timed once (cg_step and
+        precondition at 2^20 float32 elements); the first without timing while a graph is captured."""
+        if device.index is None:
+            device = torch.device("cuda", torch.cuda.current_device())
+        if device in self.fastest:
+            return self.fastest[device]
+        if len(candidates) <= 1 or torch.cuda.is_current_stream_capturing():
+            return candidates[0] if candidates else "torch"
+        times = {b: _time_backend(record(b).module, device) for b in candidates}
+        self.fastest[device] = min(times, key=times.get)
+        return self.fastest[device]
+
+
+_state = _Dispatch()
 
 
 def backends() -> dict[str, Backend]:
@@ -60,75 +133,20 @@ def set_backend(name: str) -> None:
     """Force the backend of the fused ops: ``"auto"``, ``"triton"``, ``"cuda"``, ``"cpp"``
     or ``"torch"``. Raises ``ValueError`` for an unknown name and ``RuntimeError`` (saying
     why) for a backend that cannot run on this machine."""
-    _set(name, check=True)
-
-
-def _check_choice(name: str, check: bool) -> None:
-    """``ValueError`` for an unknown name; with ``check``, ``RuntimeError`` for an unusable backend."""
-    if name == "auto":
-        return
-    backend = record(name)
-    if check and not backend.available:
-        raise RuntimeError(f"fastgame backend {name!r} is unavailable: {backend.reason}")
-
-
-def _set(name: str, check: bool) -> None:
-    global _backend
-    _check_choice(name, check)
-    _backend = name
-    _impls.clear()
+    _state.set(name, check=True)
 
 
 def get_backend() -> str:
     """The backend setting in force (``"auto"`` unless forced)."""
-    return _backend
+    return _state.backend
 
 
-# The environment may force a backend; one that cannot run raises at the first op call.
-try:
-    _set(os.environ.get("FASTGAME_BACKEND", "auto").strip().lower() or "auto", check=False)
-except ValueError as _exc:  # a typo in the environment must not break `import fastgame`
-    warnings.warn(f"FASTGAME_BACKEND ignored: {_exc}", stacklevel=1)
-
-
-def _resolve(choice: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
-    """The module that runs the ops on ``device``/``dtype`` under the backend choice ``choice``."""
-    if dtype not in _KERNEL_DTYPES:
-        return reference
-    if choice != "auto":
-        backend = record(choice)
-        why = backend.serves(device)
-        if why:
-            raise RuntimeError(f"fastgame backend {choice!r} cannot run on {device}: {why}")
-        return backend.module
-    table = records()
-    kernels = [b.name for b in table.values() if b.name != "torch" and b.auto and b.serves(device) is None]
-    if device.type == "cuda":
-        return table[_fastest_on(device, kernels)].module
-    return table[kernels[0] if kernels else "torch"].module
+def _set(name: str, check: bool) -> None:
+    _state.set(name, check)
 
 
 def _impl(x: Tensor, choice: Optional[str] = None) -> ModuleType:
-    """The module that runs the ops on ``x`` (``choice`` None: the process-wide setting)."""
-    key = (choice or _backend, x.device, x.dtype)
-    impl = _impls.get(key)
-    if impl is None:
-        impl = _impls[key] = _resolve(*key)
-    return impl
-
-
-def _fastest_on(device: torch.device, candidates: list[str]) -> str:
-    """The fastest of the GPU backends ``candidates`` on ``device``, timed once (cg_step and
-    precondition at 2^20 float32 elements); the first without timing while a graph is captured."""
-    if device.index is None:
-        device = torch.device("cuda", torch.cuda.current_device())
-    if device in _fastest:
-        return _fastest[device]
-    if len(candidates) <= 1 or torch.cuda.is_current_stream_capturing():
-        return candidates[0] if candidates else "torch"
-    times = {b: _time_backend(record(b).module, device) for b in candidates}
-    _fastest[device] = min(times, key=times.get)
-    return _fastest[device]
+    return _state.impl(x, choice)
 
 
 def _time_backend(impl: ModuleType, device: torch.device, n: int = 1 << 20, reps: int = 20) -> float:
@@ -160,7 +178,7 @@ def _dispatching(name: str, choice: Optional[str] = None) -> Callable:
     first = next(iter(inspect.signature(getattr(reference, name)).parameters))
 
     def call(*args, **kwargs):
-        return getattr(_impl(args[0] if args else kwargs[first], choice), name)(*args, **kwargs)
+        return getattr(_state.impl(args[0] if args else kwargs[first], choice), name)(*args, **kwargs)
     return op(name, call)
 
 
@@ -184,11 +202,11 @@ def dispatch(backend: Optional[str] = None) -> Ops:
     Raises ``ValueError`` for an unknown name and ``RuntimeError`` (saying why) for a backend
     that cannot run on this machine, as :func:`set_backend` does.
     """
-    if backend not in _dispatchers:
+    if backend not in _state.dispatchers:
         if backend is not None:
             _check_choice(backend, check=True)
-        _dispatchers[backend] = Ops(backend)
-    return _dispatchers[backend]
+        _state.dispatchers[backend] = Ops(backend)
+    return _state.dispatchers[backend]
 
 
-precondition, cg_matvec, cg_step_, cg_direction_ = map(_dispatching, OPS)
+globals().update({name: _dispatching(name) for name in OPS})  # precondition, cg_matvec, cg_step_, cg_direction_

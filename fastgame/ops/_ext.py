@@ -1,10 +1,12 @@
-"""The compiled ops (C++ CPU in ``fastgame._C``, CUDA in ``fastgame._cuda``): loading,
-fake kernels, and the interface's functions (:mod:`fastgame.ops.interface`) over them.
+"""The compiled ops (C++ CPU in ``fastgame._C``, CUDA in ``fastgame._cuda``): loading, and
+the interface's functions (:mod:`fastgame.ops.interface`) over ``torch.ops.fastgame``.
 
-Loading never raises: a missing or broken extension leaves ``CPP_ERROR`` / ``CUDA_ERROR``
-set to the reason, and :mod:`fastgame.ops` uses another backend. With ``FASTGAME_JIT=1`` a
-missing extension is built on first import from the source tree's ``csrc/`` with
-``torch.utils.cpp_extension.load`` (cached under ``TORCH_EXTENSIONS_DIR``).
+The libraries are loaded on first need (:func:`load`; reading ``CPP_ERROR`` or ``CUDA_ERROR``
+loads them), not when fastgame is imported. Loading never raises: a missing or broken
+extension leaves ``CPP_ERROR`` / ``CUDA_ERROR`` set to the reason, and :mod:`fastgame.ops`
+uses another backend. With ``FASTGAME_JIT=1`` a missing extension is built from the source
+tree's ``csrc/`` with ``torch.utils.cpp_extension.load`` (cached under ``TORCH_EXTENSIONS_DIR``).
+The schemas and fake kernels are those of :mod:`fastgame.ops.schemas`.
 """
 from __future__ import annotations
 
@@ -14,24 +16,32 @@ from typing import Callable, Optional
 
 import torch
 
-from .interface import OPS, op
+from . import schemas
+from .interface import table
+from .sources import CSRC, sources
 
-CPP_ERROR: Optional[str] = "not loaded"
-CUDA_ERROR: Optional[str] = "not loaded"
+_errors: dict[str, Optional[str]] = {}  # "CPP_ERROR" / "CUDA_ERROR" -> None or why unavailable, once loaded
 
-_CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
+
+def __getattr__(name: str):
+    if name in ("CPP_ERROR", "CUDA_ERROR"):
+        load()
+        return _errors[name]
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def _jit_wanted() -> bool:
     return os.environ.get("FASTGAME_JIT", "").strip().lower() not in ("", "0", "false", "no")
 
 
-def _jit(name: str, sources: list[str], cuda: bool) -> None:
-    from torch.utils.cpp_extension import load
+def _jit(name: str, kind: str) -> None:
+    from torch.utils.cpp_extension import load as build
+    cuda = kind == "cuda"
     flags = ["-O3", "-fopenmp", "-fno-math-errno", "-ffp-contract=off"]
-    load(name=name, sources=[os.path.join(_CSRC, s) for s in sources], extra_include_paths=[_CSRC],
-         extra_cflags=flags if not cuda else ["-O3"], extra_ldflags=["-fopenmp"] if not cuda else [],
-         extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"], is_python_module=False, verbose=False)
+    build(name=name, sources=[os.path.join(os.path.dirname(CSRC), s) for s in sources(kind)],
+          extra_include_paths=[CSRC], extra_cflags=flags if not cuda else ["-O3"],
+          extra_ldflags=["-fopenmp"] if not cuda else [], extra_cuda_cflags=["-O3", "--expt-relaxed-constexpr"],
+          is_python_module=False, verbose=False)
 
 
 def _installed_copy(module: str) -> Optional[str]:
@@ -48,7 +58,7 @@ def _installed_copy(module: str) -> Optional[str]:
     return None
 
 
-def _load(module: str, jit_name: str, sources: list[str], cuda: bool) -> Optional[str]:
+def _load(module: str, jit_name: str, kind: str) -> Optional[str]:
     """Import an extension module (or JIT-build it); return None or why it is unavailable."""
     try:
         importlib.import_module(module)
@@ -64,61 +74,37 @@ def _load(module: str, jit_name: str, sources: list[str], cuda: bool) -> Optiona
             error += f"; loading {path} failed ({type(exc).__name__}: {exc})"
     if not _jit_wanted():
         return error
-    if not os.path.isdir(_CSRC):
+    if not os.path.isdir(CSRC):
         return error + "; FASTGAME_JIT=1 but no csrc/ next to the package"
     try:
-        _jit(jit_name, sources, cuda)
+        _jit(jit_name, kind)
         return None
     except Exception as exc:
         return f"{error}; JIT build failed ({type(exc).__name__}: {exc})"
 
 
-def _register_fakes() -> None:
-    """Shapes and dtypes of the outputs, for FakeTensor / torch.compile / opcheck."""
-
-    @torch.library.register_fake("fastgame::precondition")
-    def _(grad, square_avg, lr, step, beta, eps):
-        return tuple(torch.empty_like(grad) for _ in range(4))
-
-    @torch.library.register_fake("fastgame::cg_matvec")
-    def _(p, sqrt_eta, t):
-        return torch.empty_like(p), p.new_empty(())
-
-    @torch.library.register_fake("fastgame::cg_step")
-    def _(w, u, r, p, q, ap, rr, pap):
-        return r.new_empty(())
-
-    @torch.library.register_fake("fastgame::cg_direction")
-    def _(p, r, rr_new, rr, sqrt_eta):
-        return torch.empty_like(p)
-
-
 def load() -> None:
-    """Load the compiled ops once (called by :mod:`fastgame.ops` at import)."""
-    global CPP_ERROR, CUDA_ERROR
-    if CPP_ERROR != "not loaded":
+    """Load the compiled kernels and register their schemas, once."""
+    if _errors:
         return
-    CPP_ERROR = _load("fastgame._C", "fastgame_C", ["ops.cpp", "cpu/ops.cpp", "cpu/kernels_base.cpp", "cpu/kernels_avx2.cpp"], cuda=False)
-    if CPP_ERROR is not None:
-        # The CUDA kernels implement the schemas that fastgame._C defines: nothing to attach to.
-        CUDA_ERROR = f"needs the C++ extension, which is unavailable: {CPP_ERROR}"
-        return
-    _register_fakes()
-    if torch.version.cuda is None:
-        CUDA_ERROR = "torch is built without CUDA"
-    else:
-        CUDA_ERROR = _load("fastgame._cuda", "fastgame_cuda", ["cuda/ops.cu"], cuda=True)
+    cpp = _load("fastgame._C", "fastgame_C", "cpp")
+    # The CUDA kernels need only the schemas (defined below), not fastgame._C.
+    cuda = "torch is built without CUDA" if torch.version.cuda is None else _load("fastgame._cuda", "fastgame_cuda",
+                                                                                   "cuda")
+    try:
+        schemas.define()  # after loading: a library built before the schemas moved to Python defines them too
+    except RuntimeError as exc:
+        cpp = cpp or str(exc)
+        cuda = cuda or str(exc)
+    _errors.update(CPP_ERROR=cpp, CUDA_ERROR=cuda)
 
 
-# The interface's functions over the registered ops, which csrc/ops.cpp names without the
-# trailing underscore. Looked up at call time: torch.ops.fastgame exists only once the library loaded.
-
-def _registered(name: str) -> Callable:
-    schema = name.rstrip("_")
-
+def _registered(schema: schemas.OpSchema) -> Callable:
+    """The op ``schema`` through the dispatcher. Looked up at call time: the kernels are
+    registered only once :func:`load` ran (the backend table runs it before picking this module)."""
     def call(*args, **kwargs):
-        return getattr(torch.ops.fastgame, schema).default(*args, **kwargs)
-    return op(name, call)
+        return getattr(torch.ops.fastgame, schema.registered).default(*args, **kwargs)
+    return call
 
 
-precondition, cg_matvec, cg_step_, cg_direction_ = map(_registered, OPS)
+globals().update(table(_registered))  # precondition, cg_matvec, cg_step_, cg_direction_

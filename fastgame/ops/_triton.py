@@ -1,5 +1,10 @@
-"""The Triton ops (``fastgame.triton_kernels``): availability and the interface's functions
-(:mod:`fastgame.ops.interface`) over them.
+"""The Triton ops (``fastgame.triton_kernels``): availability, their registration as torch ops,
+and the interface's functions (:mod:`fastgame.ops.interface`) over them.
+
+Each op's launcher lives in ``triton_kernels/<op>.py`` under the op's registered name
+(:attr:`~fastgame.ops.schemas.OpSchema.registered`); :func:`kernels` registers every launcher of
+:data:`~fastgame.ops.schemas.SCHEMAS` with ``torch.library.triton_op`` as
+``fastgame::triton_<op>`` (the launcher doubles as its fake kernel).
 
 The kernel modules are imported on first use, not with fastgame: ``@triton.jit`` reads
 ``TRITON_INTERPRET`` when a kernel is defined, so a test can still set it after importing
@@ -10,13 +15,16 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import os
+from types import SimpleNamespace
 from typing import Callable, Optional
 
 import torch
 
-from .interface import OPS, op
+from .interface import table
+from .schemas import NAMESPACE, SCHEMAS, OpSchema
 
-_kernels = None
+_kernels: Optional[SimpleNamespace] = None  # the registered ops, by registered name
+_SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "triton_kernels")
 
 
 def interpreter() -> bool:
@@ -35,15 +43,19 @@ def error() -> Optional[str]:
     return None
 
 
-def kernels():
-    """The kernel package, imported once."""
+def kernels() -> SimpleNamespace:
+    """The Triton ops, registered once: ``kernels().cg_step`` is ``torch.ops.fastgame.triton_cg_step``."""
     global _kernels
     if _kernels is None:
         name = f"{__package__.rsplit('.', 1)[0]}.triton_kernels"
-        if importlib.util.find_spec(name) is not None:
-            _kernels = importlib.import_module(name)
-        else:  # a source checkout: the package lives in triton_kernels/
-            _kernels = _import_from_source(name)
+        if os.path.isdir(_SOURCE):  # a source checkout: its own kernels, not an installed (editable) copy's
+            _import_from_source(name)
+        registered = {}
+        for schema in SCHEMAS:
+            launcher = getattr(importlib.import_module(f"{name}.{schema.registered}"), schema.registered)
+            registered[schema.registered] = torch.library.triton_op(
+                f"{NAMESPACE}::triton_{schema.registered}", launcher, mutates_args=schema.mutates)
+        _kernels = SimpleNamespace(**registered)
     return _kernels
 
 
@@ -51,8 +63,7 @@ def _import_from_source(name: str):
     """Import ``<repo>/triton_kernels`` as ``fastgame.triton_kernels`` (what setup.py's
     package_dir does for an install), for a checkout used without installing."""
     import sys
-    root = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
-                        "triton_kernels")
+    root = _SOURCE
     spec = importlib.util.spec_from_file_location(name, os.path.join(root, "__init__.py"),
                                                   submodule_search_locations=[root])
     if spec is None or not os.path.isdir(root):
@@ -67,12 +78,10 @@ def _import_from_source(name: str):
     return module
 
 
-def _kernel(name: str) -> Callable:
-    kernel = name.rstrip("_")  # the kernel package names them without the trailing underscore
-
+def _kernel(schema: OpSchema) -> Callable:
     def call(*args, **kwargs):
-        return getattr(kernels(), kernel)(*args, **kwargs)
-    return op(name, call)
+        return getattr(kernels(), schema.registered)(*args, **kwargs)
+    return call
 
 
-precondition, cg_matvec, cg_step_, cg_direction_ = map(_kernel, OPS)
+globals().update(table(_kernel))  # precondition, cg_matvec, cg_step_, cg_direction_

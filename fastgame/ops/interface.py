@@ -1,9 +1,10 @@
-"""The op interface, declared once: the fused ops every backend module implements.
+"""The op interface: the fused ops every backend implements, as declared in
+:data:`fastgame.ops.schemas.SCHEMAS`.
 
 Each backend module (:mod:`~fastgame.ops.reference`, :mod:`~fastgame.ops._ext`,
 :mod:`~fastgame.ops._triton`) defines the functions named in :data:`OPS`. Their signatures,
 docstrings and numbers are those of the pure-torch twins in :mod:`fastgame.ops.reference`;
-the kernel modules only bind the names (:func:`op`).
+the kernel modules build theirs with :func:`table`, one entry per schema.
 """
 from __future__ import annotations
 
@@ -11,8 +12,9 @@ import inspect
 from typing import Callable
 
 from . import reference
+from .schemas import SCHEMAS, OpSchema
 
-OPS = ("precondition", "cg_matvec", "cg_step_", "cg_direction_")
+OPS = tuple(s.name for s in SCHEMAS)
 """The fused ops, by the name of their function in every backend module."""
 
 
@@ -25,3 +27,9 @@ def op(name: str, call: Callable) -> Callable:
     call.__doc__ = twin.__doc__
     call.__signature__ = inspect.signature(twin)
     return call
+
+
+def table(make: Callable[[OpSchema], Callable]) -> dict[str, Callable]:
+    """A backend's op table: ``{name: op(name, make(schema))}`` for every schema, for a module's
+    ``globals().update(...)``."""
+    return {s.name: op(s.name, make(s)) for s in SCHEMAS}

@@ -11,6 +11,7 @@ from .lead import LEAD
 from .manifold import BestResponseManifold
 from .ogda import OGDA, OptimisticAdam
 from .proximal import ProximalTraining
+from .ranks import PeerFailure
 from .sga import SGA
 from .simgd import SimAdam, SimGD
 
@@ -24,5 +25,5 @@ DYNAMICS: dict[str, type[GameOptimizer]] = {
 }
 
 __all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
-           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "ProximalTraining", "SGA", "SimAdam",
+           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "PeerFailure", "ProximalTraining", "SGA", "SimAdam",
            "SimGD"]

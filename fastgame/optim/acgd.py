@@ -32,7 +32,7 @@ class ACGD(CompetitiveGradient):
         tol, atol: CG stops when ||r||^2 < tol ||b||^2 or ||r||^2 < atol.
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms in :meth:`get_info` (host syncs).
-        max_iter: cap on CG iterations per step (None: the system size, as the reference).
+        max_iter: cap on CG iterations per step, >= 1 (None: the system size, as the reference).
         check_every: read the convergence test on the host every this many CG iterations
             (iterations after convergence are no-ops, so the result does not change).
         capturable: never read the device in :meth:`step` (needs ``max_iter``), so the step

@@ -16,10 +16,10 @@ only then commits.
 from __future__ import annotations
 
 import contextlib
-import copy
+import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Callable, Hashable, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Hashable, Iterable, Iterator, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -28,16 +28,10 @@ from .. import ops
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from .checks import Validator, check_nonnegative, finite_flags, mark_stepped, nonnegative, resolve_loss
-
-
-def _is_closure(x: Any) -> bool:
-    return callable(x) and not isinstance(x, Tensor)
-
-
-def _closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
-    """The closure ``step`` was given (its one argument), else None."""
-    return losses[0] if len(losses) == 1 and _is_closure(losses[0]) else None
+from . import ranks, state_io
+from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
+from .state_io import capturing
+from .verdict import Verdict, apply, check_finite
 
 
 def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
@@ -46,20 +40,6 @@ def autocast_off(device: torch.device) -> contextlib.AbstractContextManager:
     loss's graph, and so every HVP, keeps the precision it was built with."""
     available = getattr(torch.amp, "is_autocast_available", lambda t: t in ("cpu", "cuda"))
     return torch.autocast(device.type, enabled=False) if available(device.type) else contextlib.nullcontext()
-
-
-def _capturing() -> bool:
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
-
-
-def _clone_tree(obj: Any) -> Any:
-    if isinstance(obj, Tensor):
-        return obj.detach().clone()
-    if isinstance(obj, dict):
-        return {k: _clone_tree(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return type(obj)(_clone_tree(v) for v in obj)
-    return copy.copy(obj)
 
 
 @dataclass
@@ -130,9 +110,12 @@ class GameOptimizer(torch.optim.Optimizer):
         self._lr_t: list[Optional[Tensor]] = [None, None]
         self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
-        # A capturable step's checks: (stages, device flags, host flags once read).
-        self._verdict: Optional[tuple[list[str], Tensor, Optional[list[bool]]]] = None
-        self._flipped = False  # whether the last step's host half changed the phase (undone if skipped)
+        self._verdict = Verdict()  # the last capturable step's checks
+        # One step at a time (steps from other threads wait); kept across load_state_dict, whose
+        # torch half rebuilds the runtime while the lock is held.
+        self._step_lock: threading.Lock = getattr(self, "_step_lock", None) or threading.Lock()
+        self._stepping: Optional[int] = None  # the thread running a step
+        self._ranks_agreed = False  # whether the hyperparameters were checked to agree across ranks
         self._closure: Optional[Callable[[], Any]] = None  # the running step's closure (see _gradients_at)
 
     # ---- copies: deepcopy / pickle / torch.save(opt) ------------------------------------
@@ -160,26 +143,7 @@ class GameOptimizer(torch.optim.Optimizer):
     # ---- validation ---------------------------------------------------------------------
     def _validate_groups(self, groups: Sequence[dict[str, Any]], where: str) -> None:
         """Check every hyperparameter of both groups, and that game-wide ones agree."""
-        if len(groups) != 2:
-            raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
-        for i, (group, name) in enumerate(zip(groups, self.player_names)):
-            if group.get("player", name) != name:
-                raise ValueError(f"{where}: param group {i} is the {group.get('player')!r} player, expected {name!r}; "
-                                 "is it another optimizer's?")
-            missing = sorted(set(self.hyperparameters) - set(group))  # extra keys: e.g. a scheduler's
-            if missing:
-                raise ValueError(f"{where}: param group {i} lacks {missing}, which {type(self).__name__} takes "
-                                 f"({sorted(self.hyperparameters)}); is it another optimizer's?")
-            for key, check in self.hyperparameters.items():
-                value = group[key]
-                if key == "lr" and isinstance(value, Tensor) and value.numel() == 1 and not _capturing():
-                    value = float(value)
-                check(f"param_groups[{i}][{key!r}] ({name} player)", value)
-        for key in sorted(self.game_wide):
-            if groups[0][key] != groups[1][key]:
-                raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
-                                 f"({groups[0][key]!r} and {groups[1][key]!r}); set it to one value in both")
-        self._check_combination(groups[0], where)
+        state_io.validate_groups(self, groups, where)
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         """Rules between game-wide hyperparameters (e.g. capturable needs max_iter)."""
@@ -187,6 +151,12 @@ class GameOptimizer(torch.optim.Optimizer):
     def _begin_step(self) -> None:
         """Host-side checks and preparation before a step computes anything."""
         self._validate_groups(self.param_groups, "step")
+        for player in self.players:
+            for i, p in enumerate(player.params):
+                if not p.requires_grad:
+                    raise ValueError(f"parameter {i} (shape {tuple(p.shape)}) of {self.player_label.format(player.name)} "
+                                     "no longer requires grad (turned off after the optimizer was built); fastgame "
+                                     "steps every parameter it was given: turn it back on, or build a new optimizer")
         self._ensure_flat()
 
     # ---- the step pipeline ----------------------------------------------------------------
@@ -198,45 +168,51 @@ class GameOptimizer(torch.optim.Optimizer):
     def _resolve_losses(self, losses: tuple[Any, ...]) -> tuple[Tensor, ...]:
         """The step's losses from what ``step`` was given: the loss tensors, or one closure
         returning them (called under grad mode)."""
-        n = len(self.loss_names)
-        if _closure_of(losses) is not None:
-            with torch.enable_grad():
-                out = losses[0]()
-            if n > 1:
-                if not (isinstance(out, (tuple, list)) and len(out) == n):
-                    raise ValueError(f"a {type(self).__name__} closure must return the pair ({', '.join(self.loss_names)}), "
-                                     f"got {type(out).__name__}")
-                losses = tuple(out)
-            else:
-                losses = (out,)
-        elif any(_is_closure(t) for t in losses):
-            raise ValueError(f"pass either a closure returning ({', '.join(self.loss_names)}) or the losses, not both")
-        if len(losses) < n:
-            missing = ", ".join(self.loss_names[len(losses):])
-            raise ValueError(f"{type(self).__name__}.step needs {missing} besides {', '.join(self.loss_names[:len(losses)])}")
-        if len(losses) > n:
-            raise ValueError(f"{type(self).__name__}.step takes {n} loss{'es' if n > 1 else ''} "
-                             f"({', '.join(self.loss_names)}), got {len(losses)}"
-                             + (" (general_sum=True takes one per player)" if n == 1 and hasattr(self, "general_sum") else ""))
-        return tuple(resolve_loss(t, name) for t, name in zip(losses, self.loss_names))
+        return resolve_losses(type(self).__name__, self.loss_names, losses, self._loss_count_hint())
+
+    def _loss_count_hint(self) -> str:
+        """Said after "takes N losses, got M" (e.g. how to step on one loss per player)."""
+        return ""
 
     def _run_step(self, *losses: Any) -> Union[Tensor, tuple[Tensor, ...]]:
-        """One step of the pipeline; see the class docstring."""
-        closure = _closure_of(losses)
+        """One step of the pipeline; see the class docstring. Steps of one optimizer run one
+        at a time: a step called from another thread meanwhile waits for this one to finish,
+        and a step called from inside a step (e.g. from its closure) raises."""
+        closure = closure_of(losses)
         if self.needs_closure and closure is None:
             raise ValueError(f"{type(self).__name__}.step needs a closure returning "
                              f"({', '.join(self.loss_names)}): it evaluates the loss at more than one point")
-        self._closure = closure
-        try:
-            with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
-                self._begin_step()  # before the closure runs: a refused step runs no forward either
-                losses = self._resolve_losses(losses)
-                with autocast_off(self.players[0].device):
-                    self._step_pipeline(losses)
-        finally:
-            self._closure = None
+        if self._stepping == threading.get_ident():
+            raise RuntimeError(f"{type(self).__name__}.step was called from inside its own step (e.g. from the "
+                               "closure); a step cannot start before the previous one has finished")
+        with self._step_lock:
+            self._stepping, self._closure = threading.get_ident(), closure
+            try:
+                losses = self._locked_step(losses, closure)
+            finally:
+                self._stepping = self._closure = None
         detached = tuple(t.detach().reshape(()) for t in losses)
         return detached[0] if len(detached) == 1 else detached
+
+    def _locked_step(self, losses: tuple[Any, ...], closure: Optional[Callable[[], Any]]) -> tuple[Tensor, ...]:
+        device = self.players[0].device
+        with self._step_stream(closure), torch.enable_grad():  # the step differentiates, even if grad is off
+            # Before the closure runs, so that a refused step runs no forward either.
+            self._on_all_ranks("checking the step's input", self._begin_step)
+            if not self._ranks_agreed and not capturing():
+                ranks.check_ranks_agree(type(self).__name__, self.param_groups)
+                self._ranks_agreed = True
+            losses = self._on_all_ranks("the closure or the loss", lambda: self._resolve_losses(losses))
+            with autocast_off(device):
+                self._step_pipeline(losses)
+        return losses
+
+    def _on_all_ranks(self, what: str, fn: Callable[[], Any]) -> Any:
+        """``fn()``; under torch.distributed every rank learns of a failure in it on any rank, and
+        all raise (:func:`.ranks.on_all_ranks`). Not when capturable: agreeing reads the host."""
+        if self.capturable:
+            return fn()
+        return ranks.on_all_ranks(type(self).__name__, what, fn, self.players[0].device)
 
     def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
         """The CUDA stream context the step (and its closure) runs in: the caller's by default."""
@@ -247,24 +223,25 @@ class GameOptimizer(torch.optim.Optimizer):
         capturable = self.capturable
         if capturable:
             self._prepare_capturable()
-        self._flipped = False
         step = self._step_tensor()
         grads, hvp = self._gradients(losses)
         with torch.no_grad():
             proposal = self._propose(grads, hvp, step)
             checks = self._checks(losses, grads, proposal)
             if capturable:
-                finite = self._commit_masked(checks, proposal.deltas, proposal.state)
+                finite = self._verdict.commit_masked(self.players, self.state, checks, proposal.deltas, proposal.state)
                 self.state["game"]["step"].add_(finite.to(torch.float64))
             else:
-                self._check_finite(checks)
+                check_finite(type(self).__name__, checks, self.players[0].device)
                 finite = None
                 # Commit: nothing above has touched parameters or state.
-                self._apply(proposal.deltas)
+                apply(self.players, proposal.deltas)
                 for name, entries in proposal.state.items():
                     self.state[name].update(entries)
                 self.state["game"]["step"] += 1
-        self._after_step()
+        undo = self._after_step()
+        if capturable:
+            self._verdict.on_skip(undo)
         mark_stepped(*losses)
         self.info = {**proposal.info, "hvp_passes": hvp.passes, "time": time.perf_counter() - timer}
         if finite is not None:
@@ -313,7 +290,8 @@ class GameOptimizer(torch.optim.Optimizer):
                 for player, _, d in moved:
                     player.flat.add_(d)
             with torch.enable_grad():
-                losses = self._resolve_losses((self._closure,))
+                losses = self._on_all_ranks("the closure at a moved point",
+                                            lambda: self._resolve_losses((self._closure,)))
                 grads, _ = self._gradients(losses, second_order=False)  # no method differentiates again there
             mark_stepped(*losses)
         finally:
@@ -377,11 +355,10 @@ class GameOptimizer(torch.optim.Optimizer):
             self._step_t = torch.zeros((), dtype=torch.float64, device=device)
         return self._step_t.fill_(count + 1)
 
-    def _after_step(self) -> None:
-        """The host half of a step, after the commit (e.g. which player is solved next)."""
-
-    def _undo_host_step(self) -> None:
-        """Undo :meth:`_after_step` for a capturable step the device skipped."""
+    def _after_step(self) -> Optional[Callable[[], None]]:
+        """The host half of a step, after the commit (e.g. which player is solved next);
+        returns what undoes it for a capturable step the device skipped (None: nothing)."""
+        return None
 
     # ---- the interface make_graphed_step uses -----------------------------------------
     def graph_phase(self) -> Hashable:
@@ -396,15 +373,14 @@ class GameOptimizer(torch.optim.Optimizer):
     @property
     def verdict(self) -> Optional[tuple[list[str], Tensor]]:
         """The last capturable step's checks: their names and a device bool tensor of flags."""
-        return None if self._verdict is None else self._verdict[:2]
+        return self._verdict.pending
 
     def replayed(self, info: dict[str, Any], verdict: tuple[list[str], Tensor]) -> None:
         """The host half of a step whose device half a CUDA graph just replayed: its info,
         its (unread) verdict, and the host-side state that follows (e.g. the next phase)."""
         self.info = dict(info)
-        self._verdict = (*verdict, None)
-        self._flipped = False
-        self._after_step()
+        self._verdict.set(*verdict)
+        self._verdict.on_skip(self._after_step())
 
     # ---- players and per-player state -------------------------------------------------
     def _ensure_flat(self) -> None:
@@ -446,67 +422,15 @@ class GameOptimizer(torch.optim.Optimizer):
             # Filled only when the value changed (a kernel launch on CUDA, and methods ask
             # several times a step); not while capturing: a graph replays the lr tensors, and
             # the caller refreshes them.
-            if lr != self._lr_host[i] and not _capturing():
+            if lr != self._lr_host[i] and not capturing():
                 self._lr_t[i].fill_(lr)
                 self._lr_host[i] = lr
         return self._lr_t[0], self._lr_t[1]
 
-    def _finite_flags(self, checks: Sequence[tuple[str, Tensor]]) -> Tensor:
-        return finite_flags([t for _, t in checks], self.players[0].device)
-
-    def _check_finite(self, checks: Sequence[tuple[str, Tensor]]) -> None:
-        """Raise FloatingPointError naming the first non-finite (stage, tensor); one host read."""
-        self._raise_first(checks, self._finite_flags(checks).tolist(), "was not applied")
-
-    def _raise_first(self, checks: Sequence[tuple[str, Any]], flags: Sequence[bool], what: str) -> None:
-        for (stage, _), ok in zip(checks, flags):
-            if not ok:
-                raise FloatingPointError(f"{type(self).__name__}: non-finite {stage}; the step {what} "
-                                         "(parameters and optimizer state are unchanged)")
-
-    def _apply(self, deltas: Sequence[Optional[Tensor]]) -> None:
-        with torch.no_grad():
-            for player, d in zip(self.players, deltas):
-                if d is not None:
-                    player.flat.add_(d)
-
-    def _commit_masked(self, checks: Sequence[tuple[str, Tensor]], deltas: Sequence[Optional[Tensor]],
-                       pending: dict[str, dict[str, Tensor]]) -> Tensor:
-        """Apply the step in place only if every check is finite, without a host read.
-
-        Every pending state entry must already exist (preallocated) so it can be updated in place.
-        """
-        flags = self._finite_flags(checks)
-        ok = flags.all()
-        for player, d in zip(self.players, deltas):
-            if d is not None:
-                player.flat.add_(torch.where(ok, d, 0.0))
-        for player in self.players:
-            for k, new in pending[player.name].items():
-                old = self.state[player.name][k]
-                old.copy_(torch.where(ok, new, old))
-        self._verdict = ([stage for stage, _ in checks], flags, None)
-        return ok
-
-    def _read_verdict(self) -> Optional[list[bool]]:
-        """The last capturable step's checks as host bools (one read, the first time), or None.
-        Reading them lets the host undo what it did optimistically for a skipped step."""
-        if self._verdict is None:
-            return None
-        stages, flags, host = self._verdict
-        if host is None:
-            host = flags.tolist()
-            self._verdict = (stages, flags, host)
-            if not all(host):
-                self._undo_host_step()
-        return host
-
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was
         skipped as non-finite (one host read)."""
-        host = self._read_verdict()
-        if host is not None:
-            self._raise_first(list(zip(self._verdict[0], host)), host, "was skipped")
+        self._verdict.raise_if_skipped(type(self).__name__)
 
     # ---- torch.optim.Optimizer API ----------------------------------------------------
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -515,10 +439,11 @@ class GameOptimizer(torch.optim.Optimizer):
 
     def state_dict(self) -> dict[str, Any]:
         """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
-        if not _capturing():
-            self._read_verdict()  # a skipped capturable step must not show in the state
-        sd = super().state_dict()
-        return {"state": _clone_tree(sd["state"]), "param_groups": _clone_tree(sd["param_groups"])}
+        with self._between_steps(reading=True):
+            if not capturing():
+                self._verdict.read()  # a skipped capturable step must not show in the state
+            sd = super().state_dict()
+            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
@@ -526,72 +451,24 @@ class GameOptimizer(torch.optim.Optimizer):
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
-        if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
-            raise ValueError("not an optimizer state_dict: expected keys 'state' and 'param_groups'")
-        groups, state = state_dict["param_groups"], state_dict["state"]
-        if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
-            raise ValueError("state_dict['param_groups'] must be a list of dicts")
-        if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in self.players]:
-            raise ValueError("state_dict has a different number of parameters per player than this optimizer")
-        # Hyperparameters newer than the dict take the values its version behaved as (``added_later``).
-        groups = [{**{k: older(g) for k, older in self.added_later.items() if k not in g}, **g} for g in groups]
-        state_dict = {**state_dict, "param_groups": groups}
-        self._validate_groups(groups, "load_state_dict")
-        if not isinstance(state, dict):
-            raise ValueError("state_dict['state'] must be a dict")
-        unknown = set(state) - {*self.player_names, "game"}
-        if unknown:
-            raise ValueError(f"state_dict['state'] has unknown entries {sorted(map(str, unknown))}; "
-                             f"{type(self).__name__} keeps {list(self.player_names)} and 'game'")
-        self._validate_game_state(state.get("game"))
-        for player in self.players:
-            self._validate_player_state(player, state.get(player.name, {}))
-        self._verdict = None
-        super().load_state_dict(_clone_tree(state_dict))
-        for player in self.players:
-            st = self.state.get(player.name, {})
-            for k, v in st.items():
-                if isinstance(v, Tensor):
-                    st[k] = v.to(device=player.device, dtype=player.dtype)
-        game = self.state["game"]
-        if isinstance(game["step"], Tensor):  # saved by a capturable optimizer
-            game["step"] = (game["step"].to(device=self.players[0].device, dtype=torch.float64)
-                            if self.capturable else int(game["step"].item()))
+        with self._between_steps(reading=False):
+            validated = state_io.validated_state_dict(self, state_dict)
+            self._verdict.clear()  # a pending verdict belonged to the state replaced now
+            super().load_state_dict(validated)
 
-    def _validate_game_state(self, game: Any) -> None:
-        if not isinstance(game, dict):
-            raise ValueError("state_dict['state'] has no 'game' entry (the step count and game-wide state)")
-        if set(game) != set(self.game_state):
-            raise ValueError(f"state_dict['state']['game'] has entries {sorted(game)}, but "
-                             f"{type(self).__name__} keeps {sorted(self.game_state)}; is it another optimizer's?")
-        for key, check in self.game_state.items():
-            check(f"state_dict['state']['game'][{key!r}]", game[key])
-
-    def _validate_player_state(self, player: Player, st: Any) -> None:
-        where = f"state_dict entry {player.name}"
-        if not isinstance(st, dict):
-            raise ValueError(f"{where} must be a dict of tensors")
-        for k, v in st.items():
-            if k not in self.state_keys:
-                raise ValueError(f"{where}.{k} is not state {type(self).__name__} keeps "
-                                 f"({sorted(self.state_keys)}); is it another optimizer's?")
-            if not isinstance(v, Tensor):
-                raise ValueError(f"{where}.{k} must be a Tensor, got {type(v).__name__}")
-            if k in self.row_state_keys:  # a few flat vectors, as rows
-                if v.dim() != 2 or v.shape[1] != player.numel:
-                    raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected (k, {player.numel}): "
-                                     f"rows of the {player.name} player's {player.numel} parameters")
-            elif v.numel() != player.numel:
-                raise ValueError(f"{where}.{k} has {v.numel()} elements; "
-                                 f"the {player.name} player has {player.numel} parameters")
-            elif v.dim() != 1:
-                raise ValueError(f"{where}.{k} has shape {tuple(v.shape)}; expected a flat ({player.numel},) tensor")
-            if not v.is_floating_point():
-                raise ValueError(f"{where}.{k} has dtype {v.dtype}; expected a floating-point tensor")
-            if not bool(torch.isfinite(v).all()):
-                raise ValueError(f"{where}.{k} has non-finite values")
-            if k in self.nonnegative_state_keys and bool((v < 0).any()):
-                raise ValueError(f"{where}.{k} has negative values (a second-moment average is >= 0)")
+    @contextlib.contextmanager
+    def _between_steps(self, reading: bool) -> Iterator[None]:
+        """Hold the step lock (another thread's step finishes first). From inside this thread's
+        own step (e.g. its closure) reading is allowed (nothing is committed before the step's
+        end) and writing refused (it would break the step's all-or-nothing commit)."""
+        if self._stepping == threading.get_ident():
+            if not reading:
+                raise RuntimeError(f"{type(self).__name__}.load_state_dict was called from inside a step "
+                                   "(e.g. from the closure); load it between steps")
+            yield
+            return
+        with self._step_lock:
+            yield
 
     def get_info(self) -> dict[str, Any]:
         """Diagnostics of the last step (solver iterations, HVP passes, norms with collect_info);

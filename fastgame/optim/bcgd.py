@@ -1,7 +1,7 @@
 """Basic Competitive Gradient Descent (CGD with scalar step sizes), drop-in for ``CGDs.BCGD``."""
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional
 
 from torch import Tensor
 
@@ -31,7 +31,7 @@ class BCGD(CompetitiveGradient):
         device: accepted for compatibility; the parameters' device is used.
         solve_x: False to solve for the max player at the first step (then alternate).
         collect_info: record gradient and update norms (host syncs); default True as CGDs.
-        max_iter: cap on CG iterations per step (None: the system size).
+        max_iter: cap on CG iterations per step, >= 1 (None: the system size).
         check_every, capturable, backend, cg_start, graph_cg: as for :class:`ACGD` (``cg_start``
             default "zero"; "warm" for CGDs' exact start).
     """
@@ -85,6 +85,7 @@ class BCGD(CompetitiveGradient):
     def _next_solved_player(self, a: int) -> int:
         return a if self.param_groups[0]["update_max"] is not None else 1 - a
 
-    def _after_step(self) -> None:
-        if self.param_groups[0]["update_max"] is None:
-            super()._after_step()
+    def _after_step(self) -> Optional[Callable[[], None]]:
+        if self.param_groups[0]["update_max"] is None:  # alternating: the phase flips
+            return super()._after_step()
+        return None

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Optional
 
 import torch
@@ -13,11 +14,44 @@ from torch import Tensor
 from ..linalg.hvp import MixedHVP
 from ..linalg import captured
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
-from ..linalg.recycle import solve_cgd_recycled
 from .base import GameOptimizer, Proposal
-from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_count, positive_int, step_count
+from .cg_starts import STARTS, CGStart
+from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_positive_int, positive_int, step_count
 
-CG_STARTS = ("warm", "zero", "recycle")
+CG_STARTS = tuple(STARTS)  # the names cg_start takes ("warm", "zero", "recycle")
+
+
+@dataclass(frozen=True)
+class CGMode:
+    """How a step's CG runs, decided from the four settings that interact (capturable,
+    graph_cg, cg_start, check_every) in one place, :func:`cg_mode`."""
+    start: CGStart
+    check_every: Optional[int]  # None: no host read at all (a capturable step)
+    replay_off: Optional[str]   # why the iterations are never graph-replayed (None: they may be)
+
+
+def cg_mode(group: dict[str, Any], graph_cg: bool) -> CGMode:
+    """The CG of a step with the game-wide settings ``group`` (validated by :func:`check_cg_settings`)."""
+    start = STARTS[group["cg_start"]]
+    if group["capturable"]:  # no host read: a fixed max_iter masked iterations; the whole step is graphed
+        return CGMode(start, None, "graph_cg=False" if not graph_cg else "capturable (the whole step is graphed)")
+    check_every = 1 if start.host_checked else group["check_every"]
+    if not graph_cg:
+        return CGMode(start, check_every, "graph_cg=False")
+    if start.host_checked:
+        return CGMode(start, check_every, f"cg_start={start.name!r} reads the host every iteration")
+    return CGMode(start, check_every, None)
+
+
+def check_cg_settings(group: dict[str, Any], where: str) -> None:
+    """The rules between the CG settings: a capturable step needs max_iter and a capturable start."""
+    if group["capturable"] and group["max_iter"] is None:
+        raise ValueError(f"{where}: capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
+    start = STARTS[group["cg_start"]]
+    if group["capturable"] and not start.capturable:
+        capturable = " or ".join(repr(n) for n, s in STARTS.items() if s.capturable)
+        raise ValueError(f"{where}: cg_start={start.name!r} is not capturable (its Ritz extraction reads the host); "
+                         f"use {capturable} with capturable=True")
 
 
 class CompetitiveGradient(GameOptimizer):
@@ -40,13 +74,15 @@ class CompetitiveGradient(GameOptimizer):
     says whether a step used it, and :attr:`graph_cg_reason` why not.
     """
 
-    hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_count,
+    # max_iter 0 is refused: no CG iteration would leave the solved player where CG starts (it
+    # would not move from a zero start); None is the system size.
+    hyperparameters = {"lr": nonnegative, "tol": nonnegative, "atol": nonnegative, "max_iter": optional_positive_int,
                        "check_every": positive_int, "capturable": boolean, "cg_start": one_of(*CG_STARTS)}
     game_wide = frozenset({"tol", "atol", "max_iter", "check_every", "capturable", "cg_start"})
     # A dict from before cg_start: CG started warm (CGDs' start), or as its bool warm_start said.
     added_later = {"cg_start": lambda g: "zero" if g.get("warm_start") is False else "warm"}
-    state_keys = frozenset({"warm_start", "ritz"})
-    row_state_keys = frozenset({"ritz"})  # cg_start="recycle": the deflation vectors of the player solved next
+    state_keys = frozenset().union(*(s.state_keys for s in STARTS.values()))  # what the CG starts keep
+    row_state_keys = frozenset().union(*(s.row_state_keys for s in STARTS.values()))
     game_state = {"step": step_count, "solve_x": boolean}
 
     def __init__(self, max_params: Iterable[Tensor], min_params: Iterable[Tensor], lr_max: float, lr_min: float,
@@ -72,13 +108,10 @@ class CompetitiveGradient(GameOptimizer):
         super()._init_runtime()
         self.graph_cg_reason: Optional[str] = None  # why the last step's CG was not graph-replayed
         self._graph_cg_failed: Optional[str] = None  # a failed capture: not tried again
+        self._cg_capture = captured.CaptureResources()  # the side stream and graph pool of graph_cg
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
-        if group["capturable"] and group["max_iter"] is None:
-            raise ValueError(f"{where}: capturable=True needs max_iter: a captured CG runs a fixed number of iterations")
-        if group["capturable"] and group.get("cg_start") == "recycle":
-            raise ValueError(f"{where}: cg_start='recycle' is not capturable (its Ritz extraction reads the host); "
-                             "use 'warm' or 'zero' with capturable=True")
+        check_cg_settings(group, where)
 
     # ---- hooks ------------------------------------------------------------------------
     def _step_sizes(self, grads: tuple[Tensor, Tensor], step: Tensor) -> tuple[list[Preconditioner], dict]:
@@ -86,7 +119,8 @@ class CompetitiveGradient(GameOptimizer):
         raise NotImplementedError
 
     def _state_names(self, group: dict[str, Any]) -> tuple[str, ...]:
-        return ("warm_start",) if group["cg_start"] == "warm" else ()  # kept only where it is read
+        start = STARTS[group["cg_start"]]  # a start's state is kept only where it is read
+        return tuple(sorted(start.state_keys - start.row_state_keys))
 
     def _solved_player(self) -> int:
         """0 to solve for the max player this step, 1 for the min player."""
@@ -96,16 +130,13 @@ class CompetitiveGradient(GameOptimizer):
         """The updates to add to (x, y) (None: leave the player alone) and state to commit."""
         return list(sol.delta), {}
 
-    def _after_step(self) -> None:
+    def _after_step(self) -> Optional[Callable[[], None]]:
+        self._flip_solved_player()
+        return self._flip_solved_player  # a skipped step's player is solved again next
+
+    def _flip_solved_player(self) -> None:
         game = self.state["game"]
         game["solve_x"] = not game["solve_x"]
-        self._flipped = True
-
-    def _undo_host_step(self) -> None:
-        if self._flipped:  # the skipped step's player is solved again next
-            game = self.state["game"]
-            game["solve_x"] = not game["solve_x"]
-            self._flipped = False
 
     def _next_solved_player(self, a: int) -> int:
         """The player the step after this one solves for (this step solves for ``a``)."""
@@ -132,74 +163,67 @@ class CompetitiveGradient(GameOptimizer):
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
+        mode = cg_mode(group, self.graph_cg)
         pre, state = self._step_sizes(grads, step)
-        a = self._solved_player()
-        names = [p.name for p in self.players]
-        start = group["cg_start"]
-        extra: dict[str, Tensor] = {}
-        if start == "recycle":
-            ritz = self.state.get(names[a], {}).get("ritz")
-            sol, keep, products = solve_cgd_recycled(hvp, a, grads, pre, ritz, group["tol"], group["atol"],
-                                                     group["max_iter"], next_solve=self._next_solved_player(a),
-                                                     fused=self.ops)
-            extra = {"deflated": 0 if ritz is None else ritz.shape[0], "hvp_products": products}
-        else:
-            w0 = self.state.get(names[a], {}).get("warm_start") if start == "warm" else None
-            replay = self._iteration_replay()
-            sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                            check_every=None if self.capturable else group["check_every"], fused=self.ops,
-                            replay=replay)
-            extra = {"cg_graphed": replay is not None and replay.failure is None}
-            if extra["cg_graphed"]:
-                extra["cg_capture_s"] = replay.capture_seconds
-            if replay is not None and replay.failure is not None:
-                self._graph_cg_failed = self.graph_cg_reason = f"capturing a CG iteration failed ({replay.failure})"
-                warnings.warn(f"{type(self).__name__}: {self.graph_cg_reason}; CG iterations run eagerly from now on "
-                              "(graph_cg=False silences this)", stacklevel=5)
+        a, names = self._solved_player(), [p.name for p in self.players]
+        w0, deflation = mode.start.begin(hvp, a, pre, self.state, names)
+        replay = self._iteration_replay()
+        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
+                        check_every=mode.check_every, fused=self.ops, replay=replay, deflation=deflation)
+        info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
+                **self._replay_info(replay)}
         deltas, updated = self._updates(sol, step)
-        for i, name in enumerate(names):
+        for name in names:
             state.setdefault(name, {}).update(updated.get(name, {}))
-            if start == "warm":  # the next solve's start; nothing else reads it
-                state[name]["warm_start"] = sol.warm_start[i]
-        if start == "recycle":  # the Ritz vectors belong to the player solved next
-            state[names[self._next_solved_player(a)]]["ritz"] = keep
-        # Each mixed HVP result reaches the right-hand side, the CG residual, the solution or
-        # the back-substituted update, so these cover them all (a NaN residual stops CG early,
-        # which is why the residual itself is checked).
-        b = 1 - a
+        info.update(mode.start.after(sol, deflation, self._next_solved_player(a), state, names))
+        return Proposal(deltas, state, self._solve_checks(names, a, pre, sol), info)
+
+    @staticmethod
+    def _solve_checks(names: list[str], a: int, pre: list[Preconditioner], sol: CGDSolution) -> list[tuple[str, Tensor]]:
+        """The solve's values to check. Each mixed HVP result reaches the right-hand side, the
+        CG residual, the solution or the back-substituted update, so these cover them all (a
+        NaN residual stops CG early, which is why the residual itself is checked)."""
         checks = [(f"step sizes of the {n} player (stage: step sizes; check lr and eps)", p.eta)
                   for n, p in zip(names, pre)]
-        checks += [
+        return checks + [
             (f"CG right-hand side for the {names[a]} player (stage: mixed HVP)", sol.rhs_sq),
             (f"CG residual for the {names[a]} player (stage: mixed HVP / CG solve)", sol.residual_sq),
             (f"CG solution for the {names[a]} player (stage: mixed HVP / CG solve)", sol.warm_start[a]),
-            (f"update of the {names[b]} player (stage: mixed HVP back-substitution)", sol.delta[b]),
+            (f"update of the {names[1 - a]} player (stage: mixed HVP back-substitution)", sol.delta[1 - a]),
         ]
-        info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
-                **extra}
-        return Proposal(deltas, state, checks, info)
 
     def _iteration_replay(self) -> Optional[captured.IterationReplay]:
         """A graph replay for this solve's CG iterations, or None (and ``graph_cg_reason``)."""
         device = self.players[0].device
-        if not self.graph_cg or self.capturable or device.type != "cuda":
-            self.graph_cg_reason = "graph_cg=False" if not self.graph_cg else (
-                "capturable (the whole step is graphed)" if self.capturable else "not a CUDA device")
+        off = cg_mode(self.param_groups[0], self.graph_cg).replay_off
+        self.graph_cg_reason = off or (None if device.type == "cuda" else "not a CUDA device")
+        if self.graph_cg_reason is not None:
             return None
         self.graph_cg_reason = self._graph_cg_failed or captured.why_not(device)
         if self.graph_cg_reason is None and self.state["game"]["step"] == 0:  # kernels load and autotune eagerly first
             self.graph_cg_reason = "the first step runs eagerly"
-        return captured.IterationReplay(device) if self.graph_cg_reason is None else None
+        return captured.IterationReplay(device, self._cg_capture) if self.graph_cg_reason is None else None
+
+    def _replay_info(self, replay: Optional[captured.IterationReplay]) -> dict[str, Any]:
+        """The step's info on graph-replayed iterations; a failed capture is said once and not tried again."""
+        info: dict[str, Any] = {"cg_graphed": replay is not None and replay.failure is None}
+        if info["cg_graphed"]:
+            info["cg_capture_s"] = replay.capture_seconds
+        if replay is not None and replay.failure is not None:
+            self._graph_cg_failed = self.graph_cg_reason = f"capturing a CG iteration failed ({replay.failure})"
+            warnings.warn(f"{type(self).__name__}: {self.graph_cg_reason}; CG iterations run eagerly from now on "
+                          "(graph_cg=False silences this)", stacklevel=6)
+        return info
 
     def _step_stream(self, closure: Optional[Callable[[], Any]]) -> contextlib.AbstractContextManager:
         """A closure's step runs on the side stream when CG iterations are to be graph-replayed
         from the default stream (autograd then runs its nodes there, where they can be captured)."""
         device = self.players[0].device
-        if (closure is None or not self.graph_cg or self.capturable or self._graph_cg_failed
-                or self.param_groups[0]["cg_start"] == "recycle" or captured.why_not(device, stream=False) is not None
+        if (closure is None or cg_mode(self.param_groups[0], self.graph_cg).replay_off is not None
+                or self._graph_cg_failed or captured.why_not(device, stream=False) is not None
                 or torch.cuda.current_stream(device) != torch.cuda.default_stream(device)):
             return contextlib.nullcontext()
-        return captured.on_side_stream(device)
+        return self._cg_capture.on_side_stream(device)
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable

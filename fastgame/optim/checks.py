@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import Any, Callable, Sequence, Union
+from typing import Any, Callable, Optional, Sequence, Union
 
 import torch
 from torch import Tensor
@@ -45,6 +45,11 @@ def optional_count(name: str, v: Any) -> None:
         raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 0)")
 
 
+def optional_positive_int(name: str, v: Any) -> None:
+    if v is not None and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+        raise ValueError(f"invalid {name}: {v!r} (must be None or an int >= 1)")
+
+
 def positive_int(name: str, v: Any) -> None:
     if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
         raise ValueError(f"invalid {name}: {v!r} (must be an int >= 1)")
@@ -71,6 +76,38 @@ def one_of(*choices: str) -> Validator:
 def check_nonnegative(**values: float) -> None:
     for name, v in values.items():
         nonnegative(name, v)
+
+
+def is_closure(x: Any) -> bool:
+    return callable(x) and not isinstance(x, Tensor)
+
+
+def closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
+    """The closure ``step`` was given (its one argument), else None."""
+    return losses[0] if len(losses) == 1 and is_closure(losses[0]) else None
+
+
+def resolve_losses(owner: str, names: Sequence[str], losses: tuple[Any, ...], hint: str = "") -> tuple[Tensor, ...]:
+    """The step's losses (named ``names``) from what ``owner.step`` was given: the loss tensors,
+    or one closure returning them (called under grad mode), each checked by :func:`resolve_loss`.
+    ``hint`` is added to the message for too many losses."""
+    n, listed = len(names), ", ".join(names)
+    if closure_of(losses) is not None:
+        with torch.enable_grad():
+            out = losses[0]()
+        if n > 1:
+            if not (isinstance(out, (tuple, list)) and len(out) == n):
+                raise ValueError(f"a {owner} closure must return the pair ({listed}), got {type(out).__name__}")
+            losses = tuple(out)
+        else:
+            losses = (out,)
+    elif any(is_closure(t) for t in losses):
+        raise ValueError(f"pass either a closure returning ({listed}) or the losses, not both")
+    if len(losses) < n:
+        raise ValueError(f"{owner}.step needs {', '.join(names[len(losses):])} besides {', '.join(names[:len(losses)])}")
+    if len(losses) > n:
+        raise ValueError(f"{owner}.step takes {n} loss{'es' if n > 1 else ''} ({listed}), got {len(losses)}" + hint)
+    return tuple(resolve_loss(t, name) for t, name in zip(losses, names))
 
 
 def resolve_loss(loss: Any, what: str = "loss") -> Tensor:

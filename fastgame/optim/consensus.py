@@ -8,7 +8,7 @@ from torch import Tensor
 from .base import Proposal
 from .checks import nonnegative
 from .dynamics import RuleDynamics
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 
 
 class ConsensusOptimization(RuleDynamics):

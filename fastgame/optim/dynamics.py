@@ -15,7 +15,7 @@ from torch import Tensor
 
 from .base import GameOptimizer
 from .checks import LossOrClosure, boolean, nonnegative, step_count, unit_interval
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 from .rules import RULE_STATE, RULES, betas, rule_name
 
 
@@ -61,6 +61,9 @@ class GameDynamics(GameOptimizer):
 
     def _config_attrs(self) -> tuple[str, ...]:
         return (*super()._config_attrs(), "general_sum", "player_names", "loss_names", "player_label")
+
+    def _loss_count_hint(self) -> str:
+        return "" if self.general_sum else " (general_sum=True takes one per player)"
 
     @property
     def signs(self) -> tuple[float, float]:

@@ -9,7 +9,7 @@ from ..linalg.params import Player
 from .base import Proposal
 from .checks import nonnegative, unit_interval
 from .dynamics import GameDynamics
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 
 
 class LEAD(GameDynamics):

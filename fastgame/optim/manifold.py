@@ -7,10 +7,11 @@ from typing import Any, Iterable
 import torch
 from torch import Tensor
 
+from ..linalg.cg import run_cg, stop_threshold
 from .base import Proposal
 from .checks import boolean, positive_int
 from .dynamics import GameDynamics
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 
 
 class BestResponseManifold(GameDynamics):
@@ -64,28 +65,19 @@ class BestResponseManifold(GameDynamics):
         d, g = self.directions(grads)  # ∇_D ℓ_D, ∇_G ℓ_G
         v = (hvp.cross_gradient(0), g)  # ∇ℓ_G: on 𝓜, ℓ_G also changes through D
 
-        def normal(w: Tensor) -> tuple[Tensor, tuple[Tensor, Tensor]]:  # MMᵀw, and Mᵀw
-            mt_w = hvp.jacobian_transpose((w, None))
-            return hvp.jacobian_row(0, mt_w), mt_w
-
+        normal = _NormalEquations(hvp, d)
         saved = self.state.get(self.players[0].name, {}).get("ls_solution")
         if saved is None or not group["warm_start"]:  # w = 0: MMᵀw and Mᵀw are zero, no passes
-            w, mm_w, mt_w = torch.zeros_like(d), torch.zeros_like(d), (torch.zeros_like(d), torch.zeros_like(g))
+            w, mm_w, mt_w = torch.zeros_like(d), torch.zeros_like(d), d.new_zeros(d.numel() + g.numel())
         else:
-            w = saved
-            mm_w, mt_w = normal(w)
+            w = saved.clone()
+            mt_w, mm_w, _ = normal.products(w, w)
         r = hvp.jacobian_row(0, v) - mm_w  # Mv − MMᵀw
-        p, rr = r, r.dot(r)
-        for _ in range(group["ls_iters"]):  # CG, a fixed count: no host read
-            mm_p, mt_p = normal(p)
-            curvature = p.dot(mm_p)
-            alpha = torch.where(curvature > 0, rr / curvature, torch.zeros_like(rr))
-            w = w + alpha * p
-            mt_w = (mt_w[0] + alpha * mt_p[0], mt_w[1] + alpha * mt_p[1])  # Mᵀw along, as CG tracks u
-            r = r - alpha * mm_p
-            rr_next = r.dot(r)
-            p = r + torch.where(rr > 0, rr_next / rr, torch.zeros_like(rr)) * p
-            rr = rr_next
+        rr = r.dot(r)
+        # CG, a fixed count (no host read), tracking Mᵀw alongside w as the CGD solve tracks u
+        run_cg(normal, w, mt_w, r, stop_threshold(0.0, rr, 0.0), group["ls_iters"], check_every=None, fused=self.ops)
+        rr = r.dot(r)
+        mt_w = (mt_w[:d.numel()], mt_w[d.numel():])
         tangent = [vi - mi for vi, mi in zip(v, mt_w)]  # v − Mᵀw: v's part along 𝓜
         checks = [("least-squares residual of the projection (stage: HVP / least-squares solve)", rr),
                   ("tangent direction of the discriminator (stage: HVP / projection)", tangent[0]),
@@ -104,3 +96,18 @@ class BestResponseManifold(GameDynamics):
     def grad_evals(self) -> int:
         """The pipeline's evaluation and one per retraction step."""
         return 1 + self.param_groups[0]["retraction_steps"]
+
+
+class _NormalEquations:
+    """M Mᵀ w = M v of the projection as :func:`~fastgame.linalg.cg.run_cg` sees it (M = [H_DD, H_DG],
+    the discriminator's block row of the Jacobian): each product also gives Mᵀp, both players'
+    parts in one flat vector, which CG accumulates into Mᵀw. Two passes a product."""
+
+    def __init__(self, hvp: GameHVP, like: Tensor) -> None:
+        self.hvp = hvp
+        self.scale = torch.ones((), dtype=like.dtype, device=like.device)  # CG's direction enters as is
+
+    def products(self, p: Tensor, sp: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        mt_p = self.hvp.jacobian_transpose((sp, None))
+        mm_p = self.hvp.jacobian_row(0, mt_p)
+        return torch.cat(mt_p), mm_p, p.dot(mm_p)

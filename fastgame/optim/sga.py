@@ -9,7 +9,7 @@ from torch import Tensor
 from .base import Proposal
 from .checks import boolean, nonnegative
 from .dynamics import RuleDynamics
-from .game_hvp import GameHVP
+from ..linalg.game_hvp import GameHVP
 
 
 class SGA(RuleDynamics):

@@ -14,9 +14,9 @@ from typing import Optional, Sequence
 import torch
 from torch import Tensor
 
-from ..linalg.distributed import all_reduce_mean
-from ..linalg.hvp import MixedHVP, mixed_hvp
-from ..linalg.params import Player
+from .distributed import all_reduce_mean
+from .hvp import MixedHVP, mixed_hvp
+from .params import Player
 
 
 class GameHVP(MixedHVP):
