@@ -148,7 +148,8 @@ def test_labelled_classifier_accuracy_and_cache(mnist_metrics):
     with torch.no_grad():
         acc = float((m.classifier(images[held]).argmax(1) == labels[held]).float().mean())
     assert acc == pytest.approx(m.classifier.held_out_accuracy)
-    files = [f for f in os.listdir(metrics.cache_dir()) if f.startswith("image_classifier_v1_mnist_1x16px_")]
+    key = f"image_classifier_v1_mnist_1x16px_{metrics._fingerprint(images, labels)}.pt"  # this data set's file
+    files = [f for f in os.listdir(metrics.cache_dir()) if f == key]
     assert len(files) == 1
     mtime = os.path.getmtime(os.path.join(metrics.cache_dir(), files[0]))
     again = metrics.image_classifier("mnist", images, labels)  # from the cache, not retrained
