@@ -26,19 +26,27 @@ _EPILOG_TRAIN = """examples:
   fastgame train --data ring8 --steps 2000 --out runs/ring-acgd        # ACGD on 8 Gaussians
   fastgame train --data digits --optimizer adam --out runs/digits-adam  # Adam on scikit-learn's digits
   fastgame train --resume runs/ring-acgd --steps 4000                   # continue a run
+  fastgame train --data ring8 --loss wgan --optimizer adam-alt --penalty wgan_gp --d-steps 5 --betas 0.5 0.9
+                                                          # WGAN-GP's recipe (Gulrajani et al. 2017)
   torchrun --nproc_per_node 2 -m fastgame train --data ring8 --out runs/ddp   # data-parallel
 
-The run folder gets config.json, metrics.csv/.json, checkpoint.pt, samples.png,
-samples/step_*.png and curves.png. Metrics: ring8/grid25 - modes covered, fraction of
-high-quality samples, mode JSD; digits - Frechet classifier distance (fcd, lower is better;
-not FID), digit classes covered and KL of the class histogram from uniform."""
+The run folder gets config.json (every setting as resolved: tolerance, threads, loss,
+d_batchnorm, ...), metrics.csv/.json, checkpoint.pt, samples.png, samples/step_*.png,
+curves.png (and tensorboard/ when tensorboard is installed). Metrics: ring8/grid25 - modes
+covered, fraction of high-quality samples, mode JSD; labelled images (digits, mnist:,
+fashion-mnist:, cifar10:) - Frechet classifier distance (fcd, lower is better; not FID) on a
+classifier trained once on the set's own labels, classes covered and KL of the class
+histogram from uniform; other images - Inception FID only if its weights are already on this
+machine. `fastgame probe RUN_DIR` then runs the ICR probe on the run's checkpoint."""
 
 _EPILOG_COMPARE = """examples:
   fastgame compare --data ring8 --optimizers acgd adam --seeds 0 1 2 --steps 1000 --out runs/cmp
   fastgame compare --data digits --optimizers acgd adam:lr_d=4e-4,lr_g=1e-4 --out runs/cmp-digits
 
-An optimizer may carry its own settings after a colon (lr_d, lr_g, tol, max_iter, cg_start),
-e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4" or "acgd:tol=1e-6,cg_start=zero". Writes
+An optimizer may carry its own settings after a colon (lr_d, lr_g, tol, max_iter, cg_start,
+betas, d_steps, penalty, penalty_weight), e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4",
+"acgd:tol=1e-4,cg_start=zero", or WGAN-GP's recipe beside unregularized runs:
+"adam-alt:penalty=wgan_gp,d_steps=5,betas=0.5,0.9". Writes
 DIR/compare.md and compare.csv (final and best value of each metric, mean +- std over seeds;
 CG iterations and mixed-HVP passes per step), DIR/compare.png (the first metric
 against steps and against wall-clock time), each run in DIR/<optimizer>-seed<k>/ and its
