@@ -28,7 +28,7 @@ __all__ = ["TrainConfig", "ConfigError", "resolve", "config_diff", "default_out"
 
 MODELS = ("auto",) + GAN_MODELS
 PENALTIES = ("none",) + tuple(L.PENALTIES)
-# Default sizes that train in minutes on a CPU (issue 18): an ACGD step of the width-64 MLP took
+# Default sizes that train in minutes on a CPU: an ACGD step of the width-64 MLP took
 # ~0.02 s against ~0.28 s at width 256; the width-16 DCGAN trained the digits in under a minute.
 _WIDTH = {"mlp": 64, "dcgan": 16, "wgan_gp_dcgan": 64}
 _LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}

@@ -33,7 +33,7 @@ def test_tensor_files(tmp_path):
     torch.save(torch.full((5, 8, 8), 3.0), tmp_path / "big.pt")
     with pytest.raises(DataError, match=r"\[0, 1\] or \[-1, 1\]"):
         load_dataset(str(tmp_path / "big.pt"))
-    # Any other size is resized like mnist:ROOT: to 32 px, or to --image-size (issue 18).
+    # Any other size is resized like mnist:ROOT: to 32 px, or to --image-size.
     torch.save(torch.rand(5, 12, 12), tmp_path / "odd.pt")
     assert load_dataset(str(tmp_path / "odd.pt")).sample_shape == (1, 32, 32)
     np.save(tmp_path / "mnist28.npy", np.random.default_rng(0).integers(0, 256, (5, 28, 28), dtype=np.uint8))
