@@ -110,3 +110,28 @@ def test_unlabelled_images_get_a_note(tmp_path, monkeypatch):
     np.save(tmp_path / "x.npy", np.zeros((4, 8, 8), dtype=np.uint8))
     ev = Evaluator(load_dataset(str(tmp_path / "x.npy")))
     assert ev.names == [] and ev.note.startswith("no image metric")
+
+
+def test_metrics_go_to_tensorboard_when_installed(tmp_path, monkeypatch):
+    import sys
+    import types
+    written = []
+
+    class Writer:  # stands in for torch.utils.tensorboard.SummaryWriter (tensorboard need not be installed)
+        def __init__(self, folder):
+            written.append(("open", folder))
+
+        def add_scalar(self, key, value, step):
+            written.append((key, value, step))
+
+        def flush(self):
+            pass
+
+        def close(self):
+            written.append(("close",))
+
+    monkeypatch.setitem(sys.modules, "torch.utils.tensorboard", types.SimpleNamespace(SummaryWriter=Writer))
+    out = tmp_path / "tb"
+    train(TrainConfig(steps=4, batch=16, eval_every=2, eval_samples=100, out=str(out)), quiet=True)
+    assert written[0] == ("open", str(out / "tensorboard")) and written[-1] == ("close",)
+    assert {(k, s) for k, _, s in (w for w in written if len(w) == 3)} >= {("modes_covered", 2), ("loss_d", 4)}
