@@ -11,8 +11,10 @@ from typing import Callable, Optional
 import torch
 from torch import Tensor
 
-from .linalg.captured import CaptureResources
+from .linalg.captured import CaptureResources, CudaPieces, LiveCG, StepPieces, cg_host_loop
 from .optim.base import GameOptimizer
+from .optim.cgd import CompetitiveGradient
+from .optim.checks import boolean
 
 
 class GraphedStep:
@@ -73,25 +75,33 @@ class GraphedStep:
             if loss is None:  # capture failed: this and every later step run eagerly
                 return self._eager(inputs)
         else:
-            self.graphs[phase].replay()
-            loss, info, verdict = self.outputs[phase]
-            opt.replayed(info, verdict)  # the host half of the step
+            loss = self._replay(phase)
         if self.check_finite:
             opt.raise_if_nonfinite()
+        return loss
+
+    def _replay(self, phase: int) -> Tensor:
+        self.graphs[phase].replay()
+        loss, info, verdict = self.outputs[phase]
+        self.opt.replayed(info, verdict)  # the host half of the step
         return loss
 
     def _closure(self) -> Tensor:
         return self.loss_fn(*self.static_inputs)
 
+    def _step(self, closure: Callable[[], Tensor]) -> Tensor:
+        """One eager step (warm-ups and fallbacks)."""
+        return self.opt.step(closure)
+
     def _eager(self, inputs: tuple[Tensor, ...]) -> Tensor:
-        loss = self.opt.step(lambda: self.loss_fn(*inputs))
+        loss = self._step(lambda: self.loss_fn(*inputs))
         if self.check_finite:
             self.opt.raise_if_nonfinite()
         return loss
 
     def _warmup_step(self) -> Tensor:
         with self._streams.on_side_stream(self.opt.players[0].device):
-            return self.opt.step(self._closure)
+            return self._step(self._closure)
 
     def _capture(self, phase: int) -> Optional[Tensor]:
         """Capture this phase's step and replay it once (that is the step); None if the capture
@@ -132,14 +142,82 @@ class GraphedStep:
         return graph, loss
 
 
+class PiecewiseGraphedStep(GraphedStep):
+    """A :class:`GraphedStep` whose CG runs exactly the iterations each step needs.
+
+    Each phase is captured once into three graphs sharing one memory pool (the pattern of
+    ``torch.cuda.make_graphed_callables``): the head (forward, create_graph backward, the
+    right-hand side), one masked CG iteration (its two mixed-HVP passes and fused vector ops,
+    over the tensors the head wrote, which stay at their addresses for every later step) and
+    the tail (back-substitution, the finiteness verdict, the masked commit). A step replays the
+    head, the iteration until the residual test passes (:func:`~fastgame.linalg.captured.cg_host_loop`:
+    ``active`` read every ``check_every`` iterations, at most ``max_iter``), then the tail.
+    Warm-ups and eager fallbacks run the same host loop. ``graphs[phase]`` is the phase's
+    :class:`~fastgame.linalg.captured.StepPieces`; ``info["cg_replays"]`` the iterations replayed.
+
+    ``pieces``: what records a step into pieces (default CUDA graphs; a test injects a fake
+    with the same ``record(run_step, device) -> (StepPieces, loss)``).
+
+    CUDA graph conditional nodes (a device-side while loop, no host read) are not used: torch
+    2.13's ``torch.cuda.CUDAGraph`` has no API to add one around captured work, and the one
+    device-loop construct it has, ``torch._higher_order_ops.while_loop``, is traced by
+    ``torch.compile``, whose body cannot call ``torch.autograd.grad`` (each iteration is two).
+    """
+
+    def __init__(self, *args: object, pieces: object = None, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)
+        self.pieces = pieces if pieces is not None else CudaPieces(self._streams)
+
+    def _step(self, closure: Callable[[], Tensor]) -> Tensor:
+        with self.opt.cg_pieces(LiveCG()):
+            return self.opt.step(closure)
+
+    def _record(self) -> tuple[StepPieces, Tensor]:
+        def run_step(split: object) -> Tensor:
+            with self.opt.cg_pieces(split):
+                return self.opt.step(self._closure)  # host effects happen once, here
+        return self.pieces.record(run_step, self.opt.players[0].device)
+
+    def _capture(self, phase: int) -> Optional[Tensor]:
+        """Capture this phase's pieces and replay them (that is the step); None if the capture
+        failed, after undoing what it changed on the host."""
+        opt = self.opt
+        game = dict(opt.state["game"])  # host values (which player is solved next) the capture changes
+        try:
+            pieces, loss = self._record()
+        except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: fall back, saying why)
+            opt.state["game"].update(game)
+            self.eager_reason = f"capturing the step failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
+            warnings.warn(f"make_graphed_step: {self.eager_reason}; this and all later steps run eagerly",
+                          stacklevel=3)
+            return None
+        pieces.outputs = (loss, dict(opt.info), opt.verdict)
+        self.graphs[phase] = pieces
+        opt.state["game"].update(game)  # every step, this one too, takes its host half in replayed()
+        return self._replay(phase)
+
+    def _replay(self, phase: int) -> Tensor:
+        pieces = self.graphs[phase]
+        pieces.head.replay()
+        n = cg_host_loop(pieces.iteration.replay, pieces.active, pieces.max_iter, pieces.check_every)
+        pieces.tail.replay()
+        loss, info, verdict = pieces.outputs
+        info = {**info, "cg_replays": n, "hvp_passes": info["hvp_passes"] + pieces.iteration_passes * (n - 1)}
+        if pieces.check_every == 1:  # then the host count is exact, as an eager step's
+            info["iter_num"] = n
+        self.opt.replayed(info, verdict)
+        return loss
+
+
 def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *static_inputs: Tensor,
-                      warmup: int = 3, check_finite: bool = True) -> Callable[..., Tensor]:
+                      warmup: int = 3, check_finite: bool = True, exact_cg: bool = False) -> Callable[..., Tensor]:
     """Capture whole steps of a capturable game optimizer (ACGD, BCGD) as CUDA graphs.
 
     Args:
         opt: an :class:`~fastgame.ACGD` or :class:`~fastgame.BCGD` built with
             ``capturable=True`` and a ``max_iter`` (CG then runs exactly that many
-            iterations, those after convergence being no-ops).
+            iterations, those after convergence being no-ops; with ``exact_cg``, at most
+            that many).
         loss_fn: ``loss_fn(*static_inputs)`` returns the game's scalar loss.
         static_inputs: tensors the loss reads (e.g. a real batch and a latent batch);
             each call's inputs are copied into them (inputs of other shapes, e.g. a
@@ -148,6 +226,12 @@ def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *stati
         check_finite: after each step, read whether it was finite and raise
             ``FloatingPointError`` if not (one host sync per step; the non-finite step
             itself was skipped on the device). False: no sync, see ``opt.info["finite"]``.
+        exact_cg: capture each step in three graphs instead (:class:`PiecewiseGraphedStep`):
+            forward + backward + right-hand side, one CG iteration, and back-substitution +
+            update; the host replays the iteration until the residual test passes, reading
+            it every ``check_every`` iterations (the optimizer's setting; one small copy to
+            the host each time). The same numbers as the whole-step graph, with the CG
+            iterations the step needs instead of ``max_iter``.
 
     Returns:
         a :class:`GraphedStep`, ``step(*inputs) -> loss``. Without CUDA (or with CPU
@@ -159,6 +243,7 @@ def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *stati
     if not opt.capturable:
         raise ValueError("make_graphed_step needs an optimizer built with capturable=True and max_iter (ACGD, "
                          "BCGD; GACGD's GMRES reads the host every iteration, so it cannot be captured)")
+    boolean("exact_cg", exact_cg)
     if not isinstance(warmup, int) or warmup < 1:
         raise ValueError(f"warmup must be an int >= 1, got {warmup!r}")
     for t in static_inputs:
@@ -169,9 +254,12 @@ def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *stati
     if not (on_cuda and torch.cuda.is_available()):
         reason = "CUDA graphs need CUDA parameters and inputs"
         warnings.warn(f"make_graphed_step: {reason}; running the step eagerly", stacklevel=2)
-    return GraphedStep(opt, loss_fn, tuple(static_inputs), warmup, check_finite, eager_reason=reason)
+    if exact_cg and not isinstance(opt, CompetitiveGradient):
+        raise ValueError(f"exact_cg needs ACGD or BCGD (a CG solve to split at), not {type(opt).__name__}")
+    cls = PiecewiseGraphedStep if exact_cg else GraphedStep
+    return cls(opt, loss_fn, tuple(static_inputs), warmup, check_finite, eager_reason=reason)
 
 
 graphed_step = make_graphed_step  # the shorter name; the long one follows torch.cuda.make_graphed_callables
 
-__all__ = ["make_graphed_step", "graphed_step", "GraphedStep"]
+__all__ = ["make_graphed_step", "graphed_step", "GraphedStep", "PiecewiseGraphedStep"]
