@@ -80,6 +80,15 @@ class GraphedStep:
             opt.raise_if_nonfinite()
         return loss
 
+    def load_state_dict(self, state_dict: dict) -> None:
+        """Load an optimizer state saved by any path (eager, whole-step or piecewise graphs) into
+        ``opt``, keeping how this step runs (:func:`with_run_settings`). Before the first capture
+        only: the graphs read the state's tensors at the addresses they had when captured."""
+        if self.graphs:
+            raise ValueError("load the optimizer state before the first captured step: the captured graphs "
+                             "read the state tensors where they were")
+        self.opt.load_state_dict(with_run_settings(self.opt, state_dict))
+
     def _replay(self, phase: int) -> Tensor:
         self.graphs[phase].replay()
         loss, info, verdict = self.outputs[phase]
@@ -100,7 +109,10 @@ class GraphedStep:
         return loss
 
     def _warmup_step(self) -> Tensor:
-        with self._streams.on_side_stream(self.opt.players[0].device):
+        device = self.opt.players[0].device
+        if device.type != "cuda":  # a test's fake graphs on the CPU
+            return self._step(self._closure)
+        with self._streams.on_side_stream(device):
             return self._step(self._closure)
 
     def _capture(self, phase: int) -> Optional[Tensor]:
@@ -209,6 +221,28 @@ class PiecewiseGraphedStep(GraphedStep):
         return loss
 
 
+RUN_SETTINGS = ("capturable", "max_iter")
+"""The hyperparameters that say how a step runs rather than what it computes: a capturable step
+(and the ``max_iter`` it was built with) gives the numbers of an eager one."""
+
+
+def with_run_settings(opt: GameOptimizer, state_dict: dict) -> dict:
+    """``state_dict`` with ``opt``'s own ``capturable`` and, where the saved ``capturable`` differs,
+    ``max_iter``, so that a state saved by an eager step resumes a graphed one and the other way
+    round (a capturable ``max_iter`` is a bound for its graphs, not the eager run's setting)."""
+    groups = state_dict.get("param_groups") if isinstance(state_dict, dict) else None
+    if not isinstance(groups, (list, tuple)) or len(groups) != len(opt.param_groups):
+        return state_dict  # load_state_dict says what is wrong with it
+    kept = []
+    for saved, own in zip(groups, opt.param_groups):
+        if not isinstance(saved, dict):
+            return state_dict
+        keys = RUN_SETTINGS if bool(saved.get("capturable", False)) != bool(own.get("capturable", False)) \
+            else RUN_SETTINGS[:1]
+        kept.append({**saved, **{k: own[k] for k in keys if k in own}})
+    return {**state_dict, "param_groups": kept}
+
+
 def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *static_inputs: Tensor,
                       warmup: int = 3, check_finite: bool = True, exact_cg: bool = False) -> Callable[..., Tensor]:
     """Capture whole steps of a capturable game optimizer (ACGD, BCGD) as CUDA graphs.
@@ -262,4 +296,4 @@ def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *stati
 
 graphed_step = make_graphed_step  # the shorter name; the long one follows torch.cuda.make_graphed_callables
 
-__all__ = ["make_graphed_step", "graphed_step", "GraphedStep", "PiecewiseGraphedStep"]
+__all__ = ["make_graphed_step", "graphed_step", "GraphedStep", "PiecewiseGraphedStep", "with_run_settings"]
