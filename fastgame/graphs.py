@@ -5,13 +5,14 @@ launches. It drives the optimizer only through its public graph interface: ``cap
 ``raise_if_nonfinite()`` (see :class:`~fastgame.optim.GameOptimizer`)."""
 from __future__ import annotations
 
+import contextlib
 import warnings
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import torch
 from torch import Tensor
 
-from .linalg.captured import CaptureResources, CudaPieces, LiveCG, StepPieces, cg_host_loop
+from .linalg.captured import CaptureResources, CudaPieces, LiveCG, StepPieces, cg_host_loop, on_side_stream
 from .optim.base import GameOptimizer
 from .optim.cgd import CompetitiveGradient
 from .optim.checks import boolean
@@ -170,10 +171,12 @@ class PiecewiseGraphedStep(GraphedStep):
     ``pieces``: what records a step into pieces (default CUDA graphs; a test injects a fake
     with the same ``record(run_step, device) -> (StepPieces, loss)``).
 
-    CUDA graph conditional nodes (a device-side while loop, no host read) are not used: torch
-    2.13's ``torch.cuda.CUDAGraph`` has no API to add one around captured work, and the one
-    device-loop construct it has, ``torch._higher_order_ops.while_loop``, is traced by
-    ``torch.compile``, whose body cannot call ``torch.autograd.grad`` (each iteration is two).
+    CUDA graph conditional nodes would move the loop onto the device. torch 2.13 has IF nodes
+    only (``torch._C._CUDAGraph.begin_capture_to_if_node``, private, used by ``torch.cond`` under
+    CUDA-graph trees), no WHILE node: the device-side form would be ``max_iter`` IF-guarded copies
+    of the iteration in one graph, each skipped once ``active`` is False. Whether cuBLAS/cuDNN
+    double-backward kernels capture into IF bodies, and what a skipped node costs against this
+    loop's host reads, is unmeasured (no GPU in this version; ``bench/gpu_diag.py`` probes it).
     """
 
     def __init__(self, *args: object, pieces: object = None, **kwargs: object) -> None:
@@ -294,6 +297,20 @@ def make_graphed_step(opt: GameOptimizer, loss_fn: Callable[..., Tensor], *stati
     return cls(opt, loss_fn, tuple(static_inputs), warmup, check_finite, eager_reason=reason)
 
 
+def cuda_stream(device: Union[torch.device, str, None] = None) -> contextlib.AbstractContextManager:
+    """``with fastgame.cuda_stream(): <training loop>``: run the block on fastgame's side stream of
+    ``device`` (default: the current CUDA device), ordered after the current stream's work on entry,
+    the current stream waiting for the block's work on exit. A loss computed inside it is off the
+    legacy default stream, so ``opt.step(loss)`` can replay each solve's CG iterations from a CUDA
+    graph (``graph_cg``) as a closure does; on the default stream they run eagerly. Without CUDA
+    (or for a CPU ``device``) it does nothing. Whether it pays on a GPU is unmeasured in this version."""
+    if not torch.cuda.is_available():
+        return contextlib.nullcontext()
+    device = torch.device("cuda") if device is None else torch.device(device)
+    return on_side_stream(device) if device.type == "cuda" else contextlib.nullcontext()
+
+
 graphed_step = make_graphed_step  # the shorter name; the long one follows torch.cuda.make_graphed_callables
 
-__all__ = ["make_graphed_step", "graphed_step", "GraphedStep", "PiecewiseGraphedStep", "with_run_settings"]
+__all__ = ["make_graphed_step", "graphed_step", "GraphedStep", "PiecewiseGraphedStep", "with_run_settings",
+           "cuda_stream"]
