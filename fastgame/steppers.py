@@ -217,7 +217,7 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
     BCGD on CUDA (``example`` on a CUDA device, one process, a capturable ``cg_start``) replay piecewise
     graphs with the CG iterations each step needs (``make_graphed_step(exact_cg=True)``, the same numbers
     as eager steps), unless ``eager``; ``max_iter`` then only bounds the host loop (default: the larger
-    player's parameter count, which CG on the solved player's system never needs to pass)."""
+    player's parameter count; the loop also stops at the solved player's, as an eager solve does)."""
     method = get_method(name)
     settings = {k: v for k, v in settings.items() if v is not None}
     for key in settings:

@@ -166,7 +166,7 @@ def test_mlp_gan_equals_eager_closure_step(cls, cg_start, dtype):
 @pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
 def test_toy_game_equals_eager_closure_step(cls, dtype):
     a, b = Toy(dtype), Toy(dtype)
-    eager, opt = _pair(cls, [a.x], [a.y], [b.x], [b.y], tol=1e-12 if dtype == torch.float64 else 1e-6, max_iter=20)
+    eager, opt = _pair(cls, [a.x], [a.y], [b.x], [b.y], tol=1e-12 if dtype == torch.float64 else 1e-6)
     s = torch.ones((), dtype=dtype)
     step = piecewise(opt, b.loss, s)
     for n in range(7):
@@ -174,6 +174,20 @@ def test_toy_game_equals_eager_closure_step(cls, dtype):
         eager.step(lambda: a.loss(s_n))
         step(s_n)
         assert opt.info["iter_num"] == eager.info["iter_num"]
+        assert torch.equal(b.x, a.x) and torch.equal(b.y, a.y)
+
+
+def test_unconverged_solve_stops_at_the_system_size_as_eager():
+    """tol = atol = 0: CG never passes its test, so an eager solve runs the system size; the
+    piecewise loop, bounded by max_iter = 10000, stops there too."""
+    a, b = Toy(torch.float64), Toy(torch.float64)
+    eager, opt = _pair(fastgame.ACGD, [a.x], [a.y], [b.x], [b.y], tol=0.0, atol=0.0)
+    s = torch.ones((), dtype=torch.float64)
+    step = piecewise(opt, b.loss, s)
+    for n in range(5):
+        eager.step(lambda: a.loss(s))
+        step(s)
+        assert opt.info["iter_num"] == eager.info["iter_num"] == (5 if n % 2 == 0 else 4)
         assert torch.equal(b.x, a.x) and torch.equal(b.y, a.y)
 
 

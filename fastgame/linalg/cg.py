@@ -105,6 +105,10 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     first one (:mod:`fastgame.linalg.captured`); the same iterates, one launch per iteration.
     ``deflation``: keep CG away from a subspace (:class:`Deflation`; with host checks every
     iteration and no replay).
+    ``pieces`` (with host checks, no replay): hand the masked iterations to it instead of
+    looping here (:class:`~fastgame.linalg.captured.CGPieces`: run them now with the host loop,
+    or capture one into a graph of its own for a piecewise-graphed step); ``max_iter`` is then a
+    bound, capped at the system size (the eager default), so the iterations are an eager solve's.
     """
     if replay is not None and check_every is None:
         raise ValueError("graph-replayed CG iterations read the convergence test on the host: give check_every")
@@ -122,6 +126,8 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     if deflation is not None:
         deflation.begin(rhs, w, u, r)
     rhs_sq = torch.dot(rhs, rhs)
+    if pieces is not None and max_iter is not None:  # a bound for graphs: never past an eager step's default
+        max_iter = min(max_iter, w.numel())
     if max_iter is None:
         if check_every is None:
             raise ValueError("a solve without host checks (check_every=None) needs max_iter")
