@@ -364,3 +364,9 @@ def test_eager_and_graphed_options_exclude_each_other():
     with pytest.raises(ConfigError, match="--graphed and --eager"):
         _check_settings(TrainConfig(optimizer="acgd", graphed=True, eager=True, max_iter=4))
     _check_settings(TrainConfig(optimizer="acgd", eager=True))
+
+
+def test_cli_eager_option_reaches_the_config():
+    from fastgame.cli import _config, build_parser
+    assert _config(build_parser().parse_args(["train", "--eager"])).eager is True
+    assert _config(build_parser().parse_args(["train"])).eager is False
