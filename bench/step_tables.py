@@ -30,7 +30,7 @@ import os
 import statistics
 import sys
 import time
-from typing import Any, Callable, Optional
+from typing import Callable, Optional
 
 import torch
 

@@ -163,27 +163,21 @@ class IterationReplay:
     def _capture(self, body: Callable[[], None]) -> None:
         """Record ``body`` into a graph; raises what the capture raised, leaving none open."""
         pool = self.resources.graph_pool(self.device)
-        graph = torch.cuda.CUDAGraph()
-        # capture_begin/end directly: torch.cuda.graph() would also synchronize, collect
-        # garbage and empty the allocator's cache, every solve. "thread_local": the user's other
-        # threads (a data loader pinning memory, say) may go on calling CUDA during the capture;
-        # autograd's own worker thread only launches onto the captured stream.
-        graph.capture_begin(pool=pool[0], capture_error_mode="thread_local")
+        # capture_begin/end directly (GraphRecorder): torch.cuda.graph() would also synchronize,
+        # collect garbage and empty the allocator's cache, every solve.
+        recorder = GraphRecorder(pool[0])
+        recorder.begin()
         try:
             body()
         except BaseException:
-            try:
-                graph.capture_end()  # close the capture; its own error would hide the body's
-            except Exception:  # noqa: BLE001
-                pass
+            recorder.abort()  # close the capture; its own error would hide the body's
             raise
-        graph.capture_end()  # raises if the capture was invalidated
+        graph = recorder.end()  # raises if the capture was invalidated
         self._graph = graph
         pool[1] = graph  # releases the previous solve's graph; its pool memory is reused
 
     def _replay(self) -> None:
         self._graph.replay()
-
 
 
 # ---- piecewise graphs: a step's head, one CG iteration and its tail, each a graph --------------
@@ -236,7 +230,9 @@ class GraphRecorder:
 
     def begin(self) -> None:
         self._open = torch.cuda.CUDAGraph()
-        # "thread_local", as IterationReplay: a data loader's thread may call CUDA meanwhile.
+        # "thread_local": the user's other threads (a data loader pinning memory, say) may go on
+        # calling CUDA during the capture; autograd's own worker thread only launches onto the
+        # captured stream.
         self._open.capture_begin(pool=self.pool, capture_error_mode="thread_local")
 
     def end(self) -> torch.cuda.CUDAGraph:
