@@ -370,3 +370,32 @@ def test_cli_eager_option_reaches_the_config():
     from fastgame.cli import _config, build_parser
     assert _config(build_parser().parse_args(["train", "--eager"])).eager is True
     assert _config(build_parser().parse_args(["train"])).eager is False
+
+
+def test_split_capture_cuts_the_step_at_its_cg_loop():
+    """SplitCapture (what CudaPieces records with) ends the head's graph at the CG loop, records one
+    iteration into its own graph, and opens the tail's; with a fake recorder on the CPU the recorded
+    ops run, so only the order and the bookkeeping are checked here."""
+    events = []
+
+    class Recorder:
+        def begin(self):
+            events.append("begin")
+
+        def end(self):
+            events.append("end")
+            return f"graph{events.count('end')}"
+    split = captured.SplitCapture(Recorder())
+    G, D, batches = make_case(steps=1)
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), capturable=True, max_iter=50, check_every=2)
+    real, z = batches[0]
+    with opt.cg_pieces(split):
+        opt.step(lambda: gan_loss(G, D, real, z))
+    pieces = split.pieces("tail")
+    assert events == ["end", "begin", "end", "begin"]
+    assert (pieces.head, pieces.iteration, pieces.tail) == ("graph1", "graph2", "tail")
+    assert (pieces.iteration_passes, pieces.check_every, pieces.max_iter) == (2, 2, 50)
+    assert opt.info["hvp_passes"] == 1  # the head's pass: each replayed iteration's are counted by the owner
+    assert isinstance(opt.info["iter_num"], torch.Tensor)  # counted on the device, replayed later
+    with pytest.raises(RuntimeError, match="no CG solve"):
+        captured.SplitCapture(Recorder()).pieces("tail")
