@@ -174,9 +174,10 @@ class PiecewiseGraphedStep(GraphedStep):
     CUDA graph conditional nodes would move the loop onto the device. torch 2.13 has IF nodes
     only (``torch._C._CUDAGraph.begin_capture_to_if_node``, private, used by ``torch.cond`` under
     CUDA-graph trees), no WHILE node: the device-side form would be ``max_iter`` IF-guarded copies
-    of the iteration in one graph, each skipped once ``active`` is False. Whether cuBLAS/cuDNN
-    double-backward kernels capture into IF bodies, and what a skipped node costs against this
-    loop's host reads, is unmeasured (no GPU in this version; ``bench/gpu_diag.py`` probes it).
+    of the iteration in one graph, each skipped once ``active`` is False. It likely cannot hold
+    an iteration: an IF body is captured from a child stream, while autograd runs each backward
+    node of an HVP pass on the stream its forward ran on (the parent's). Unmeasured (no GPU in
+    this version); ``bench/gpu_diag.py`` section F tries it and times it against this loop.
     """
 
     def __init__(self, *args: object, pieces: object = None, **kwargs: object) -> None:
