@@ -120,7 +120,7 @@ class GraphedStep:
         """Capture this phase's step and replay it once (that is the step); None if the capture
         failed, after undoing what it changed on the host."""
         opt = self.opt
-        game = dict(opt.state["game"])  # host values (which player is solved next) a capture may change
+        game = dict(opt.state["game"])  # host values (which player is solved next) a capture changes
         try:
             graph, loss = self._record()
         except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: fall back, saying why)
@@ -131,8 +131,12 @@ class GraphedStep:
             return None
         self.graphs[phase] = graph
         self.outputs[phase] = (loss, dict(opt.info), opt.verdict)
-        graph.replay()
-        return loss
+        return self._run_captured(phase, game)
+
+    def _run_captured(self, phase: int, game: dict) -> Tensor:
+        """The step just captured: its host half ran at the capture (``game``: the host values before)."""
+        self.graphs[phase].replay()
+        return self.outputs[phase][0]
 
     def _record(self) -> tuple[torch.cuda.CUDAGraph, Tensor]:
         """Record one step into a new graph (in the shared pool); nothing runs on the device."""
@@ -194,22 +198,9 @@ class PiecewiseGraphedStep(GraphedStep):
                 return self.opt.step(self._closure)  # host effects happen once, here
         return self.pieces.record(run_step, self.opt.players[0].device)
 
-    def _capture(self, phase: int) -> Optional[Tensor]:
-        """Capture this phase's pieces and replay them (that is the step); None if the capture
-        failed, after undoing what it changed on the host."""
-        opt = self.opt
-        game = dict(opt.state["game"])  # host values (which player is solved next) the capture changes
-        try:
-            pieces, loss = self._record()
-        except Exception as exc:  # noqa: BLE001  (whatever made capture impossible: fall back, saying why)
-            opt.state["game"].update(game)
-            self.eager_reason = f"capturing the step failed ({type(exc).__name__}: {str(exc).strip()[:300]})"
-            warnings.warn(f"make_graphed_step: {self.eager_reason}; this and all later steps run eagerly",
-                          stacklevel=3)
-            return None
-        pieces.outputs = (loss, dict(opt.info), opt.verdict)
-        self.graphs[phase] = pieces
-        opt.state["game"].update(game)  # every step, this one too, takes its host half in replayed()
+    def _run_captured(self, phase: int, game: dict) -> Tensor:
+        self.graphs[phase].outputs = self.outputs[phase]
+        self.opt.state["game"].update(game)  # every step, this one too, takes its host half in replayed()
         return self._replay(phase)
 
     def _replay(self, phase: int) -> Tensor:
