@@ -177,6 +177,12 @@ def print_table(rows: list[dict], floors: dict) -> None:
             print(f"{cfg_label:14} {name:22} {ms:8.2f} {fmt(r['speedup_vs_cgds'], '7.2f') + 'x':>8} "
                   f"{fmt(r['vs_adam'], '7.2f') + 'x':>8} {fmt(r['k'], '6.1f'):>6} {fmt(r['passes'], '6.1f'):>6} "
                   f"{fmt(r['floor_ms'], '9.2f'):>9} {fmt(r['vs_floor'], '7.2f'):>7}  {'; '.join(notes)}")
+    for cfg_label in dict.fromkeys(r["config"] for r in rows):  # issue 21's goals, as measured here
+        ms = {r["optimizer"]: r.get("ms_median") for r in rows if r["config"] == cfg_label and "error" not in r}
+        if all(ms.get(k) for k in ("trainer-acgd", "trainer-acgd-eager", "trainer-adam", "cgds")):
+            d = ms["trainer-acgd"]
+            print(f"{cfg_label}: default path {ms['trainer-acgd-eager'] / d:.2f}x faster than --eager, "
+                  f"{d / ms['trainer-adam']:.2f}x Adam's step, {ms['cgds'] / d:.2f}x CGDs' speed")
     print("vs CGDs: CGDs' step time / the row's (higher is faster); vs Adam: the row's / the trainer's Adam step; "
           "floor: F + P·H with this row's P (F, H: " + ("CUDA-graphed" if floors.get("_graphed") else "eager") + ")")
 
