@@ -26,6 +26,7 @@ from . import losses as L
 from .graphs import make_graphed_step, with_run_settings
 from .linalg.distributed import all_reduce_mean, is_data_parallel
 from .linalg.flat import flatten, split_like
+from .optim.cg_starts import CG_STARTS
 from .optim.registry import METHODS, Method, get_method, unsupported_setting
 
 __all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
@@ -242,7 +243,6 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
 def _piecewise_possible(method: Method, example: tuple[Tensor, ...], settings: dict[str, Any]) -> bool:
     """Whether the default CUDA path of ACGD/BCGD can be piecewise graphs: CUDA inputs, one process
     (graphs would record the cross-rank all-reduces) and a capturable CG start."""
-    from .optim.cg_starts import CG_STARTS
     start = settings.get("cg_start")
     return (method.stepper == "cgd" and bool(example) and all(e.device.type == "cuda" for e in example)
             and torch.cuda.is_available() and not is_data_parallel()
