@@ -26,7 +26,7 @@ from . import losses as L
 from .graphs import make_graphed_step, with_run_settings
 from .linalg.distributed import all_reduce_mean, is_data_parallel
 from .linalg.flat import flatten, split_like
-from .optim.cg_starts import CG_STARTS
+from .optim.cg_starts import STARTS
 from .optim.registry import METHODS, Method, get_method, unsupported_setting
 
 __all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
@@ -246,7 +246,7 @@ def _piecewise_possible(method: Method, example: tuple[Tensor, ...], settings: d
     start = settings.get("cg_start")
     return (method.stepper == "cgd" and bool(example) and all(e.device.type == "cuda" for e in example)
             and torch.cuda.is_available() and not is_data_parallel()
-            and (start is None or CG_STARTS[start].capturable))
+            and (start is None or STARTS[start].capturable))
 
 
 _STEPPERS = {"gacgd": _GACGDStepper, "dynamics": _DynamicsStepper}
