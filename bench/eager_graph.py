@@ -1,7 +1,9 @@
 """The unchanged eager loop on a GPU: CGDs 0.4.5 vs fastgame ACGD stepped on a loss tensor
 (default stream, CG iterations eager), on a closure (CG iterations replayed from a CUDA graph
 captured in each solve, ``graph_cg``), the same closure with ``graph_cg=False``, and the
-restructured whole-step graph (``make_graphed_step``), all from the same initial models
+restructured whole-step graph (``make_graphed_step``, a fixed max_iter masked CG iterations) and
+its piecewise form (``make_graphed_step(exact_cg=True)``: the CG iterations each step needs, the
+trainer's default on CUDA), all from the same initial models
 through the same batches. DCGAN-32 also with its BatchNorm layers as fastgame.nn.BatchNorm.
 
     python bench/eager_graph.py [--steps 30] [--warmup 8] [--json FILE]
@@ -35,7 +37,7 @@ SMOKE = [(Config("mlp", 64, 32, 1e-3, depth=2), "native"), (Config("dcgan32", 4,
 CONFIGS = [(Config("mlp", 512, 128, 1e-3), "native"), (Config("dcgan32", 64, 64, 1e-4), "native"),
            (Config("dcgan32", 64, 64, 1e-4), "fastgame")]
 ROWS = ("cgds", "fastgame-loss", "fastgame-closure", "fastgame-closure-check4", "fastgame-closure-nograph",
-        "fastgame-graphed")
+        "fastgame-graphed", "fastgame-piecewise")
 
 
 def _sync(device: torch.device) -> None:
@@ -52,11 +54,13 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, m
     if name == "cgds":
         import CGDs
         opt = CGDs.ACGD(max_params=D.parameters(), min_params=G.parameters(), collect_info=False, atol=1e-20, **kw)
-    elif name == "fastgame-graphed":
-        opt = fastgame.ACGD(D.parameters(), G.parameters(), capturable=True, max_iter=max_iter, cg_start=cg_start, **kw)
+    elif name in ("fastgame-graphed", "fastgame-piecewise"):
+        piecewise = name == "fastgame-piecewise"  # max_iter: only a bound for its host loop
+        opt = fastgame.ACGD(D.parameters(), G.parameters(), capturable=True, max_iter=10_000 if piecewise else max_iter,
+                            cg_start=cg_start, **kw)
         r0, z0 = case.batches[0]
         graphed_step = fastgame.make_graphed_step(opt, lambda r, z: loss_fn(G, D, r, z), torch.empty_like(r0),
-                                                  torch.empty_like(z0), check_finite=False)
+                                                  torch.empty_like(z0), check_finite=False, exact_cg=piecewise)
     else:
         opt = fastgame.ACGD(D.parameters(), G.parameters(), graph_cg=name != "fastgame-closure-nograph",
                             cg_start=cg_start, check_every=4 if name.endswith("check4") else 1, **kw)
@@ -86,7 +90,7 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, m
            "cg_graphed": statistics.fmean(graphed) if graphed else None,
            "capture_ms": statistics.median(capture_ms) if capture_ms else None,
            "k_max": max(iters) if iters else None, "reason": getattr(opt, "graph_cg_reason", None)}
-    if graphed_step is not None:
+    if name == "fastgame-graphed":
         row["max_iter"] = max_iter
     row["params"] = _flat(G, D)
     return row

@@ -8,7 +8,11 @@
 #
 #   bash bench/gpu_check.sh                     # all stages
 #   bash bench/gpu_check.sh build tests         # some: build tests kernels suite fastgamebn diag
-#                                               #       eagergraph bn train
+#                                               #       eagergraph bn train tables conditional
+#   bash bench/gpu_check.sh issue21             # the piecewise-graph checks, ~8 min on an H200:
+#                                               #   build, its tests, the step tables
+#                                               #   (bench/step_tables.py), the trainer's paths,
+#                                               #   the conditional-node probe
 #   bash bench/gpu_check.sh --smoke [STAGES]    # CI without a GPU: checks the stage names, then
 #                                               #   says it needs CUDA (bench/smoke.sh runs each
 #                                               #   stage's entry point in its own smoke mode)
@@ -22,8 +26,12 @@ cd "$(dirname "$0")/.."
 PY="${PYTHON:-python3}"
 smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
-all_stages="build tests eagergraph bn train kernels suite fastgamebn diag"
+all_stages="build tests eagergraph bn train tables conditional kernels suite fastgamebn diag"
 stages="${*:-$all_stages}"
+if [ "$stages" = "issue21" ]; then
+    stages="build tests tables train conditional"
+    TESTS="${TESTS:-tests/test_gpu_graphs.py tests/test_piecewise_graph.py tests/test_cg_replay.py tests/test_sync_free.py}"
+fi
 for s in $stages; do
     [[ " $all_stages " == *" $s "* ]] || { echo "bench/gpu_check.sh: unknown stage '$s'; choose from: $all_stages" >&2; exit 2; }
 done
@@ -88,14 +96,26 @@ if want bn; then
     "$PY" bench/batchnorm_hvp.py || status=1
 fi
 if want train; then
-    echo "## the trainer on CUDA: eager (closure, graph_cg) and --graphed"
+    echo "## the trainer on CUDA: default (piecewise graphs, exact CG), --eager (closure, graph_cg), --graphed"
     tmp="$(mktemp -d)"
-    for extra in "" "--graphed --max-iter 24"; do
+    for extra in "" "--eager" "--graphed --max-iter 24"; do
+        echo "# fastgame train ${extra:-(default)}"
+        t0=$(date +%s%N)
         # shellcheck disable=SC2086
         "$PY" -m fastgame train --data digits --steps 150 --batch 64 --width 16 --device cuda --eval-every 150 -q \
             $extra --out "$tmp/run$RANDOM" 2>&1 | tail -n 4 || status=1
+        echo "wall: $(( ($(date +%s%N) - t0) / 1000000 )) ms (150 steps, with start-up and one evaluation)"
     done
     rm -rf "$tmp"
+fi
+
+if want tables; then
+    echo "## step tables: trainer default vs --eager vs Adam vs CGDs, drop-in rows, bf16 (python bench/step_tables.py)"
+    "$PY" bench/step_tables.py --json "$out/step_tables_$stamp.json" || status=1
+fi
+if want conditional; then
+    echo "## CUDA-graph IF nodes vs the host loop (python bench/gpu_diag.py --only-conditional)"
+    "$PY" bench/gpu_diag.py --only-conditional || status=1
 fi
 
 if want kernels; then

@@ -6,9 +6,13 @@
 * D: a torch.profiler table of three eager MLP-GAN steps (where the host time goes);
 * E: peak memory of one warm-started eager ACGD step on DCGAN-32 b256 with the batched pair vs
   two passes, and CGDs' (the suite measured fastgame +8% over CGDs there; a CPU probe of the
-  allocations shows no difference between the two, so the GPU's comes from cuDNN/vmap).
+  allocations shows no difference between the two, so the GPU's comes from cuDNN/vmap);
+* F: CUDA-graph IF nodes (torch 2.13's only conditional node): does a mixed-HVP pass capture
+  into an IF body, and what do n guarded passes cost when skipped / run, against n plain graphed
+  passes and the piecewise path's host loop (n replays of a one-pass graph, a flag read each)?
 
     python bench/gpu_diag.py
+    python bench/gpu_diag.py --only-conditional   # section F alone
     python bench/gpu_diag.py --smoke   # CI: imports everything, then says it needs CUDA
 """
 import argparse, copy, statistics, sys, time, traceback, os
@@ -21,7 +25,9 @@ from bench.models import (WGANGPDiscriminator, WGANGPGenerator, gan_loss,
 
 _args = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
 _args.add_argument("--smoke", action="store_true", help="import everything and stop (CI; the measurements need a GPU)")
-if _args.parse_args().smoke or not torch.cuda.is_available():
+_args.add_argument("--only-conditional", action="store_true", help="run section F (conditional nodes) only")
+_opts = _args.parse_args()
+if _opts.smoke or not torch.cuda.is_available():
     print("bench/gpu_diag.py: needs CUDA, skipped (imports ok)")
     sys.exit(0)
 dev = torch.device("cuda")
@@ -49,6 +55,56 @@ def case(name):
     else:
         G, D = WGANGPGenerator(), WGANGPDiscriminator(); real, z = image_data(64, 32, gen), torch.randn(64, 128, generator=gen); lf = wgan_loss
     return G.to(dev), D.to(dev), real.to(dev), z.to(dev), lf
+
+# ---- F. CUDA-graph IF nodes: could CG's loop run on the device? ----
+def conditional_probe():
+    print("## F. IF-node-guarded mixed-HVP passes (MLP GAN b512, D_xy pass), ms per replay")
+    G, D, real, z, lf = case("mlp")
+    opt = fastgame.ACGD(D.parameters(), G.parameters())
+    s = torch.cuda.Stream()
+    s.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(s):  # autograd's nodes off the default stream, so that they can be captured
+        loss = lf(G, D, real, z)
+        gx, gy = opt._grads(loss)
+        hvp = MixedHVP(opt.players, (gx, gy))
+        vy = torch.randn(opt.players[1].numel, device=dev) * 1e-3
+        out = torch.zeros(opt.players[0].numel, device=dev)
+        for _ in range(3):
+            out.copy_(hvp(0, vy))
+    torch.cuda.synchronize()
+
+    def capture(n, pred=None):
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g, stream=s):
+            for _ in range(n):
+                if pred is not None:
+                    torch.cuda.CUDAGraph.get_currently_capturing_graph().begin_capture_to_if_node(pred)
+                out.copy_(hvp(0, vy))
+                if pred is not None:
+                    torch.cuda.CUDAGraph.get_currently_capturing_graph().end_capture_to_conditional_node()
+        return g
+    one = capture(1)
+    flag = torch.ones((), dtype=torch.bool, device=dev)
+    for n in (1, 8, 32):
+        row = [f"n={n:2d}", f"plain {tm(capture(n).replay):7.3f}"]
+        for value in (True, False):
+            try:
+                row.append(f"IF {'run ' if value else 'skip'} {tm(capture(n, torch.tensor(value, device=dev)).replay):7.3f}")
+            except Exception as exc:  # noqa: BLE001
+                row.append(f"IF capture failed ({type(exc).__name__}: {str(exc)[:120]})")
+        def host_loop():
+            for _ in range(n):
+                one.replay()
+                bool(flag)
+        row.append(f"host loop {tm(host_loop):7.3f}")
+        print("  ".join(row))
+
+try:
+    conditional_probe()
+except Exception:  # noqa: BLE001
+    traceback.print_exc()
+if _opts.only_conditional:
+    sys.exit(0)
 
 print("## B. HVP passes (ms): single D_xy, single D_yx, 2 singles D_xy, batched pair D_xy; eager")
 for name in ("mlp", "dcgan32"):

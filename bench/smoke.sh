@@ -66,6 +66,7 @@ check "python bench/kernels.py" "$PY" bench/kernels.py --smoke --json "$tmp/kern
 check "python bench/batchnorm_hvp.py" "$PY" bench/batchnorm_hvp.py --smoke
 check "python bench/gacgd_cpu.py --sweep" "$PY" bench/gacgd_cpu.py --smoke --sweep --json "$tmp/gacgd.json"
 check "python bench/eager_graph.py" "$PY" bench/eager_graph.py --smoke --json "$tmp/eager_graph.json"
+check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$tmp/step_tables.json"
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh" bash bench/gpu_check.sh --smoke
 check "bash bench/tolerance_quality.sh" bash bench/tolerance_quality.sh --smoke

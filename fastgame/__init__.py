@@ -1,6 +1,6 @@
 """fastgame: fast optimizers for two-player differentiable games in PyTorch."""
 from .ops import backends, get_backend, set_backend
-from .graphs import graphed_step, make_graphed_step
+from .graphs import cuda_stream, graphed_step, make_graphed_step
 from .optim import (ACGD, BCGD, BestResponseManifold, DYNAMICS, GACGD, LEAD, OGDA, SGA, AltAdam, AltGD, ConsensusOptimization, ExtraAdam,
                     Extragradient, GameOptimizer, HamiltonianGradient, OptimisticAdam, ProximalTraining, SimAdam,
                     SimGD)
@@ -11,4 +11,4 @@ __version__ = "0.1.0"
 
 __all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
            "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "ProximalTraining", "SGA", "SimAdam", "SimGD",
-           "backends", "diagnostics", "games", "losses", "get_backend", "graphed_step", "make_graphed_step", "nn", "set_backend"]
+           "backends", "cuda_stream", "diagnostics", "games", "losses", "get_backend", "graphed_step", "make_graphed_step", "nn", "set_backend"]

@@ -166,8 +166,12 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                         "cheaper double backward: an ACGD step's floor 18-39%% lower on an H200) or torch's own. "
                         "Default: fastgame")
     g.add_argument("--graphed", action="store_true",
-                   help="CUDA-graph whole ACGD/BCGD steps (CUDA only, needs --max-iter; warns and runs eagerly "
-                        "elsewhere)")
+                   help="CUDA-graph whole ACGD/BCGD steps with exactly --max-iter masked CG iterations (CUDA only, "
+                        "needs --max-iter; warns and runs eagerly elsewhere). Without it, ACGD/BCGD on CUDA replay "
+                        "piecewise graphs with the CG iterations each step needs (same numbers as eager)")
+    g.add_argument("--eager", action="store_true",
+                   help="ACGD/BCGD on CUDA: step eagerly instead of replaying the default piecewise CUDA graphs "
+                        "(CPU runs are always eager)")
     g.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations "
                    "(metrics, pictures). Default: steps/20")
     g.add_argument("--eval-samples", type=_positive_int, default=None,

@@ -73,6 +73,7 @@ class TrainConfig:
     bf16: bool = False
     batchnorm: str = "fastgame"
     graphed: bool = False
+    eager: bool = False  # ACGD/BCGD on CUDA: eager steps instead of the default piecewise CUDA graphs
     eval_every: Optional[int] = None
     eval_samples: Optional[int] = None
     checkpoint_every: Optional[int] = None
@@ -220,6 +221,8 @@ def _check_optimizer(cfg: TrainConfig) -> None:
         why = unsupported_setting(cfg.optimizer, key)
         if why:
             raise ConfigError(f"{_flag(key)} {why}")
+    if cfg.graphed and cfg.eager:
+        raise ConfigError("--graphed and --eager exclude each other (--graphed: whole-step graphs; --eager: none)")
     if cfg.graphed:  # a whole step in a CUDA graph: the steppers of the CGD kind, capturable optimizers
         graphable = [m.name for m in registry.METHODS.values() if m.stepper == "cgd"]
         if method.stepper != "cgd":

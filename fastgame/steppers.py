@@ -23,9 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from . import losses as L
-from .graphs import make_graphed_step
+from .graphs import make_graphed_step, with_run_settings
 from .linalg.distributed import all_reduce_mean, is_data_parallel
 from .linalg.flat import flatten, split_like
+from .optim.cg_starts import STARTS
 from .optim.registry import METHODS, Method, get_method, unsupported_setting
 
 __all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
@@ -91,7 +92,8 @@ class _Stepper:
 class _CGDStepper(_Stepper):
     """ACGD or BCGD on the zero-sum loss; D is the max player."""
 
-    def __init__(self, opt: Any, losses: GameLosses, graphed: bool, example: tuple[Tensor, ...]) -> None:
+    def __init__(self, opt: Any, losses: GameLosses, graphed: bool, example: tuple[Tensor, ...],
+                 exact_cg: bool = False) -> None:
         self.opt, self.losses = opt, losses
         self._last: tuple[Tensor, Tensor] = (torch.zeros(()), torch.zeros(()))
 
@@ -102,7 +104,13 @@ class _CGDStepper(_Stepper):
 
         self._zero_sum = zero_sum
         # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
-        self._graphed = make_graphed_step(opt, zero_sum, *[e.clone() for e in example]) if graphed else None
+        self._graphed = (make_graphed_step(opt, zero_sum, *[e.clone() for e in example], exact_cg=exact_cg)
+                         if graphed or exact_cg else None)
+
+    def load_state_dict(self, sd: dict[str, Any]) -> None:
+        # How the step runs (capturable, the graphs' max_iter bound) stays this stepper's: a
+        # checkpoint of an eager run resumes a graphed one and the other way round.
+        self.opt.load_state_dict(with_run_settings(self.opt, sd))
 
     def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         if self._graphed is not None:
@@ -223,13 +231,18 @@ class _AdamStepper:
 
 
 def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 graphed: bool = False, example: tuple[Tensor, ...] = (), d_steps: int = 1, **settings: Any) -> Any:
+                 graphed: bool = False, example: tuple[Tensor, ...] = (), eager: bool = False, d_steps: int = 1,
+                 **settings: Any) -> Any:
     """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`), D the max player (x), G
     the min player (y). ``settings`` go to the optimizer under their own names, None meaning the
     optimizer's own, e.g. ``tol``, ``max_iter`` (ACGD, BCGD and GACGD: bound each CG/GMRES
     solve) or ``cg_start`` (ACGD and BCGD: how each CG solve starts). A setting the optimizer
     does not take raises ValueError rather than being ignored, and so does one its validators
-    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``). ``d_steps``:
+    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``). Otherwise ACGD and
+    BCGD on CUDA (``example`` on a CUDA device, one process, a capturable ``cg_start``) replay piecewise
+    graphs with the CG iterations each step needs (``make_graphed_step(exact_cg=True)``, the same numbers
+    as eager steps), unless ``eager``; ``max_iter`` then only bounds the host loop (default: the larger
+    player's parameter count; the loop also stops at the solved player's, as an eager solve does). ``d_steps``:
     critic steps per generator step (adam-alt only)."""
     method = get_method(name)
     settings = {k: v for k, v in settings.items() if v is not None}
@@ -244,12 +257,24 @@ def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d
     if method.stepper in ("adam", "adam-alt"):
         return _AdamStepper(method, G, D, losses, lr_d, lr_g, alternating=method.stepper == "adam-alt",
                             d_steps=d_steps, **settings)
-    if graphed:
+    piecewise = not (graphed or eager) and _piecewise_possible(method, example, settings)
+    if graphed or piecewise:
         settings["capturable"] = True
+    if piecewise and "max_iter" not in settings:
+        settings["max_iter"] = max(sum(p.numel() for p in m.parameters()) for m in (D, G))
     opt = method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings)
     if method.stepper == "cgd":
-        return _CGDStepper(opt, losses, graphed, example)
+        return _CGDStepper(opt, losses, graphed, example, exact_cg=piecewise)
     return _STEPPERS[method.stepper](opt, losses)
+
+
+def _piecewise_possible(method: Method, example: tuple[Tensor, ...], settings: dict[str, Any]) -> bool:
+    """Whether the default CUDA path of ACGD/BCGD can be piecewise graphs: CUDA inputs, one process
+    (graphs would record the cross-rank all-reduces) and a capturable CG start."""
+    start = settings.get("cg_start")
+    return (method.stepper == "cgd" and bool(example) and all(e.device.type == "cuda" for e in example)
+            and torch.cuda.is_available() and not is_data_parallel()
+            and (start is None or STARTS[start].capturable))
 
 
 _STEPPERS = {"gacgd": _GACGDStepper, "dynamics": _DynamicsStepper}

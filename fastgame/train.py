@@ -120,7 +120,7 @@ class Run:
                    torch.zeros(self.shard, device=self.device, dtype=self.dtype))
         try:
             self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
-                                        graphed=cfg.graphed, example=example, d_steps=cfg.d_steps,
+                                        graphed=cfg.graphed, example=example, eager=cfg.eager, d_steps=cfg.d_steps,
                                         **optimizer_settings(cfg))
         except ValueError as exc:  # resolve() checked the settings on probe parameters; these are the models'
             raise ConfigError(f"--optimizer {cfg.optimizer}: {exc}") from None

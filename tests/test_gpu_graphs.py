@@ -198,3 +198,76 @@ def test_eager_graph_cg_beside_a_cuda_thread():
         worker.join()
     assert not errors, errors
     assert opt.info["cg_graphed"], opt.graph_cg_reason
+
+
+# ---- piecewise graphs with exact CG iterations (make_graphed_step(exact_cg=True)) --------------
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("name", ["mlp", "conv_bn", "conv_fastgame_bn"])
+@pytest.mark.parametrize("cls,cg_start", [(fastgame.ACGD, "zero"), (fastgame.BCGD, "zero"), (fastgame.ACGD, "warm")])
+def test_piecewise_equals_eager_closure_step(name, cls, cg_start, dtype, deterministic_cuda):
+    """Replayed head, k iterations and tail: the eager closure step's numbers bit for bit (deterministic
+    kernels), its exact k and pass count, both phases captured once."""
+    G, D, batches, loss_fn = cases()[name]
+    G, D = G.to("cuda", dtype), D.to("cuda", dtype)
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    batches = [(r.to("cuda", dtype), z.to("cuda", dtype)) for r, z in batches]
+    kw = dict(lr_max=1e-3, lr_min=1e-3, tol=1e-8 if dtype == torch.float32 else 1e-14, cg_start=cg_start)
+    eager = cls(D.parameters(), G.parameters(), graph_cg=False, **kw)
+    graphed = cls(D2.parameters(), G2.parameters(), capturable=True, max_iter=10_000, **kw)
+    step = fastgame.make_graphed_step(graphed, lambda r, z: loss_fn(G2, D2, r, z),
+                                      torch.empty_like(batches[0][0]), torch.empty_like(batches[0][1]), warmup=2,
+                                      exact_cg=True)
+    for n, (real, z) in enumerate(batches):
+        eager.step(lambda: loss_fn(G, D, real, z))
+        step(real, z)
+        assert graphed.info["iter_num"] == eager.info["iter_num"]
+        if n == 0 and cg_start == "warm":  # a capturable warm start begins from a stored zero (see the CPU test)
+            torch.testing.assert_close(flat(D2, G2), flat(D, G))
+            with torch.no_grad():
+                for p, q in zip([*D2.parameters(), *G2.parameters()], [*D.parameters(), *G.parameters()]):
+                    p.copy_(q)
+            step.load_state_dict(eager.state_dict())
+            continue
+        assert graphed.info["hvp_passes"] == eager.info["hvp_passes"]
+        assert torch.equal(flat(D2, G2), flat(D, G)), n
+    assert len(step.graphs) == 2 and step.eager_reason is None
+    assert int(graphed.state["game"]["step"]) == len(batches)
+
+
+def test_piecewise_non_finite_step_changes_nothing():
+    G, D, batches, loss_fn = cases()["mlp"]
+    G, D = G.cuda(), D.cuda()
+    batches = [(r.cuda(), z.cuda()) for r, z in batches]
+    opt = fastgame.ACGD(D.parameters(), G.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True, max_iter=100)
+    step = fastgame.make_graphed_step(opt, lambda r, z: loss_fn(G, D, r, z), *[t.clone() for t in batches[0]], warmup=1,
+                                      exact_cg=True)
+    for real, z in batches[:4]:
+        step(real, z)
+    before, sd = flat(D, G), opt.state_dict()
+    bad = batches[4][0].clone()
+    bad[0, 0] = float("nan")
+    with pytest.raises(FloatingPointError):
+        step(bad, batches[4][1])
+    assert torch.equal(flat(D, G), before)
+    after = opt.state_dict()
+    for k in ("max", "min"):
+        for key, t in sd["state"][k].items():
+            assert torch.equal(after["state"][k][key], t)
+    step(*batches[5])  # and the next step goes on
+
+
+def test_piecewise_trainer_default_on_cuda():
+    from fastgame import steppers
+    from fastgame.graphs import PiecewiseGraphedStep
+    G, D, batches, loss_fn = cases()["mlp"]
+    G, D = G.cuda(), D.cuda()
+    losses = steppers.GameLosses(G, D, "standard", None, 10.0)
+    example = (torch.zeros(128, 2, device="cuda"), torch.zeros(128, 2, device="cuda"), torch.zeros(128, device="cuda"))
+    stepper = steppers.make_stepper("acgd", G, D, losses, 1e-3, 1e-3, example=example)
+    assert isinstance(stepper._graphed, PiecewiseGraphedStep)
+    eager = steppers.make_stepper("acgd", G, D, losses, 1e-3, 1e-3, example=example, eager=True)
+    assert eager._graphed is None and not eager.opt.capturable
+    t = torch.zeros(128, device="cuda")
+    for real, z in batches[:6]:
+        stepper.step(real.cuda(), z.cuda(), t)
+    assert stepper._graphed.graphs and stepper._graphed.eager_reason is None

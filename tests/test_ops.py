@@ -365,14 +365,19 @@ def test_ops_take_keywords():
     assert torch.equal(ap, 2 * x) and pap.item() == 6.0
 
 
+def _python_with_backend_env(code: str, backend: str) -> subprocess.CompletedProcess:
+    """Run ``code`` in a fresh interpreter from the repository root with FASTGAME_BACKEND set."""
+    env = dict(os.environ, FASTGAME_BACKEND=backend)
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
+                          cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
 def test_env_var_forces_backend():
     code = ("import fastgame, torch\n"
             "print(fastgame.get_backend())\n"
             "try:\n    fastgame.ops.cg_matvec(torch.ones(2), torch.ones(2), torch.ones(2)); print('ran')\n"
             "except RuntimeError as e:\n    print('error', e)\n")
-    env = dict(os.environ, FASTGAME_BACKEND="cuda")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = _python_with_backend_env(code, "cuda")
     lines = out.stdout.splitlines()
     assert lines[0] == "cuda", out.stderr
     assert lines[1].startswith("error fastgame backend 'cuda' cannot run on cpu"), out.stdout
@@ -408,9 +413,7 @@ def test_import_loads_nothing_and_reads_no_environment():
             "with warnings.catch_warnings(record=True) as w:\n"
             "    warnings.simplefilter('always')\n"
             "    print(fastgame.get_backend(), fastgame.get_backend(), len(w), 'ignored' in str(w[0].message))\n")
-    env = dict(os.environ, FASTGAME_BACKEND="fortran")
-    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120,
-                         cwd=os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    out = _python_with_backend_env(code, "fortran")
     assert out.stdout.splitlines() == ["False None", "auto auto 1 True"], out.stderr
 
 

@@ -310,8 +310,13 @@ def test_negative_step_refused(run4, capsys):
 
 
 def test_max_iter_follows_the_optimizer(tmp_path, capsys):
-    assert main(["train", "--data", "ring8", "--max-iter", "0", "--out", str(tmp_path / "zero")] + TINY) == 0
+    """--max-iter takes what the optimizer's validator takes: GACGD's 0 (CGDs' meaning: the step
+    is the right-hand side), not ACGD's (zero CG iterations would leave the solved player unmoved)."""
+    assert main(["train", "--data", "ring8", "--optimizer", "gacgd", "--max-iter", "0",
+                 "--out", str(tmp_path / "zero")] + TINY) == 0
     capsys.readouterr()
+    assert main(["train", "--data", "ring8", "--max-iter", "0", "--out", str(tmp_path / "acgd0")] + TINY) == 2
+    assert "invalid max_iter: 0" in _one_line(capsys.readouterr().err)
     assert main(["train", "--data", "ring8", "--max-iter", "-1", "--out", str(tmp_path / "neg")] + TINY) == 2
     assert "invalid max_iter" in _one_line(capsys.readouterr().err)
     assert not (tmp_path / "neg").exists()

@@ -14,18 +14,26 @@ the stream its forward ran on, and a capture records one stream, which cannot be
 default stream. So the iterations are captured only when the step runs on a non-default
 stream: the optimizer arranges that for closures (it evaluates the closure on its own side
 stream); a loss tensor computed on the default stream is solved eagerly (:func:`why_not`).
+
+A step whose tensors do stay at fixed addresses (a static-shape step captured whole, see
+:class:`fastgame.graphs.PiecewiseGraphedStep`) can keep its iteration graph: the solver hands its
+masked iterations to a :class:`CGPieces`, which either runs them now with the exact-k host loop
+(:class:`LiveCG`) or, inside that step's capture, closes the graph of the step's head, records one
+iteration into a graph of its own and opens the graph of the tail (:class:`SplitCapture`). The host
+then replays head, the iteration until the residual test passes, and tail (:func:`cg_host_loop`).
 """
 from __future__ import annotations
 
 import contextlib
 import time
-from typing import Callable, Iterator, Optional
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterator, Optional, Protocol
 
 import torch
+from torch import Tensor
 
 from .distributed import is_data_parallel
 from .hvp import MixedHVP
-
 
 
 def cuda_device(device: torch.device) -> torch.device:
@@ -155,23 +163,162 @@ class IterationReplay:
     def _capture(self, body: Callable[[], None]) -> None:
         """Record ``body`` into a graph; raises what the capture raised, leaving none open."""
         pool = self.resources.graph_pool(self.device)
-        graph = torch.cuda.CUDAGraph()
-        # capture_begin/end directly: torch.cuda.graph() would also synchronize, collect
-        # garbage and empty the allocator's cache, every solve. "thread_local": the user's other
-        # threads (a data loader pinning memory, say) may go on calling CUDA during the capture;
-        # autograd's own worker thread only launches onto the captured stream.
-        graph.capture_begin(pool=pool[0], capture_error_mode="thread_local")
+        # capture_begin/end directly (GraphRecorder): torch.cuda.graph() would also synchronize,
+        # collect garbage and empty the allocator's cache, every solve.
+        recorder = GraphRecorder(pool[0])
+        recorder.begin()
         try:
             body()
         except BaseException:
-            try:
-                graph.capture_end()  # close the capture; its own error would hide the body's
-            except Exception:  # noqa: BLE001
-                pass
+            recorder.abort()  # close the capture; its own error would hide the body's
             raise
-        graph.capture_end()  # raises if the capture was invalidated
+        graph = recorder.end()  # raises if the capture was invalidated
         self._graph = graph
         pool[1] = graph  # releases the previous solve's graph; its pool memory is reused
 
     def _replay(self) -> None:
         self._graph.replay()
+
+
+# ---- piecewise graphs: a step's head, one CG iteration and its tail, each a graph --------------
+def cg_host_loop(iterate: Callable[[], None], active: Tensor, max_iter: int, check_every: int) -> int:
+    """Run masked CG iterations until the residual test passes: ``active`` (a device bool, False
+    once converged) is read before iteration n whenever n % ``check_every`` == 0, one small
+    device-to-host copy and no other sync; at most ``max_iter`` iterations. Returns how many ran
+    (exactly the iterations CG needed when ``check_every`` is 1; the extra ones are no-ops)."""
+    n = 0
+    while n < max_iter:
+        if n % check_every == 0 and not bool(active):
+            break
+        iterate()
+        n += 1
+    return n
+
+
+class CGPieces(Protocol):
+    """Where a solve's masked CG iterations go (:func:`fastgame.linalg.cg.run_cg`)."""
+
+    def iterate(self, body: Callable[[], None], hvp: MixedHVP, active: Tensor, count: Tensor, max_iter: int,
+                check_every: int) -> Optional[int]:
+        """Run or record ``body`` (one masked iteration, in place); the iterations run now, or None
+        if they run later (the solve's count is then the device tensor ``count``)."""
+
+
+class LiveCG:
+    """The iterations run now with :func:`cg_host_loop` (an eager step of the piecewise path: the
+    same numbers as a replayed one)."""
+
+    def iterate(self, body: Callable[[], None], hvp: MixedHVP, active: Tensor, count: Tensor, max_iter: int,
+                check_every: int) -> Optional[int]:
+        return cg_host_loop(body, active, max_iter, check_every)
+
+
+class Recorder(Protocol):
+    """Records consecutive graphs on the current stream (:class:`GraphRecorder`; tests inject fakes)."""
+
+    def begin(self) -> None: ...
+
+    def end(self) -> Any: ...  # the graph recorded since begin(): has replay()
+
+
+class GraphRecorder:
+    """Records consecutive CUDA graphs from one memory pool on the current stream."""
+
+    def __init__(self, pool: Any) -> None:
+        self.pool = pool
+        self._open: Optional[torch.cuda.CUDAGraph] = None
+
+    def begin(self) -> None:
+        self._open = torch.cuda.CUDAGraph()
+        # "thread_local": the user's other threads (a data loader pinning memory, say) may go on
+        # calling CUDA during the capture; autograd's own worker thread only launches onto the
+        # captured stream.
+        self._open.capture_begin(pool=self.pool, capture_error_mode="thread_local")
+
+    def end(self) -> torch.cuda.CUDAGraph:
+        graph, self._open = self._open, None
+        graph.capture_end()  # raises if the capture was invalidated
+        return graph
+
+    def abort(self) -> None:
+        """Close an open capture after a failure (its own error would hide the first one)."""
+        if self._open is not None:
+            graph, self._open = self._open, None
+            try:
+                graph.capture_end()
+            except Exception:  # noqa: BLE001
+                pass
+
+
+@dataclass
+class StepPieces:
+    """A captured step in three graphs: ``head`` (forward, backward, right-hand side), one CG
+    ``iteration`` and ``tail`` (back-substitution, verdict, update), with what the host loop
+    between them reads. ``outputs`` (loss, info, verdict) is filled in by the captured step's owner."""
+    head: Any
+    iteration: Any
+    tail: Any
+    active: Tensor
+    count: Tensor
+    max_iter: int
+    check_every: int
+    iteration_passes: int  # the mixed-HVP passes of one iteration (the capture counted one)
+    keep: Any = None  # the iteration's closure: the iterates and autograd graph it reads stay allocated
+    outputs: tuple = field(default_factory=tuple)
+
+
+class SplitCapture:
+    """The :class:`CGPieces` of a step being recorded by ``recorder``: at the CG loop it closes the
+    head's graph, records one iteration into a graph of its own and opens the tail's."""
+
+    def __init__(self, recorder: Recorder) -> None:
+        self.recorder = recorder
+        self.split: Optional[tuple] = None
+
+    def iterate(self, body: Callable[[], None], hvp: MixedHVP, active: Tensor, count: Tensor, max_iter: int,
+                check_every: int) -> Optional[int]:
+        if self.split is not None:
+            raise RuntimeError("a piecewise-captured step may run one CG solve")
+        head = self.recorder.end()
+        self.recorder.begin()
+        passes = hvp.uncounted(body)  # recorded, not run: each replay's passes are counted by the owner
+        iteration = self.recorder.end()
+        self.recorder.begin()  # the tail: whatever the step does after its CG loop
+        self.split = (head, iteration, active, count, max_iter, check_every, passes, body)
+        return None
+
+    def pieces(self, tail: Any) -> StepPieces:
+        if self.split is None:
+            raise RuntimeError("the step ran no CG solve to split at")
+        head, iteration, active, count, max_iter, check_every, passes, body = self.split
+        return StepPieces(head, iteration, tail, active, count, max_iter, check_every, passes, keep=body)
+
+
+class CudaPieces:
+    """Records a step as :class:`StepPieces` of CUDA graphs sharing one memory pool, on a side
+    stream (a capture cannot record the legacy default stream)."""
+
+    def __init__(self, resources: CaptureResources) -> None:
+        self.resources = resources
+        self.pool: Any = None
+
+    def record(self, run_step: Callable[[CGPieces], Any], device: torch.device) -> tuple[StepPieces, Any]:
+        """``run_step(pieces)`` runs the step with its CG handed to ``pieces``; nothing runs on the
+        device. Returns the pieces and what ``run_step`` returned; raises what the capture raised."""
+        if self.pool is None:
+            self.pool = torch.cuda.graph_pool_handle()
+        recorder = GraphRecorder(self.pool)
+        split = SplitCapture(recorder)
+        current = torch.cuda.current_stream(device)
+        torch.cuda.synchronize(device)
+        try:
+            with torch.cuda.stream(self.resources.side_stream(device)):
+                recorder.begin()
+                result = run_step(split)
+                tail = recorder.end()
+        except BaseException:
+            recorder.abort()
+            torch.cuda.set_stream(current)  # as graphs.GraphedStep._record after a failed capture
+            self.resources.retire_side_stream(device)
+            raise
+        return split.pieces(tail), result

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional
 
 import torch
 from torch import Tensor
@@ -109,6 +109,7 @@ class CompetitiveGradient(GameOptimizer):
         self.graph_cg_reason: Optional[str] = None  # why the last step's CG was not graph-replayed
         self._graph_cg_failed: Optional[str] = None  # a failed capture: not tried again
         self._cg_capture = captured.CaptureResources()  # the side stream and graph pool of graph_cg
+        self._cg_pieces: Optional[captured.CGPieces] = None  # see cg_pieces()
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         check_cg_settings(group, where)
@@ -145,6 +146,20 @@ class CompetitiveGradient(GameOptimizer):
     def graph_phase(self) -> int:
         return self._solved_player()
 
+    @contextlib.contextmanager
+    def cg_pieces(self, pieces: captured.CGPieces) -> Iterator[None]:
+        """Within the block, a capturable step hands its masked CG iterations to ``pieces``
+        (:mod:`fastgame.linalg.captured`), which runs them with the host loop reading the residual
+        test every ``check_every`` iterations (at most ``max_iter``), or records one for a
+        piecewise-graphed step, instead of running exactly ``max_iter`` of them. The same numbers."""
+        if not self.capturable:
+            raise ValueError("cg_pieces needs an optimizer built with capturable=True")
+        self._cg_pieces = pieces
+        try:
+            yield
+        finally:
+            self._cg_pieces = None
+
     # ---- the step ---------------------------------------------------------------------
     def step(self, loss: LossOrClosure, trigger: Any = None) -> Tensor:
         """One competitive step on ``loss`` (x maximises it, y minimises it).
@@ -168,8 +183,10 @@ class CompetitiveGradient(GameOptimizer):
         a, names = self._solved_player(), [p.name for p in self.players]
         w0, deflation = mode.start.begin(hvp, a, pre, self.state, names)
         replay = self._iteration_replay()
+        pieces = self._cg_pieces if self.capturable else None  # a piecewise step reads the host between pieces
         sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                        check_every=mode.check_every, fused=self.ops, replay=replay, deflation=deflation)
+                        check_every=group["check_every"] if pieces is not None else mode.check_every,
+                        fused=self.ops, replay=replay, deflation=deflation, pieces=pieces)
         info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
                 **self._replay_info(replay)}
         deltas, updated = self._updates(sol, step)
