@@ -16,7 +16,7 @@ import torch
 from . import losses as L
 from .checkpoint import CheckpointError, WriteError
 from .data import ON_DISK, DataError
-from .config import CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
+from .config import CONV_THREADS, CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
 from .optim import registry
 from .train import Interrupted
 
@@ -178,9 +178,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
                    help="generated samples per evaluation. Default: 2500 points or 1000 images")
     g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="Default: steps/5")
     g.add_argument("--threads", type=_positive_int, default=None,
-                   help=f"torch CPU threads; may be given with --resume. Default: {CPU_THREADS} on the CPU (these "
-                        "models are too small to split: torch's default was 8.5x slower on 2 cores), torch's own "
-                        "on CUDA")
+                   help=f"torch CPU threads; may be given with --resume. Default on the CPU, by measurement: "
+                        f"{CPU_THREADS} for the MLP and 8-px images (torch's default was 8.5x slower on a busy "
+                        f"2-core machine), {CONV_THREADS} (at most the cores) for the DCGANs at 16/32 px; torch's "
+                        "own on CUDA; recorded in config.json")
     g.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one line per evaluation (for logs)")
 
 

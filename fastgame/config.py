@@ -24,7 +24,7 @@ from .optim import registry
 from .optim.registry import unsupported_setting
 
 __all__ = ["TrainConfig", "ConfigError", "resolve", "config_diff", "default_out", "optimizer_settings",
-           "unsupported_setting", "MODELS", "PENALTIES", "OPTIMIZER_SETTINGS", "ADDED_LATER", "FREE"]
+           "unsupported_setting", "default_threads", "MODELS", "PENALTIES", "OPTIMIZER_SETTINGS", "ADDED_LATER", "FREE"]
 
 MODELS = ("auto",) + GAN_MODELS
 PENALTIES = ("none",) + tuple(L.PENALTIES)
@@ -132,10 +132,25 @@ README's study ("Solve tolerance and training quality", docs/benchmarks.md) foun
 quality-neutral with ~30% fewer mixed-HVP passes. The optimizer classes keep CGDs' defaults."""
 
 CPU_THREADS = 1
-"""The torch CPU threads a run uses unless --threads says otherwise: on a 2-core CPU one thread
-was 8.5x faster than torch's default for the width-256 MLP (``fastgame train --data ring8 --steps
-200``: 56 s against 7 min 58 s; 10-50x for the small DCGANs on a busy machine): these models are
-too small to split, and extra OpenMP threads only contend."""
+"""The torch CPU threads of the small models (the MLP, the 8-px DCGAN) unless --threads says
+otherwise: on a 2-core VM two threads gained nothing for them (300 ACGD steps of the width-64 MLP:
+1.84 s vs 1.87 s; the 8-px digits DCGAN 1.95 vs 1.77 s), and on a busy machine torch's default
+made them 8.5x slower (``fastgame train --data ring8 --steps 200`` at width 256: 7 min 58 s
+against 56 s with one thread)."""
+
+CONV_THREADS = 2
+"""The CPU threads (at most the cores available) of the DCGANs at 16 and 32 px: on the same VM two
+threads were faster (60 ACGD steps of the 16-px digits: 6.2 vs 7.9 s; 30 steps at 32 px: 14.5-15.4
+vs 20.8-25.4 s; the WGAN-GP DCGAN 2.5 vs 4.9 s for 3 steps), with one other job running."""
+
+
+def default_threads(model: str, image_size: Optional[int]) -> int:
+    """The measured fastest CPU thread count of ``model`` (see :data:`CPU_THREADS`, :data:`CONV_THREADS`)."""
+    if model == "mlp" or (image_size or 0) <= 8:
+        return CPU_THREADS
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return max(1, min(CONV_THREADS, cores))
+
 
 FREE = ("steps", "out", "extra", "threads")
 """The settings a continued run may change: it can be extended, its folder moved, or run on
@@ -258,7 +273,7 @@ def resolve(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     if cfg.tol is None and registry.get_method(cfg.optimizer).solver is not None:
         out.tol = TRAINER_TOL
     if cfg.threads is None and cfg.device != "cuda" and not (cfg.device == "auto" and torch.cuda.is_available()):
-        out.threads = CPU_THREADS
+        out.threads = default_threads(model, data.sample_shape[-1] if data.kind == "images" else None)
     out.width = cfg.width or _WIDTH[model]
     out.latent = cfg.latent or _LATENT[model]
     out.lr_d = cfg.lr_d or _LR[model]

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from fastgame.cli import main
-from fastgame.config import CPU_THREADS, TRAINER_TOL, ConfigError, TrainConfig, resolve
+from fastgame.config import CONV_THREADS, CPU_THREADS, TRAINER_TOL, ConfigError, TrainConfig, default_threads, resolve
 from fastgame.data import load_dataset
 from fastgame.train import prepare, train
 
@@ -33,6 +33,16 @@ def test_defaults_resolved_and_recorded():
     assert resolve(TrainConfig(data="digits", device="cpu", penalty="r1"), digits).d_batchnorm is False
     assert resolve(TrainConfig(data="digits", device="cpu", image_size=32),
                    load_dataset("digits", 32)).model == "dcgan"  # not the WGAN-GP DCGAN
+
+
+def test_default_threads_by_model():
+    """One thread for the MLP and 8-px images, two (at most the cores) for larger DCGANs, as measured."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    assert resolve(TrainConfig(data="digits", device="cpu"), load_dataset("digits")).threads == CPU_THREADS == 1
+    for size in (16, 32):
+        cfg = resolve(TrainConfig(data="digits", device="cpu"), load_dataset("digits", size))
+        assert cfg.threads == min(CONV_THREADS, cores) == default_threads("dcgan", size)
+    assert resolve(TrainConfig(data="digits", device="cpu", threads=3), load_dataset("digits", 16)).threads == 3
 
 
 @pytest.mark.parametrize("cfg, message", [
