@@ -106,7 +106,10 @@ setup(
     packages=PACKAGES,
     package_dir=PACKAGE_DIR,
     python_requires=">=3.9",
-    install_requires=["torch>=2.4", "numpy>=1.22", "scikit-learn>=1.0", "matplotlib>=3.5", "tqdm>=4.60"],
+    install_requires=["torch>=2.4", "numpy>=1.22", "scikit-learn>=1.0", "matplotlib>=3.5", "tqdm>=4.60",
+                      "torchmetrics>=1.4"],  # the image metrics' Fréchet distance
+    # gpu: the Triton ops; test: the suite's reference (CGDs) and its Triton-interpreter tests.
+    extras_require={"gpu": ["triton>=3.0"], "test": ["pytest", "CGDs==0.4.5", "triton>=3.0"]},
     entry_points={"console_scripts": ["fastgame=fastgame.cli:entry"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -7,7 +7,7 @@
 #                                Triton for the suite's interpreter tests), as .ci/run does
 # Each stage says what it does and how long it takes; pip shows its downloads, and a heartbeat
 # line every 20 s covers the silent stretches (pip unpacking torch, the C++ build). A stamp file in the venv skips the installs (and
-# the 1-3 minute build) when the pins, setup.py and csrc/ are unchanged.
+# the 1-3 minute build) when the pins, setup.py, the source list and csrc/ are unchanged.
 set -euo pipefail
 VENV="${FASTGAME_VENV:-.venv}"
 PINS=(torch==2.13.0 numpy "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60" "torchmetrics>=1.4")
@@ -42,7 +42,7 @@ PIP=(python -m pip install --disable-pip-version-check --progress-bar on)
 # What the installed state depends on: the pins, the build script, the C++ sources, and
 # whether the extensions are wanted at all; the test requirements have their own stamp.
 STAMP="$VENV/.fastgame-setup-stamp"
-HASH=$( { printf '%s\n' "${PINS[@]}" "NO_EXT=${FASTGAME_NO_EXTENSIONS:-}"; cat setup.py;
+HASH=$( { printf '%s\n' "${PINS[@]}" "NO_EXT=${FASTGAME_NO_EXTENSIONS:-}"; cat setup.py fastgame/ops/sources.py;
           find csrc -type f -print0 | sort -z | xargs -0 cat; } | sha256sum | cut -d' ' -f1)
 if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && python -c "import fastgame" 2>/dev/null; then
     echo "setup: $VENV is up to date (pins, setup.py and csrc/ unchanged); nothing to install"
