@@ -16,7 +16,6 @@ recording and instantiating an iteration's graph (once per step).
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -31,6 +30,7 @@ if __package__ in (None, ""):
 
 import fastgame  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
+from bench.measure import gpu_script_parser, script_device  # noqa: E402
 from bench.rows import _flat  # noqa: E402
 
 SMOKE = [(Config("mlp", 64, 32, 1e-3, depth=2), "native"), (Config("dcgan32", 4, 8, 1e-4), "fastgame")]  # --device cpu
@@ -97,22 +97,14 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, m
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=30)
-    ap.add_argument("--warmup", type=int, default=8)
-    ap.add_argument("--tol", type=float, default=1e-10, help="CG tolerance (CGDs' default 1e-10 is reachable in fp32 only loosely)")
+    ap = gpu_script_parser(__doc__, steps=30, warmup=8,
+                           tol_help="CG tolerance (CGDs' default 1e-10 is reachable in fp32 only loosely)")
     ap.add_argument("--max-iter", type=int, default=32, help="the whole-step graph's fixed CG iterations, if no "
                     "eager row gave its largest k")
     ap.add_argument("--cg-start", default="zero", choices=("warm", "zero"), help="fastgame's CG start")
-    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of this script on small models")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--smoke", action="store_true", help="CI check: --device cpu --steps 2 --warmup 1")
     args = ap.parse_args(argv)
-    if args.smoke:
-        args.device, args.steps, args.warmup = "cpu", 2, 1
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench/eager_graph.py: needs a CUDA GPU (or --device cpu for a smoke test); nothing measured")
+    device = script_device(args, "bench/eager_graph.py")
+    if device is None:
         return 0
     name = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"# eager loop on {name}, torch {torch.__version__}, "

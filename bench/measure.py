@@ -211,3 +211,28 @@ def measure_floor(case: Case, device: torch.device, graphed: bool, reps: int = 7
         fwd_bwd = times["f"]
         xy, yx = (times["xy"] - times["f"]) / m, (times["yx"] - times["f"]) / m
     return {"fwd_bwd_ms": fwd_bwd, "hvp_xy_ms": xy, "hvp_yx_ms": yx, "hvp_ms": (xy + yx) / 2}
+
+
+def gpu_script_parser(doc: Optional[str], steps: int, warmup: int, tol_help: str) -> Any:
+    """The arguments every GPU timing script shares (steps, warmup, tol, device, json, --smoke)."""
+    import argparse
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--steps", type=int, default=steps)
+    ap.add_argument("--warmup", type=int, default=warmup)
+    ap.add_argument("--tol", type=float, default=1e-10, help=tol_help)
+    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test of the script on small models")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--smoke", action="store_true", help="CI check: --device cpu --steps 2 --warmup 1")
+    return ap
+
+
+def script_device(args: Any, script: str) -> Optional[torch.device]:
+    """The device a GPU timing script measures on (``--smoke``: the CPU, 2 steps after 1), or
+    None, after saying so, when CUDA is asked for and there is none."""
+    if args.smoke:
+        args.device, args.steps, args.warmup = "cpu", 2, 1
+    device = torch.device(args.device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        print(f"{script}: needs a CUDA GPU (or --device cpu / --smoke); nothing measured")
+        return None
+    return device

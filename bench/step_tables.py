@@ -23,7 +23,6 @@ models through the same batches, the median step time of:
 """
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import os
@@ -39,7 +38,7 @@ if __package__ in (None, ""):
 
 import fastgame  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
-from bench.measure import measure_floor  # noqa: E402
+from bench.measure import gpu_script_parser, measure_floor, script_device  # noqa: E402
 from bench.rows import autocast_loss  # noqa: E402
 from fastgame import steppers  # noqa: E402
 from fastgame.graphs import with_run_settings  # noqa: E402
@@ -188,20 +187,11 @@ def print_table(rows: list[dict], floors: dict) -> None:
 
 
 def main(argv: Optional[list] = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=20)
-    ap.add_argument("--warmup", type=int, default=6)
-    ap.add_argument("--tol", type=float, default=1e-10, help="CG tolerance of every ACGD row (CGDs' own default 1e-10)")
+    ap = gpu_script_parser(__doc__, steps=20, warmup=6, tol_help="CG tolerance of every ACGD row (CGDs' own default 1e-10)")
     ap.add_argument("--models", nargs="+", default=None, help="labels to run (e.g. mlp-b512 dcgan32-b64)")
-    ap.add_argument("--device", default="cuda", help="cuda, or cpu for a smoke test on small models")
-    ap.add_argument("--json", default=None)
-    ap.add_argument("--smoke", action="store_true", help="CI check: --device cpu --steps 2 --warmup 1")
     args = ap.parse_args(argv)
-    if args.smoke:
-        args.device, args.steps, args.warmup = "cpu", 2, 1
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        print("bench/step_tables.py: needs a CUDA GPU (or --device cpu / --smoke); nothing measured")
+    device = script_device(args, "bench/step_tables.py")
+    if device is None:
         return 0
     machine = torch.cuda.get_device_name() if device.type == "cuda" else "cpu"
     print(f"# step tables on {machine}, torch {torch.__version__}, {args.steps} timed steps after {args.warmup}, "

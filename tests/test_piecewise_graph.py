@@ -229,15 +229,21 @@ def test_residual_read_every_check_every_iterations(check_every, monkeypatch):
     assert torch.equal(flat(D2, G2), flat(D, G))
 
 
-def test_state_dict_round_trip_and_resume_into_eager():
-    """A piecewise run saved halfway and resumed (piecewise again, or eager) ends where an eager run ends."""
-    G, D, batches = make_case(steps=8)
+def _four_steps_both_ways(steps: int):
+    """An MLP GAN and its copy after 4 steps of eager ACGD and of its piecewise twin."""
+    G, D, batches = make_case(steps=steps)
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     eager, opt = _pair(fastgame.ACGD, D.parameters(), G.parameters(), D2.parameters(), G2.parameters())
     step = piecewise(opt, lambda real, z: gan_loss(G2, D2, real, z), *batches[0])
     for real, z in batches[:4]:
         eager.step(lambda: gan_loss(G, D, real, z))
         step(real, z)
+    return G, D, G2, D2, eager, opt, step, batches
+
+
+def test_state_dict_round_trip_and_resume_into_eager():
+    """A piecewise run saved halfway and resumed (piecewise again, or eager) ends where an eager run ends."""
+    G, D, G2, D2, eager, opt, step, batches = _four_steps_both_ways(8)
     sd = opt.state_dict()
     G3, D3 = copy.deepcopy(G2), copy.deepcopy(D2)
     resumed = fastgame.ACGD(D3.parameters(), G3.parameters(), lr_max=1e-2, lr_min=1e-2, capturable=True,
@@ -262,13 +268,7 @@ def test_state_dict_round_trip_and_resume_into_eager():
 def test_non_finite_step_changes_nothing():
     """A replayed step whose loss is NaN raises FloatingPointError (check_finite) and leaves the
     parameters and state as they were; the next finite step goes on as the eager run does."""
-    G, D, batches = make_case(steps=7)
-    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
-    eager, opt = _pair(fastgame.ACGD, D.parameters(), G.parameters(), D2.parameters(), G2.parameters())
-    step = piecewise(opt, lambda real, z: gan_loss(G2, D2, real, z), *batches[0])
-    for real, z in batches[:4]:
-        eager.step(lambda: gan_loss(G, D, real, z))
-        step(real, z)
+    G, D, G2, D2, eager, opt, step, batches = _four_steps_both_ways(7)
     before, sd = flat(D2, G2), opt.state_dict()
     bad = batches[4][0].clone()
     bad[0, 0] = float("nan")
