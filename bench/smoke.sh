@@ -78,7 +78,10 @@ if "$PY" -c "import pytest_benchmark" 2>/dev/null; then
 else
     check "pytest bench/test_benchmarks.py" echo "pytest-benchmark not installed"
 fi
+# The main job at a few steps, one seed; it runs examples/demo_summary.py (its table and verdicts).
+check "bash examples/demo.sh (with demo_summary.py)" env FASTGAME_DEMO_SMOKE=1 bash examples/demo.sh "$tmp/demo"
 for example in examples/*.py; do
+    [ "$example" = examples/demo_summary.py ] && continue  # run by the demo above, on its run folders
     check "python $example" "$PY" "$example" --smoke
 done
 wait
