@@ -170,7 +170,10 @@ def run_rank(rank, world, init_file, out_dir):
                             timeout=datetime.timedelta(seconds=60))  # a mismatch fails, never hangs CI
     try:
         for case in CASES:
-            torch.save(rank_case(rank, case), os.path.join(out_dir, f"{case}-rank{rank}.pt"))
+            result = rank_case(rank, case)
+            path = os.path.join(out_dir, f"{case}-rank{rank}.pt")
+            torch.save(result, path + ".tmp")
+            os.replace(path + ".tmp", path)  # complete, or absent
         dist.barrier()
     finally:
         dist.destroy_process_group()
@@ -212,7 +215,14 @@ def two_ranks(tmp_path_factory):
     if not dist.is_available():
         pytest.skip("torch.distributed is not available")
     out = tmp_path_factory.mktemp("ranks")
-    mp.spawn(run_rank, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    try:
+        mp.spawn(run_rank, args=(2, str(out / "init"), str(out)), nprocs=2, join=True)
+    except mp.ProcessExitedException as exc:
+        # gloo can abort a rank in its teardown on a loaded machine ("terminate called without an
+        # active exception", after the barrier); what the tests read was saved before it.
+        if not all((out / f"{case}-rank{r}.pt").exists() for case in CASES for r in range(2)):
+            raise
+        print(f"note: a rank aborted in gloo's teardown after saving its results ({exc})")
     return out
 
 
