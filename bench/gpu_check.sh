@@ -9,7 +9,7 @@
 #   bash bench/gpu_check.sh                     # all stages
 #   bash bench/gpu_check.sh build tests         # some: build tests kernels suite fastgamebn diag
 #                                               #       eagergraph bn train tables conditional
-#   bash bench/gpu_check.sh issue21             # the piecewise-graph checks, ~8 min on an H200:
+#   bash bench/gpu_check.sh piecewise           # the piecewise-graph checks, ~8 min on an H200:
 #                                               #   build, its tests, the step tables
 #                                               #   (bench/step_tables.py), the trainer's paths,
 #                                               #   the conditional-node probe
@@ -28,7 +28,7 @@ smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
 all_stages="build tests eagergraph bn train tables conditional kernels suite fastgamebn diag"
 stages="${*:-$all_stages}"
-if [ "$stages" = "issue21" ]; then
+if [ "$stages" = "piecewise" ]; then
     stages="build tests tables train conditional"
     TESTS="${TESTS:-tests/test_gpu_graphs.py tests/test_piecewise_graph.py tests/test_cg_replay.py tests/test_sync_free.py}"
 fi

@@ -1,4 +1,4 @@
-"""One step of each path a GAN user weighs, per model, in one run (issue 21's tables).
+"""One step of each path a GAN user weighs, per model, in one run.
 
 Per model (GPU: the MLP GAN b512, DCGAN-32 b64 and b256, DCGAN-64 b64), from the same initial
 models through the same batches, the median step time of:
@@ -176,7 +176,7 @@ def print_table(rows: list[dict], floors: dict) -> None:
             print(f"{cfg_label:14} {name:22} {ms:8.2f} {fmt(r['speedup_vs_cgds'], '7.2f') + 'x':>8} "
                   f"{fmt(r['vs_adam'], '7.2f') + 'x':>8} {fmt(r['k'], '6.1f'):>6} {fmt(r['passes'], '6.1f'):>6} "
                   f"{fmt(r['floor_ms'], '9.2f'):>9} {fmt(r['vs_floor'], '7.2f'):>7}  {'; '.join(notes)}")
-    for cfg_label in dict.fromkeys(r["config"] for r in rows):  # issue 21's goals, as measured here
+    for cfg_label in dict.fromkeys(r["config"] for r in rows):  # the goals of the GPU trainer path, as measured here
         ms = {r["optimizer"]: r.get("ms_median") for r in rows if r["config"] == cfg_label and "error" not in r}
         if all(ms.get(k) for k in ("trainer-acgd", "trainer-acgd-eager", "trainer-adam", "cgds")):
             d = ms["trainer-acgd"]
