@@ -275,8 +275,17 @@ def _continue_hint(run: Any) -> str:
     return f"the last checkpoint (step {run.saved_step}) is in {run.out}; continue with --resume {run.out}"
 
 
+_GROUP_BROKEN = False
+"""Set when a peer rank is gone: the process group's transport is broken, and tearing it down
+(destroy_process_group, or its destructor at exit) can abort the process ("terminate called
+without an active exception") after the run already said how it ended. :func:`entry` then
+leaves without running destructors."""
+
+
 def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     """``fastgame train``: prepare, train, and turn every way a run ends into one line."""
+    global _GROUP_BROKEN
+    _GROUP_BROKEN = False
     from .train import PeerError, prepare
     import torch.distributed as dist
     given = _typed(argv) if args.resume is not None else None
@@ -305,9 +314,11 @@ def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
         return 130
     except (PeerError, WriteError) as exc:
         _say(main or isinstance(exc, PeerError), f"fastgame: error: {exc}; {_continue_hint(run)}")
+        if isinstance(exc, PeerError):
+            _GROUP_BROKEN = True
         return 1
     finally:
-        if run.world > 1 and dist.is_initialized():
+        if run.world > 1 and dist.is_initialized() and not _GROUP_BROKEN:
             dist.destroy_process_group()
     if main:
         print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
@@ -370,7 +381,12 @@ def entry() -> None:
     # handle ~50x slower: an 8-Gaussians Adam run went from 13 s to 100 s. Flushing them to
     # zero is process-wide, so it is set here and not in main(), which tests call in-process.
     torch.set_flush_denormal(True)
-    sys.exit(main())
+    code = main()
+    if _GROUP_BROKEN:  # everything is written and flushed by now; skip the broken group's teardown
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover
