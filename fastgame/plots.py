@@ -97,13 +97,16 @@ def plot_compare(path: str, runs: dict[str, list[list[dict[str, Any]]]], metric:
             a1.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), color=color, alpha=0.2)
         for j, rows in enumerate(seeds):
             a2.plot([r["wall_s"] for r in rows], [r.get(metric, float("nan")) for r in rows], color=color,
-                    alpha=0.7, label=name if j == 0 else None)
+                    alpha=0.7)
     a1.set_xlabel("step")
-    a2.set_xlabel("wall-clock seconds")
+    a2.set_xlabel("wall-clock seconds (each seed)")
     for a in (a1, a2):
         a.set_ylabel(metric)
-        a.legend(fontsize=7)
+    # One legend under both panels: inside either it covered the curves of three or more runs.
+    handles, labels = a1.get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=min(len(labels), 4), fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
+    rows_of_legend = -(-len(labels) // 4)
+    fig.tight_layout(rect=(0, 0.06 * rows_of_legend, 1, 1))
     fig.savefig(path)
     plt.close(fig)
