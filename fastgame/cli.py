@@ -275,17 +275,8 @@ def _continue_hint(run: Any) -> str:
     return f"the last checkpoint (step {run.saved_step}) is in {run.out}; continue with --resume {run.out}"
 
 
-_GROUP_BROKEN = False
-"""Set when a peer rank is gone: the process group's transport is broken, and tearing it down
-(destroy_process_group, or its destructor at exit) can abort the process ("terminate called
-without an active exception") after the run already said how it ended. :func:`entry` then
-leaves without running destructors."""
-
-
 def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     """``fastgame train``: prepare, train, and turn every way a run ends into one line."""
-    global _GROUP_BROKEN
-    _GROUP_BROKEN = False
     from .train import PeerError, prepare
     import torch.distributed as dist
     given = _typed(argv) if args.resume is not None else None
@@ -296,6 +287,7 @@ def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
     if main and args.resume is not None:
         print(f"fastgame: resuming {run.out} at step {run.step} of {run.cfg.steps}"
               + (" (it stopped before its first checkpoint)" if run.restarted else ""), flush=True)
+    peer_gone = False
     try:
         run.train(quiet=args.quiet)
         if run.world > 1:
@@ -314,11 +306,13 @@ def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
         return 130
     except (PeerError, WriteError) as exc:
         _say(main or isinstance(exc, PeerError), f"fastgame: error: {exc}; {_continue_hint(run)}")
-        if isinstance(exc, PeerError):
-            _GROUP_BROKEN = True
+        peer_gone = isinstance(exc, PeerError)
         return 1
     finally:
-        if run.world > 1 and dist.is_initialized() and not _GROUP_BROKEN:
+        # With a peer gone the group's transport is broken, and tearing it down can abort the
+        # process ("terminate called without an active exception") after the line above: it is
+        # left to entry(), which exits without running its destructors.
+        if run.world > 1 and dist.is_initialized() and not peer_gone:
             dist.destroy_process_group()
     if main:
         print(f"fastgame: run folder {os.path.abspath(run.out)}", flush=True)
@@ -382,7 +376,8 @@ def entry() -> None:
     # zero is process-wide, so it is set here and not in main(), which tests call in-process.
     torch.set_flush_denormal(True)
     code = main()
-    if _GROUP_BROKEN:  # everything is written and flushed by now; skip the broken group's teardown
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():  # left broken by a gone peer (see _train)
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)

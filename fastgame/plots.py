@@ -95,7 +95,7 @@ def plot_compare(path: str, runs: dict[str, list[list[dict[str, Any]]]], metric:
         if len(seeds) > 1:
             std = vals.std(0)
             a1.fill_between(steps, (mean - std).numpy(), (mean + std).numpy(), color=color, alpha=0.2)
-        for j, rows in enumerate(seeds):
+        for rows in seeds:
             a2.plot([r["wall_s"] for r in rows], [r.get(metric, float("nan")) for r in rows], color=color,
                     alpha=0.7)
     a1.set_xlabel("step")
