@@ -6,6 +6,9 @@ from .optim import (ACGD, APCGD, BCGD, BestResponseManifold, DYNAMICS, GACGD, LE
                     SimGD)
 
 from . import diagnostics, games, losses, nn
+from ._moved import install as _install_moved
+
+_install_moved()  # the trainer modules' old paths (fastgame.models, ...): see fastgame/_moved.py
 
 __version__ = "0.1.0"
 
