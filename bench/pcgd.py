@@ -1,7 +1,9 @@
 """Polymatrix CGD's cost per step for n = 2, 3, 4 players: one MLP generator against K = n − 1
 MLP discriminators on the 8-Gaussian ring (the standard GAN loss of each pair, the generator
 minimising their mean: ``fastgame.losses.multi_discriminator``), APCGD with its n-pass product
-against the O(n²) pairwise product (the same numbers), and GACGD at n = 2.
+against the O(n²) pairwise product (the same numbers), each on its default solve (``auto``: the
+Schur complement of the generator, since the discriminators do not interact), APCGD on the
+block system (``solve="block"``), and GACGD at n = 2.
 
     python -m bench.pcgd                      # width 64, batch 256, 30 timed steps, lr 1e-2, 1 thread
     python -m bench.pcgd --smoke              # CI: width 8, batch 32, 2 timed steps (files only with --out)
@@ -9,8 +11,8 @@ against the O(n²) pairwise product (the same numbers), and GACGD at n = 2.
 For each n every optimizer trains its own copy of the same initial models on the same batches,
 one step of each per batch (round-robin), so a change in machine load hits all alike and the
 ratios are from one run. Rows: median ms/step, mean GMRES iterations, mixed-HVP passes per
-step and per product with the block matrix (GACGD solves a Schur complement instead: 1 + 2 passes
-per iteration; its column is "–"), and how far each run's parameters end up from the
+step and per product with GMRES's matrix (besides the right-hand side's passes of the Schur
+solves; GACGD reports no products: "–"), and how far each run's parameters end up from the
 first row's of its n (the pairwise product and GACGD solve the same systems to the tolerance).
 Files: ``pcgd_<timestamp>.json`` and ``.md`` under ``--out`` (default bench/results; none with
 ``--smoke`` unless ``--out`` is given).
@@ -53,10 +55,10 @@ def losses(models: list[nn.Module], real: torch.Tensor, z: torch.Tensor) -> tupl
 def optimizers(n: int, models: list[nn.Module], lr: float, tol: float) -> dict[str, tuple[list[nn.Module], Any]]:
     """Each row's own copy of the models and its optimizer."""
     rows = {}
-    for product in ("per_player", "pairwise"):
+    for product, solve in (("per_player", "auto"), ("pairwise", "auto"), ("per_player", "block")):
         own = copy.deepcopy(models)
-        rows[f"APCGD ({product})"] = (own, fastgame.APCGD([m.parameters() for m in own], lr=lr, tol=tol,
-                                                          product=product))
+        rows[f"APCGD ({product}, {solve})"] = (own, fastgame.APCGD([m.parameters() for m in own], lr=lr, tol=tol,
+                                                                   product=product, solve=solve))
     if n == 2:
         own = copy.deepcopy(models)
         rows["GACGD"] = (own, fastgame.GACGD(own[0].parameters(), own[1].parameters(), lr_x=lr, lr_y=lr, tol=tol))
@@ -70,7 +72,7 @@ def measure(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
     batches = [(ring.sample(args.batch, generator=gen), torch.randn(args.batch, 2, generator=gen))
                for _ in range(args.warmup + args.steps)]
     rows = optimizers(n, players(n, args.width, args.seed), args.lr, args.tol)
-    stats = {name: {"timer": StepTimer(torch.device("cpu")), "iters": [], "passes": [], "products": []} for name in rows}
+    stats = {name: {"timer": StepTimer(torch.device("cpu")), "iters": [], "passes": [], "products": [], "rhs": []} for name in rows}
     for t, (real, z) in enumerate(batches):
         for name, (models, opt) in rows.items():
             timed = stats[name]["timer"]() if t >= args.warmup else _untimed()
@@ -80,14 +82,16 @@ def measure(n: int, args: argparse.Namespace) -> list[dict[str, Any]]:
                 info = opt.get_info()
                 stats[name]["iters"].append(info["iter_num"])
                 stats[name]["passes"].append(info["hvp_passes"])
-                stats[name]["products"].append(info.get("products", 0))  # GACGD's Schur products are not the block's
+                stats[name]["products"].append(info.get("products", 0))  # GACGD reports none
+                stats[name]["rhs"].append(info.get("rhs_passes", 0))
     first = _flat(next(iter(rows.values()))[0])
     out = []
     for name, (models, _) in rows.items():
         s = stats[name]
         out.append(dict(n=n, optimizer=name, ms_per_step=statistics.median(s["timer"].ms()),
                         gmres_iters=statistics.fmean(s["iters"]), passes_per_step=statistics.fmean(s["passes"]),
-                        passes_per_product=sum(s["passes"]) / sum(s["products"]) if sum(s["products"]) else None,
+                        passes_per_product=((sum(s["passes"]) - sum(s["rhs"])) / sum(s["products"])
+                                            if sum(s["products"]) else None),
                         param_diff=float((_flat(models) - first).norm() / first.norm())))
     return out
 

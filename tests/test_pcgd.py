@@ -22,9 +22,10 @@ F64 = torch.float64
 
 
 # ---- a small smooth n-player game with non-quadratic couplings ------------------------------
-def smooth_game(sizes, seed):
-    """Players x_i of the given sizes; f_i = quadratic couplings plus a non-quadratic term, so the
-    dense check covers more than constant Hessians."""
+def smooth_game(sizes, seed, coupled=lambda i, j: True):
+    """Players x_i of the given sizes; f_i = quadratic couplings of the pairs ``coupled(i, j)``
+    plus a non-quadratic one with a coupled neighbour, so the dense check covers more than
+    constant Hessians."""
     g = torch.Generator().manual_seed(seed)
     n, N = len(sizes), sum(sizes)
     xs = [torch.randn(s, generator=g, dtype=F64).requires_grad_() for s in sizes]
@@ -39,10 +40,10 @@ def smooth_game(sizes, seed):
         for i in range(n):
             own = block(i, i)
             f = 0.5 * points[i] @ (own @ own.T + torch.eye(sizes[i], dtype=F64)) @ points[i]
-            for j in range(n):
-                if j != i:
-                    f = f + points[i] @ block(i, j) @ points[j]
-            nxt = points[(i + 1) % n]
+            partners = [j for j in range(n) if j != i and coupled(i, j)]
+            for j in partners:
+                f = f + points[i] @ block(i, j) @ points[j]
+            nxt = points[partners[0]]
             out.append(f + 0.3 * torch.sin(points[i]).sum() * torch.tanh(nxt).square().sum())
         return tuple(out)
     return xs, losses_at
@@ -85,7 +86,37 @@ def test_pcgd_step_equals_dense_solve(sizes, product):
     n = len(sizes)
     per_product = n if product == "per_player" else n * (n - 1)
     assert info["converged"] and info["products"] == info["iter_num"] + info["restarts"] > 0
+    assert info["solve"] == "block" and info["rhs_passes"] == 0  # every pair interacts: no two groups
     assert info["hvp_passes"] == per_product * info["products"]
+
+
+STAR = lambda i, j: (i == 0) != (j == 0)  # player 0 against all others (one generator, K discriminators)
+RING4 = lambda i, j: (j - i) % 4 in (1, 3)  # players on a ring of four: groups {0, 2} and {1, 3}
+
+
+@pytest.mark.parametrize("sizes,coupled,small", [([5, 1, 2, 1], STAR, [1, 2, 3]), ([1, 2, 3], STAR, [0]),
+                                                 ([2, 1, 3, 2], RING4, [0, 2])], ids=["star-big-0", "star", "ring4"])
+@pytest.mark.parametrize("product", ["per_player", "pairwise"])
+def test_pcgd_schur_step_on_two_groups_equals_dense_solve(sizes, coupled, small, product):
+    xs, losses_at = smooth_game(sizes, seed=11 + sum(sizes), coupled=coupled)
+    lrs = [0.1 * (i + 1) for i in range(len(sizes))]
+    expected = dense_step(xs, losses_at, lambda parts: torch.cat([torch.full_like(p, lr) for p, lr in zip(parts, lrs)]))
+    opt = fastgame.PCGD([{"params": [x], "lr": lr} for x, lr in zip(xs, lrs)], tol=1e-13, atol=0.0, product=product)
+    opt.step(losses_at(xs))
+    torch.testing.assert_close(flat(xs), expected, rtol=1e-10, atol=1e-11)
+    info = opt.get_info()
+    assert info["solve"] == "schur"
+    # A Schur product: a pass per player of each group (pairwise: per interacting pair), plus
+    # the right-hand side's passes for the smaller group ``small``.
+    pairs = sum(coupled(i, j) for i in range(len(sizes)) for j in range(len(sizes)) if i != j)
+    per_product = len(sizes) if product == "per_player" else pairs
+    rhs = len(small) if product == "per_player" else sum(coupled(i, j) for i in small for j in range(len(sizes)))
+    assert info["hvp_passes"] == per_product * info["products"] + rhs and info["rhs_passes"] == rhs
+    xs2, _ = smooth_game(sizes, seed=11 + sum(sizes), coupled=coupled)
+    block = fastgame.PCGD([{"params": [x], "lr": lr} for x, lr in zip(xs2, lrs)], tol=1e-13, atol=0.0, solve="block")
+    block.step(losses_at(xs2))
+    torch.testing.assert_close(flat(xs2), expected, rtol=1e-10, atol=1e-11)
+    assert block.get_info()["solve"] == "block" and block.get_info()["iter_num"] > info["iter_num"]
 
 
 @pytest.mark.parametrize("sizes", [[2, 3, 1], [3, 1, 4, 2]])
@@ -124,8 +155,9 @@ def ns_losses(G, D, real, z):
     return out.generator, out.discriminator
 
 
+@pytest.mark.parametrize("solve", ["auto", "block"])
 @pytest.mark.parametrize("widths", [(3, 9), (9, 3)], ids=["x-smaller", "x-larger"])
-def test_two_players_equal_gacgd(widths):
+def test_two_players_equal_gacgd(widths, solve):
     gen = torch.Generator().manual_seed(5)
     batches = [(torch.randn(16, 2, generator=gen, dtype=F64) + 1, torch.randn(16, 2, generator=gen, dtype=F64))
                for _ in range(4)]
@@ -133,11 +165,17 @@ def test_two_players_equal_gacgd(widths):
     G2, D2 = copy.deepcopy(G1), copy.deepcopy(D1)
     kw = dict(tol=1e-11, atol=0.0)
     ref = fastgame.GACGD(G1.parameters(), D1.parameters(), lr_x=0.05, lr_y=0.02, **kw)
-    opt = fastgame.APCGD([{"params": G2.parameters(), "lr": 0.05}, {"params": D2.parameters(), "lr": 0.02}], **kw)
+    opt = fastgame.APCGD([{"params": G2.parameters(), "lr": 0.05}, {"params": D2.parameters(), "lr": 0.02}],
+                         solve=solve, **kw)
     for real, z in batches:
         ref.step(*ns_losses(G1, D1, real, z))
         opt.step(*ns_losses(G2, D2, real, z))
-        assert opt.get_info()["hvp_passes"] == 2 * opt.get_info()["products"]
+        info = opt.get_info()
+        if solve == "auto":  # GACGD's own solve: the Schur complement of the smaller player
+            assert info["solve"] == "schur" and info["iter_num"] == ref.get_info()["iter_num"]
+            assert info["hvp_passes"] == ref.get_info()["hvp_passes"] == 1 + 2 * info["products"]
+        else:
+            assert info["solve"] == "block" and info["hvp_passes"] == 2 * info["products"]
         a = torch.cat([p.detach().reshape(-1) for m in (G1, D1) for p in m.parameters()])
         b = torch.cat([p.detach().reshape(-1) for m in (G2, D2) for p in m.parameters()])
         torch.testing.assert_close(b, a, rtol=1e-8, atol=1e-10)
@@ -176,7 +214,9 @@ def test_generator_against_three_discriminators_trains_and_counts_passes():
         out = opt.step(multi_losses(G, Ds, real, z))
         assert len(out) == 4 and all(t.dim() == 0 and not t.requires_grad for t in out)
         info = opt.get_info()
-        assert info["hvp_passes"] == 4 * info["products"] and info["iter_num"] >= 1
+        # the generator (32 parameters) against three discriminators (63): the Schur complement
+        # of the generator, 4 passes per product and 1 for the right-hand side
+        assert info["solve"] == "schur" and info["hvp_passes"] == 4 * info["products"] + 1 and info["iter_num"] >= 1
 
 
 def test_lr_scheduler_and_set_lr_change_each_player():

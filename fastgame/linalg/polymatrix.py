@@ -13,7 +13,7 @@ public research code of the method does), to measure what the n-pass product sav
 """
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -39,13 +39,41 @@ class PolymatrixHVP:
         self.pairwise = pairwise
         self.passes = 0
 
+    def interacts(self, i: int, j: int) -> bool:
+        """Whether block (i, j) of H_o can be nonzero: ∇_{x_j} f_i carries a graph."""
+        return i != j and any(g.requires_grad for g in self.grads[i][j])
+
+    def two_groups(self) -> Optional[tuple[list[int], list[int]]]:
+        """Players split into two groups with no interaction inside either (a two-colouring of
+        the graph with an edge where block (i, j) or (j, i) can be nonzero), or None if there
+        is none (an odd cycle of interactions, or no interaction at all)."""
+        n = len(self.players)
+        edges = [[j for j in range(n) if self.interacts(i, j) or self.interacts(j, i)] for i in range(n)]
+        if not any(edges):
+            return None
+        colour: list[Optional[int]] = [None] * n
+        for root in range(n):
+            if colour[root] is not None:
+                continue
+            colour[root], stack = 0, [root]
+            while stack:
+                i = stack.pop()
+                for j in edges[i]:
+                    if colour[j] is None:
+                        colour[j] = 1 - colour[i]
+                        stack.append(j)
+                    elif colour[j] == colour[i]:
+                        return None
+        return [i for i in range(n) if colour[i] == 0], [i for i in range(n) if colour[i] == 1]
+
     def __call__(self, vecs: Sequence[Tensor]) -> list[Tensor]:
         """(H_o v)_i for every player i, from the players' flat parts ``vecs`` of v."""
         return [self.row(i, vecs) for i in range(len(self.players))]
 
-    def row(self, i: int, vecs: Sequence[Tensor]) -> Tensor:
-        """(H_o v)_i = Σ_{j≠i} D²_{x_i x_j} f_i v_j, a flat vector of player i."""
-        others = [j for j in range(len(self.players)) if j != i]
+    def row(self, i: int, vecs: Sequence[Optional[Tensor]], sources: Optional[Sequence[int]] = None) -> Tensor:
+        """(H_o v)_i = Σ_{j≠i} D²_{x_i x_j} f_i v_j, a flat vector of player i; with ``sources``,
+        the sum over those j only (the other entries of ``vecs`` may be None)."""
+        others = [j for j in (range(len(self.players)) if sources is None else sources) if j != i]
         if not self.pairwise:
             return self._pass(i, others, vecs)
         target = self.players[i]
@@ -54,7 +82,7 @@ class PolymatrixHVP:
             total += self._pass(i, [j], vecs)
         return total
 
-    def _pass(self, i: int, sources: Sequence[int], vecs: Sequence[Tensor]) -> Tensor:
+    def _pass(self, i: int, sources: Sequence[int], vecs: Sequence[Optional[Tensor]]) -> Tensor:
         """∇_{x_i} Σ_{j ∈ sources} ⟨∇_{x_j} f_i, v_j⟩ in one pass (none if no gradient has a graph)."""
         target = self.players[i]
         grads = [g for j in sources for g in self.grads[i][j]]
