@@ -32,13 +32,20 @@ from __future__ import annotations
 
 import math
 import numbers
-from typing import TYPE_CHECKING, Any, Optional
+from typing import Any, Optional, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from .base import GameOptimizer
+from ..linalg.params import Player
+
+
+class Counterpart(Protocol):
+    """What the format reads of an optimizer: the CGDs class it replaces (None: none), its two
+    players and its param groups."""
+    cgds_class: Optional[str]
+    players: Sequence[Player]
+    param_groups: list[dict[str, Any]]
 
 # The entries of each CGDs 0.4.5 optimizer's state dict (its ``self.state``).
 CGDS_KEYS: dict[str, frozenset[str]] = {
@@ -77,11 +84,11 @@ def cgds_class_of(state_dict: dict[str, Any]) -> str:
                      f"{sorted(CGDS_KEYS[best] - keys)} and has {sorted(keys - CGDS_KEYS[best])} besides")
 
 
-def from_cgds(opt: GameOptimizer, cgds: dict[str, Any]) -> dict[str, Any]:
+def from_cgds(opt: Counterpart, cgds: dict[str, Any]) -> dict[str, Any]:
     """A fastgame state_dict for ``opt`` holding what the CGDs state dict ``cgds`` holds (see the
     module docstring); ``opt.load_state_dict`` then validates and loads it. Raises ValueError
     (one line, naming the entry) for a dict of another class or of other sizes."""
-    own = type(opt).cgds_class
+    own = opt.cgds_class
     name = cgds_class_of(cgds)
     if name != own:
         raise ValueError(f"a CGDs.{name} state_dict cannot be loaded into {type(opt).__name__}"
@@ -116,10 +123,10 @@ def from_cgds(opt: GameOptimizer, cgds: dict[str, Any]) -> dict[str, Any]:
     return {"state": state, "param_groups": groups}
 
 
-def to_cgds(opt: GameOptimizer, sd: dict[str, Any]) -> dict[str, Any]:
+def to_cgds(opt: Counterpart, sd: dict[str, Any]) -> dict[str, Any]:
     """``sd`` (``opt``'s own state_dict) in the format of the CGDs class ``opt`` replaces, for
     ``CGDs...load_state_dict`` to continue from; ValueError where CGDs cannot hold it."""
-    name = type(opt).cgds_class
+    name = opt.cgds_class
     if name is None:
         raise ValueError(f"{type(opt).__name__} has no CGDs counterpart: state_dict(format='cgds') needs "
                          "ACGD, BCGD or GACGD")
