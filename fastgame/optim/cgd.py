@@ -175,8 +175,8 @@ class CompetitiveGradient(GameOptimizer):
         ``loss`` is the scalar loss tensor (with its graph) or a closure returning it, also
         as ``closure=`` (torch.optim's keyword); the closure must return the loss without
         calling ``backward()``: no ``backward()`` is needed, and grad mode is on inside the
-        step even if the caller disabled it. ``trigger`` is accepted for compatibility with CGDs and ignored
-        (gradients are all-reduced explicitly under torch.distributed).
+        step even if the caller disabled it. ``trigger`` is accepted for compatibility with
+        CGDs and ignored (gradients are all-reduced explicitly under torch.distributed).
         Returns the loss. Raises ``ValueError`` on bad input (including a loss a previous
         step already used, and invalid values set through ``param_groups``) and
         ``FloatingPointError`` on a non-finite value anywhere in the step, leaving
@@ -202,9 +202,12 @@ class CompetitiveGradient(GameOptimizer):
         for name in names:
             state.setdefault(name, {}).update(updated.get(name, {}))
         info.update(mode.start.after(sol, deflation, self._next_solved_player(a), state, names))
+        checks = self._solve_checks(names, a, pre, sol)
         if self.collect_info and self._reports_couplings():
-            info["hvp_x"], info["hvp_y"] = self._coupling_norms(hvp, grads, pre, sol, a).unbind()
-        return Proposal(deltas, state, self._solve_checks(names, a, pre, sol), info)
+            couplings = self._coupling_norms(hvp, grads, pre, sol, a)
+            info["hvp_x"], info["hvp_y"] = couplings.unbind()
+            checks.append(("mixed HVP norms hvp_x, hvp_y (stage: mixed HVP for collect_info)", couplings))
+        return Proposal(deltas, state, checks, info)
 
     def _cg_vectors(self, deltas: Sequence[Optional[Tensor]]) -> Sequence[Optional[Tensor]]:
         """What CGDs reports as ``cg_x``/``cg_y`` (with collect_info): ACGD's are the updates."""

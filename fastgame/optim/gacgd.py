@@ -167,7 +167,8 @@ class GACGD(GameOptimizer):
     def _tracked(pre: list[tuple[Tensor, Tensor]], result: GMRESResult, history: list[float]) -> dict[str, Any]:
         """CGDs' entries of a tracked step, in its types: the step sizes as numpy arrays, the last
         GMRES iteration's index and the relative residuals (CGDs' 0 and 0 for a skipped solve)."""
-        return {"ada_lr_x": pre[0][0].cpu().numpy(), "ada_lr_y": pre[1][0].cpu().numpy(),
+        ada_lr = [eta.detach().to("cpu", copy=True).numpy() for eta, _ in pre]  # copies: the step may reuse eta
+        return {"ada_lr_x": ada_lr[0], "ada_lr_y": ada_lr[1],
                 "num_iter": max(result.iterations - 1, 0), "errors": history if history else 0}
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Any, capturable: bool) -> None:
