@@ -27,7 +27,7 @@ import platform
 import statistics
 import sys
 import time
-from typing import Any, Callable
+from typing import Any
 
 import torch
 from torch import nn

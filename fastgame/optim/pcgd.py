@@ -21,7 +21,7 @@ from torch import Tensor
 
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.gmres import GMRESResult, gmres
-from ..linalg.params import Player, as_param_list, check_players
+from ..linalg.params import as_param_list, check_players
 from ..linalg.polymatrix import PolymatrixHVP
 from .. import ops
 from .base import GameOptimizer, Proposal
