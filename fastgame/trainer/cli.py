@@ -26,6 +26,7 @@ _EPILOG_TRAIN = """examples:
   fastgame train --data ring8 --steps 2000 --out runs/ring-acgd        # ACGD on 8 Gaussians
   fastgame train --data digits --optimizer adam --out runs/digits-adam  # Adam on scikit-learn's digits
   fastgame train --resume runs/ring-acgd --steps 4000                   # continue a run
+  fastgame train --data ring8 --optimizer apcgd --discriminators 2     # one generator, two discriminators
   fastgame train --data ring8 --loss wgan --optimizer adam-alt --penalty wgan_gp --d-steps 5 --betas 0.5 0.9
                                                           # WGAN-GP's recipe (Gulrajani et al. 2017)
   torchrun --nproc_per_node 2 -m fastgame train --data ring8 --out runs/ddp   # data-parallel
@@ -145,6 +146,11 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--d-steps", type=_positive_int, default=1,
                    help="discriminator (critic) steps per generator step, adam-alt only (WGAN-GP's recipe: 5). "
                         "--steps counts generator steps. Default: 1")
+    g.add_argument("--discriminators", type=_positive_int, default=1, metavar="K",
+                   help="one generator against K discriminators, each seeing the same real and generated batches "
+                        "(Durugkar, Gemp & Mahadevan, ICLR 2017); each discriminator minimises its own loss, the "
+                        "generator the mean of its losses against them. K > 1 needs pcgd or apcgd (n = K + 1 "
+                        "players) or adam (one Adam per player, simultaneous). Default: 1")
     g.add_argument("--max-iter", type=_whole_number, default=None,
                    help="at most this many CG/GMRES iterations per step (what the optimizer's max_iter accepts, "
                         "0 included). Default: the optimizer's own")

@@ -57,6 +57,7 @@ class TrainConfig:
     penalty: str = "none"
     penalty_weight: float = 10.0
     d_steps: int = 1  # discriminator (critic) steps per generator step: adam-alt only
+    discriminators: int = 1  # K discriminators against the generator: pcgd, apcgd, adam
     d_batchnorm: Optional[bool] = None  # BatchNorm in the DCGAN discriminator; None: on unless a penalty
     lr_d: Optional[float] = None
     lr_g: Optional[float] = None
@@ -120,7 +121,8 @@ def _type_name(hint: Any) -> str:
     return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
-ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None}
+ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None,
+                               "discriminators": 1}
 """Settings added after runs were first saved, with the value those older runs used (image
 models kept torch's BatchNorm before ``batchnorm`` existed; ``d_batchnorm`` None is the old rule,
 BatchNorm in the DCGAN discriminator unless a penalty). ``cg_start`` needs no entry: its None
@@ -214,6 +216,7 @@ def _check_settings(cfg: TrainConfig) -> None:
     if cfg.d_steps > 1 and methods.get_method(cfg.optimizer).stepper != "adam-alt":
         raise ConfigError(f"--d-steps {cfg.d_steps} is for adam-alt (critic steps, then a generator step against "
                           f"the updated critic); {cfg.optimizer} steps both players together")
+    _check_discriminators(cfg)
     if cfg.d_batchnorm and cfg.penalty != "none":
         raise ConfigError(f"--d-batchnorm on cannot be combined with --penalty {cfg.penalty}: a gradient penalty "
                           "needs each sample's discriminator output to depend on that sample only")
@@ -225,6 +228,19 @@ def _check_settings(cfg: TrainConfig) -> None:
     if cfg.bf16 and cfg.dtype == "float64":
         raise ConfigError("--bf16 autocasts float32 models; it cannot be combined with --dtype float64")
     _check_optimizer(cfg)
+
+
+def _check_discriminators(cfg: TrainConfig) -> None:
+    """--discriminators K: a whole number >= 1; K > 1 only with a method that plays one generator
+    against several discriminators."""
+    k = cfg.discriminators
+    if not (isinstance(k, int) and not isinstance(k, bool) and k >= 1):
+        raise ConfigError(f"--discriminators must be a whole number >= 1, got {k!r}")
+    if k > 1 and not methods.get_method(cfg.optimizer).many_discriminators:
+        takers = [m.name for m in methods.METHODS.values() if m.many_discriminators]
+        raise ConfigError(f"--discriminators {k} needs --optimizer {', '.join(takers[:-1])} or {takers[-1]} "
+                          f"(one player per discriminator); {cfg.optimizer} plays one generator against one "
+                          "discriminator")
 
 
 def _check_optimizer(cfg: TrainConfig) -> None:

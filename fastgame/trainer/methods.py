@@ -17,7 +17,7 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 from torch import Tensor
 
-from ..optim import DYNAMICS
+from ..optim import APCGD, DYNAMICS, PCGD
 from ..optim.cgd import CG_STARTS
 
 __all__ = ["Method", "METHODS", "get_method", "names", "takers", "choices", "unsupported_setting"]
@@ -31,11 +31,14 @@ class Method:
         name: its name (``--optimizer NAME``).
         cls: the optimizer class (``torch.optim.Adam`` for the Adam baselines, one per player).
         stepper: the kind of training step that drives it: ``"cgd"`` (ACGD/BCGD on the zero-sum
-            loss, may be CUDA-graphed), ``"gacgd"`` (each player's own loss), ``"dynamics"`` (a
+            loss, may be CUDA-graphed), ``"gacgd"`` (each player's own loss), ``"pcgd"`` (PCGD/APCGD:
+            the generator's and each discriminator's own loss), ``"dynamics"`` (a
             game dynamic stepping with a closure), ``"adam"`` / ``"adam-alt"`` (torch Adam per
             player, simultaneous or alternating).
         solver: the linear solve each step runs ("CG", "GMRES"; None: none).
         fixed: keywords the name stands for, given to ``cls`` besides the trainer's settings.
+        many_discriminators: whether its stepper plays one generator against K > 1
+            discriminators (``--discriminators K``).
     """
 
     name: str
@@ -43,6 +46,7 @@ class Method:
     stepper: str
     solver: Optional[str] = None
     fixed: Mapping[str, Any] = field(default_factory=dict)
+    many_discriminators: bool = False
 
     @property
     def settings(self) -> frozenset[str]:
@@ -55,6 +59,12 @@ class Method:
     def takes(self, key: str) -> bool:
         """Whether ``cls`` accepts the setting ``key``."""
         return key in self.settings
+
+    @property
+    def takes_players(self) -> bool:
+        """Whether ``cls`` takes a list of players (n ≥ 2, e.g. :class:`fastgame.PCGD`), each a
+        param group with its own ``lr``, instead of two players' parameters."""
+        return next(iter(inspect.signature(self.cls).parameters)) == "players"
 
     @property
     def lr_names(self) -> tuple[str, str]:
@@ -76,8 +86,17 @@ class Method:
         """The game optimizer for players x (first, e.g. the discriminator) and y, with the
         settings given (None: the class's own); its validators refuse a bad value or
         combination with ``ValueError``. (A torch optimizer is one per player: :meth:`build_one`.)"""
+        if self.takes_players:
+            return self.build_players([(x_params, lr_x), (y_params, lr_y)], **settings)
         lx, ly = self.lr_names
         return self.cls(x_params, y_params, **{lx: lr_x, ly: lr_y}, **self._keywords(settings))
+
+    def build_players(self, players: Iterable[tuple[Iterable[Tensor], float]], **settings: Any) -> Any:
+        """The game optimizer of a player list (:attr:`takes_players`), one ``(params, lr)`` per
+        player, with the settings given (None: the class's own)."""
+        if not self.takes_players:
+            raise ValueError(f"{self.name} plays two players, not a list of them")
+        return self.cls([{"params": list(p), "lr": lr} for p, lr in players], **self._keywords(settings))
 
     def build_one(self, params: Iterable[Tensor], lr: float, **settings: Any) -> Any:
         """A torch optimizer (one player's) with the settings given."""
@@ -99,16 +118,19 @@ class Method:
 
 
 _CGD = {"acgd": ("cgd", "CG"), "bcgd": ("cgd", "CG"), "gacgd": ("gacgd", "GMRES")}
+_POLYMATRIX = {"pcgd": PCGD, "apcgd": APCGD}  # n players: the generator and K discriminators
 _ADAM_BETAS = (0.5, 0.999)  # the usual GAN setting (Radford et al. 2016)
 
 METHODS: dict[str, Method] = {
     **{name: Method(name, DYNAMICS[name], kind, solver) for name, (kind, solver) in _CGD.items()},
-    "adam": Method("adam", torch.optim.Adam, "adam", fixed={"betas": _ADAM_BETAS}),
+    **{name: Method(name, cls, "pcgd", "GMRES", many_discriminators=True) for name, cls in _POLYMATRIX.items()},
+    "adam": Method("adam", torch.optim.Adam, "adam", fixed={"betas": _ADAM_BETAS}, many_discriminators=True),
     "adam-alt": Method("adam-alt", torch.optim.Adam, "adam-alt", fixed={"betas": _ADAM_BETAS}),
     **{name: Method(name, DYNAMICS[name], "dynamics") for name in sorted(DYNAMICS) if name not in _CGD},
 }
-"""Every method by name, in the order a trainer lists them: the CGD family, the two torch Adam
-baselines, then the other game dynamics of :data:`fastgame.optim.DYNAMICS`."""
+"""Every method by name, in the order a trainer lists them: the CGD family, polymatrix CGD (PCGD,
+APCGD: the generator and each discriminator a player), the two torch Adam baselines, then the other
+game dynamics of :data:`fastgame.optim.DYNAMICS`."""
 
 _CHOICES = {"cg_start": CG_STARTS}  # the settings whose values are names
 

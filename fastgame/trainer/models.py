@@ -19,7 +19,7 @@ from torch import nn
 
 from ..nn import convert_batchnorm
 
-__all__ = ["build_gan", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
+__all__ = ["build_gan", "build_discriminator", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
            "DCGAN64Generator", "DCGAN64Discriminator"]
 
 
@@ -160,27 +160,51 @@ GAN_MODELS = ("mlp", "dcgan", "wgan_gp_dcgan")
 """The model pairs :func:`build_gan` builds (``fastgame train --model``)."""
 
 
+def build_discriminator(model: str, width: int, sample_shape: tuple[int, ...],
+                        discriminator_batchnorm: bool = True) -> nn.Module:
+    """The discriminator of :func:`build_gan`'s pair ``model`` (torch's BatchNorm layers), drawn
+    from torch's global RNG."""
+    if model == "mlp":
+        return mlp([2] + [width] * 2 + [1])
+    channels, size = sample_shape[0], sample_shape[-1]
+    if model == "dcgan":
+        return ConvDiscriminator(width, size, in_ch=channels, batchnorm=discriminator_batchnorm)
+    if model == "wgan_gp_dcgan":
+        return WGANGPDiscriminator(width, in_ch=channels)
+    raise ValueError(f"unknown model {model!r}; choose one of {', '.join(GAN_MODELS)}")
+
+
+def _generator(model: str, width: int, latent: int, sample_shape: tuple[int, ...]) -> nn.Module:
+    if model == "mlp":
+        return mlp([latent] + [width] * 2 + [2])
+    channels, size = sample_shape[0], sample_shape[-1]
+    if model == "dcgan":
+        return ConvGenerator(latent, width, size, out_ch=channels)
+    if model == "wgan_gp_dcgan":
+        return WGANGPGenerator(width, latent, out_ch=channels)
+    raise ValueError(f"unknown model {model!r}; choose one of {', '.join(GAN_MODELS)}")
+
+
 def build_gan(model: str, width: int, latent: int, sample_shape: tuple[int, ...],
               discriminator_batchnorm: bool = True, fastgame_batchnorm: bool = True,
-              seed: Optional[int] = None) -> tuple[nn.Module, nn.Module]:
+              seed: Optional[int] = None, discriminators: int = 1) -> tuple[nn.Module, nn.Module]:
     """(G, D) of one of :data:`GAN_MODELS` for samples of ``sample_shape`` (``(2,)`` points or
     ``(C, S, S)`` images): ``width`` is the MLP's hidden width or the base channel count,
     ``latent`` the code size. ``discriminator_batchnorm=False`` drops the DCGAN discriminator's
     BatchNorm (a gradient penalty needs each output to depend on its own sample only);
     ``fastgame_batchnorm`` swaps torch's BatchNorm layers for :class:`fastgame.nn.BatchNorm`
-    (the same function, cheaper mixed-HVP passes). ``seed``: seeds torch's global RNG first."""
+    (the same function, cheaper mixed-HVP passes). ``seed``: seeds torch's global RNG first.
+
+    ``discriminators`` K > 1: D is an ``nn.ModuleList`` of K discriminators of the same
+    architecture, drawn one after the other after G (the first is the K = 1 pair's D), for one
+    generator against several discriminators ("Generative Multi-Adversarial Networks",
+    Durugkar, Gemp & Mahadevan, ICLR 2017)."""
+    if not (isinstance(discriminators, int) and discriminators >= 1):
+        raise ValueError(f"discriminators must be a whole number >= 1, got {discriminators!r}")
     if seed is not None:
         torch.manual_seed(seed)
-    if model == "mlp":
-        return mlp_gan(width, depth=2, latent=latent)
-    channels, size = sample_shape[0], sample_shape[-1]
-    if model == "dcgan":
-        G, D = (ConvGenerator(latent, width, size, out_ch=channels),
-                ConvDiscriminator(width, size, in_ch=channels, batchnorm=discriminator_batchnorm))
-    elif model == "wgan_gp_dcgan":
-        G, D = WGANGPGenerator(width, latent, out_ch=channels), WGANGPDiscriminator(width, in_ch=channels)
-    else:
-        raise ValueError(f"unknown model {model!r}; choose one of {', '.join(GAN_MODELS)}")
-    if fastgame_batchnorm:
-        G, D = convert_batchnorm(G), convert_batchnorm(D)
-    return G, D
+    G = _generator(model, width, latent, sample_shape)
+    Ds = [build_discriminator(model, width, sample_shape, discriminator_batchnorm) for _ in range(discriminators)]
+    if fastgame_batchnorm and model != "mlp":
+        G, Ds = convert_batchnorm(G), [convert_batchnorm(D) for D in Ds]
+    return G, (Ds[0] if discriminators == 1 else nn.ModuleList(Ds))

@@ -89,6 +89,9 @@ def _load(run_dir: str) -> tuple[Any, Any, Any, dict[str, Any]]:
             cfg = TrainConfig.from_json(json.load(f))
     except (OSError, ValueError, TypeError) as exc:
         raise ConfigError(f"{cfg_path}: cannot read the run's configuration ({exc})") from None
+    if cfg.discriminators > 1:
+        raise ConfigError(f"the probe follows one discriminator; {run_dir} trained {cfg.discriminators} "
+                          "(--discriminators)")
     state = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
     data = load_dataset(cfg.data, cfg.image_size)
     G, D = build_models(cfg, data)

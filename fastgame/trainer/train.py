@@ -43,7 +43,9 @@ from .checkpoint import (LOCK_FILE, CheckpointError, RunLock, is_temporary, load
 from .config import ConfigError, TrainConfig, config_diff, default_out, optimizer_settings, resolve
 from .data import BatchStream, TrainingData, load_dataset
 from .evaluation import Evaluator
+from .methods import get_method
 from .models import build_gan
+from .multi_steppers import MultiGameLosses, discriminator_list, make_multi_stepper
 from .steppers import GameLosses, make_stepper
 
 # The configuration lives in fastgame.trainer.config; its names stay importable from here.
@@ -67,14 +69,21 @@ class PeerError(RuntimeError):
 
 
 def build_models(cfg: TrainConfig, data: TrainingData) -> tuple[nn.Module, nn.Module]:
-    """Seeded (G, D) for the resolved ``cfg``."""
+    """Seeded (G, D) for the resolved ``cfg``; with ``--discriminators K`` > 1, D is an
+    ``nn.ModuleList`` of the K discriminators."""
     assert cfg.width is not None and cfg.latent is not None
     # resolve() states d_batchnorm; None (a run saved before it existed) is the old rule: no
     # BatchNorm in D with a penalty, which needs each sample's output to depend on that sample only.
     d_batchnorm = cfg.d_batchnorm if cfg.d_batchnorm is not None else cfg.penalty == "none"
     return build_gan(cfg.model, cfg.width, cfg.latent, data.sample_shape,
                      discriminator_batchnorm=d_batchnorm, fastgame_batchnorm=cfg.batchnorm == "fastgame",
-                     seed=cfg.seed)
+                     seed=cfg.seed, discriminators=cfg.discriminators)
+
+
+def _many_players(cfg: TrainConfig) -> bool:
+    """Whether the run plays the generator against a list of discriminators (K > 1, or PCGD/APCGD,
+    whose players are a list even for K = 1)."""
+    return cfg.discriminators > 1 or get_method(cfg.optimizer).takes_players
 
 
 def _device(name: str) -> torch.device:
@@ -112,16 +121,24 @@ class Run:
         G, D = build_models(cfg, data)
         self.G, self.D = G.to(self.device, self.dtype), D.to(self.device, self.dtype)
         autocast = torch.autocast(self.device.type, dtype=torch.bfloat16) if cfg.bf16 else None
-        self.losses = GameLosses(self.G, self.D, cfg.loss, None if cfg.penalty == "none" else cfg.penalty,
-                                 cfg.penalty_weight, autocast)
+        penalty = None if cfg.penalty == "none" else cfg.penalty
+        if _many_players(cfg):
+            self.losses: Any = MultiGameLosses(self.G, discriminator_list(self.D), cfg.loss, penalty,
+                                               cfg.penalty_weight, autocast)
+        else:
+            self.losses = GameLosses(self.G, self.D, cfg.loss, penalty, cfg.penalty_weight, autocast)
         self.shard = cfg.batch // world
         example = (torch.zeros((self.shard,) + data.sample_shape, device=self.device, dtype=self.dtype),
                    torch.zeros(self.shard, cfg.latent, device=self.device, dtype=self.dtype),
                    torch.zeros(self.shard, device=self.device, dtype=self.dtype))
         try:
-            self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
-                                        graphed=cfg.graphed, example=example, eager=cfg.eager, d_steps=cfg.d_steps,
-                                        **optimizer_settings(cfg))
+            if _many_players(cfg):
+                self.stepper = make_multi_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
+                                                  **optimizer_settings(cfg))
+            else:
+                self.stepper = make_stepper(cfg.optimizer, self.G, self.D, self.losses, cfg.lr_d, cfg.lr_g,
+                                            graphed=cfg.graphed, example=example, eager=cfg.eager,
+                                            d_steps=cfg.d_steps, **optimizer_settings(cfg))
         except ValueError as exc:  # resolve() checked the settings on probe parameters; these are the models'
             raise ConfigError(f"--optimizer {cfg.optimizer}: {exc}") from None
         try:
