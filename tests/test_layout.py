@@ -27,71 +27,11 @@ def test_old_paths_give_the_moved_module(old):
     assert module.__name__ == MOVED[old]
 
 
-# ---- the import graph and the size of functions, read from the source (ast) --------------------
+# ---- the size of functions, read from the source (ast); the import graph: tests/test_import_graph.py ----
 import ast  # noqa: E402
 import pathlib  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-
-
-def _module_name(path: pathlib.Path) -> str:
-    parts = list(path.relative_to(ROOT).with_suffix("").parts)
-    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-
-
-def _modules() -> dict[str, pathlib.Path]:
-    return {_module_name(p): p for p in sorted((ROOT / "fastgame").rglob("*.py"))}
-
-
-def _imports(name: str, path: pathlib.Path, known: set[str]) -> set[str]:
-    """The fastgame modules ``name`` imports (at any level of the file, functions included)."""
-    package = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text())):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = package
-            for _ in range(node.level - 1):
-                base = base.rpartition(".")[0]
-            base = (f"{base}.{node.module}" if node.module else base) if node.level else node.module or ""
-            subs = {f"{base}.{a.name}" for a in node.names if f"{base}.{a.name}" in known}
-            found |= subs or {base}
-    return {m for m in found if m in known and m != name}
-
-
-def import_graph() -> dict[str, set[str]]:
-    """Module -> the fastgame modules it imports."""
-    modules = _modules()
-    return {name: _imports(name, path, set(modules)) for name, path in modules.items()}
-
-
-def test_the_graph_reader_sees_relative_imports():
-    graph = import_graph()
-    assert "fastgame.trainer.config" in graph["fastgame.trainer.train"]
-    assert "fastgame.losses" in graph["fastgame.trainer.steppers"]
-
-
-def test_no_module_imports_one_that_imports_it_back():
-    """No cycle in the import graph of fastgame/ (a package's __init__ re-exporting its modules is
-    the package, not a cycle: only edges between modules count, and a module's own package is not
-    an edge of it)."""
-    graph = import_graph()
-    for name in graph:
-        graph[name] = {m for m in graph[name] if not name.startswith(m + ".")}
-    cycles = []
-    for start in graph:
-        stack, seen = [(start, [start])], set()
-        while stack:
-            node, path = stack.pop()
-            for nxt in graph[node]:
-                if nxt == start:
-                    cycles.append(" -> ".join(path + [start]))
-                elif nxt not in seen:
-                    seen.add(nxt)
-                    stack.append((nxt, path + [nxt]))
-    assert not cycles, "\n".join(sorted(set(cycles))[:10])
-
 
 MAX_FUNCTION_LINES = 80
 
@@ -120,3 +60,59 @@ def test_the_function_length_check_finds_a_long_method(tmp_path):
     body = "\n".join(f"        x{i} = {i}" for i in range(MAX_FUNCTION_LINES))
     (tmp_path / "m.py").write_text(f"class A:\n    def short(self):\n        pass\n\n    def f(self):\n{body}\n")
     assert long_functions([tmp_path / "m.py"]) == [f"{tmp_path / 'm.py'}:5 f ({MAX_FUNCTION_LINES + 1} lines)"]
+
+
+# ---- docs/architecture.md is checked against the tree -----------------------------------------
+import re  # noqa: E402
+
+ARCHITECTURE = ROOT / "docs" / "architecture.md"
+
+
+def _blocks(text: str) -> list[str]:
+    return re.findall(r"```\n(.*?)```", text, re.S)
+
+
+def _part(module: str) -> str:
+    parts = module.split(".")
+    return parts[1] if len(parts) > 1 else parts[0]
+
+
+def test_every_import_between_parts_is_in_the_diagram():
+    from tests.test_import_graph import import_graph
+    documented = set()
+    for line in _blocks(ARCHITECTURE.read_text())[0].splitlines():
+        if "->" in line:
+            src, _, dst = line.partition("->")
+            documented |= {(src.strip(), d.strip()) for d in dst.split("(")[0].split(",") if d.strip()}
+    real = {(_part(a), _part(b)) for a, bs in import_graph().items() for b in bs if _part(a) != _part(b)}
+    assert real <= documented, sorted(real - documented)
+    assert ("linalg", "optim") not in documented  # the diagram states the layers' direction
+
+
+def test_the_trainer_modules_import_only_deeper_ones():
+    from tests.test_import_graph import import_graph
+    level = {}
+    for line in _blocks(ARCHITECTURE.read_text())[1].splitlines():
+        names = re.findall(r"(\w+)\.py", line.strip().split("   ")[0])  # before its description
+        for name in names:
+            level[f"fastgame.trainer.{name}"] = (len(line) - len(line.lstrip())) // 2
+    trainer = {m for m in import_graph() if m.startswith("fastgame.trainer.")}
+    assert trainer == set(level), sorted(trainer ^ set(level))  # every module placed, none invented
+    wrong = [f"{a} -> {b}" for a, bs in import_graph().items() if a in level for b in bs
+             if b in level and level[b] <= level[a]]
+    assert not wrong, wrong
+
+
+def test_every_file_the_contributor_table_names_exists():
+    table = ARCHITECTURE.read_text().split("## To add X, touch these files", 1)[1]
+    rows = [line for line in table.splitlines() if line.startswith("| a")]
+    assert len(rows) == 7, rows
+    for row in rows:
+        paths = [p for p in re.findall(r"`([\w./<>]+\.(?:py|cpp|cu|h))`", row)]
+        assert paths, row
+        for path in paths:
+            if "<" in path:  # a new file: its folder exists
+                assert (ROOT / path).parent.is_dir(), (row[:40], path)
+            else:
+                assert (ROOT / path).is_file(), (row[:40], path)
+    assert "fastgame/trainer/options.py" in next(r for r in rows if "trainer option" in r)
