@@ -42,7 +42,9 @@ _EPILOG_COMPARE = """examples:
   fastgame compare --data ring8 --optimizers acgd adam --seeds 0 1 2 --steps 1000 --out runs/cmp
   fastgame compare --data digits --optimizers acgd adam:lr_d=4e-4,lr_g=1e-4 --out runs/cmp-digits
 
-An optimizer may carry its own settings after a colon ({per_method}), e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4",
+An optimizer may carry its own settings after a colon, any of
+{per_method},
+e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4",
 "acgd:tol=1e-4,cg_start=zero", or WGAN-GP's recipe beside unregularized runs:
 "adam-alt:penalty=wgan_gp,d_steps=5,betas=0.5,0.9". Writes
 DIR/compare.md and compare.csv (final and best value of each metric, mean +- std over seeds;

@@ -3,7 +3,6 @@
 (:mod:`fastgame.trainer.checkpoint`), and says once when TensorBoard is missing."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 from typing import Any, Callable
@@ -27,13 +26,17 @@ class Recorder:
     def __init__(self, out: str, picture: Callable[[str, Tensor, str], None], say: Callable[[str], None]) -> None:
         self.out, self._picture, self._say = out, picture, say
         self._board: Any = None  # a TensorBoard writer once opened, False where tensorboard is missing
+        self._writer: Any = None  # torch's SummaryWriter class, found by open()
 
     def open(self, config: dict[str, Any]) -> None:
         """Create the folder's layout and write ``config.json``."""
         os.makedirs(os.path.join(self.out, "samples"), exist_ok=True)
         write_json(os.path.join(self.out, "config.json"), config)
-        if importlib.util.find_spec("tensorboard") is None:
-            self._board = False  # torch's writer needs the tensorboard package; without it, the CSV is all
+        try:  # here, so that a missing tensorboard is said before training, not under the progress bar
+            from torch.utils.tensorboard import SummaryWriter
+            self._writer = SummaryWriter
+        except ImportError:  # torch's writer needs the tensorboard package; without it, the CSV is all
+            self._board = False
             self._tell(TENSORBOARD_MISSING)
 
     def rows(self, rows: list[dict[str, Any]]) -> None:
@@ -55,14 +58,8 @@ class Recorder:
 
     def _to_board(self, row: dict[str, Any]) -> None:
         """The row's numbers as TensorBoard scalars in RUN_DIR/tensorboard, when tensorboard is installed."""
-        if self._board is None:
-            try:
-                from torch.utils.tensorboard import SummaryWriter
-            except ImportError:
-                self._board = False
-                self._tell(TENSORBOARD_MISSING)
-                return
-            self._board = SummaryWriter(os.path.join(self.out, "tensorboard"))
+        if self._board is None:  # opened at the first row: a run that evaluates nothing writes no folder
+            self._board = self._writer(os.path.join(self.out, "tensorboard"))
         if self._board:
             for key, value in row.items():
                 if key != "step" and isinstance(value, (int, float)):

@@ -32,7 +32,7 @@ from typing import Any, Optional
 
 import torch
 import torch.distributed as dist
-from torch import Tensor, nn
+from torch import Tensor
 
 from .batches import BatchSource
 from .checkpoint import (LOCK_FILE, RunLock, is_temporary, load_checkpoint, remove_stale_temporaries, restore_run,
