@@ -13,8 +13,10 @@ import fastgame
 from fastgame import losses as L
 from fastgame.trainer.cli import main
 from fastgame.trainer.config import TrainConfig
+from fastgame.trainer.batches import Batch
+from fastgame.trainer.methods import make_stepper
 from fastgame.trainer.models import build_gan
-from fastgame.trainer.multi_steppers import MultiGameLosses, make_multi_stepper
+from fastgame.trainer.multi_steppers import MultiGameLosses
 
 from tests.test_train_cli import _assert_same_rows, _rows, _state
 
@@ -94,11 +96,11 @@ def test_adam_stepper_is_one_adam_per_player_on_its_own_loss():
     Adam on its own loss, the generator's on the mean of its losses, gradients at the same point."""
     G, D, Ds, real, z = _game(3)
     G2, D2, Ds2, _, _ = _game(3)
-    stepper = make_multi_stepper("adam", G, D, MultiGameLosses(G, Ds, "standard", None, 0.0), 1e-2, 2e-2)
+    stepper = make_stepper("adam", G, D, MultiGameLosses(G, D, "standard", None, 0.0), 1e-2, 2e-2, discriminators=3)
     opts = [torch.optim.Adam(G2.parameters(), lr=2e-2, betas=(0.5, 0.999))]
     opts += [torch.optim.Adam(d.parameters(), lr=1e-2, betas=(0.5, 0.999)) for d in Ds2]
     for _ in range(3):
-        stepper.step(real, z, torch.zeros(12))
+        stepper.step([Batch(real, z, torch.zeros(12))])
         fake = G2(z)
         out = L.multi_discriminator("standard", [d(real) for d in Ds2], [d(fake) for d in Ds2])
         grads = [torch.autograd.grad(loss, list(m.parameters()), retain_graph=True)
@@ -116,11 +118,12 @@ def test_pcgd_stepper_is_apcgd_on_the_players_own_losses():
     each discriminator's loss), the generator at lr_g and the discriminators at lr_d."""
     G, D, Ds, real, z = _game(2)
     G2, D2, Ds2, _, _ = _game(2)
-    stepper = make_multi_stepper("apcgd", G, D, MultiGameLosses(G, Ds, "wgan", None, 0.0), 1e-2, 2e-2, tol=1e-6)
+    stepper = make_stepper("apcgd", G, D, MultiGameLosses(G, D, "wgan", None, 0.0), 1e-2, 2e-2, discriminators=2,
+                           tol=1e-6)
     ref = fastgame.APCGD([{"params": G2.parameters(), "lr": 2e-2}] + [{"params": d.parameters(), "lr": 1e-2}
                                                                        for d in Ds2], tol=1e-6)
     for _ in range(2):
-        stepper.step(real, z, torch.zeros(12))
+        stepper.step([Batch(real, z, torch.zeros(12))])
         fake = G2(z)
         ref.step(L.multi_discriminator("wgan", [d(real) for d in Ds2], [d(fake) for d in Ds2]).per_player())
     for a, b in zip(list(G.parameters()) + list(D.parameters()), list(G2.parameters()) + list(D2.parameters())):
@@ -140,11 +143,11 @@ def test_first_discriminator_is_the_one_discriminator_run_s():
 
 def test_adam_state_of_other_k_is_refused_and_changes_nothing():
     G, D, Ds, real, z = _game(3)
-    stepper = make_multi_stepper("adam", G, D, MultiGameLosses(G, Ds, "standard", None, 0.0), 1e-2, 1e-2)
-    stepper.step(real, z, torch.zeros(12))
+    stepper = make_stepper("adam", G, D, MultiGameLosses(G, D, "standard", None, 0.0), 1e-2, 1e-2, discriminators=3)
+    stepper.step([Batch(real, z, torch.zeros(12))])
     before = stepper.state_dict()
     G2, D2, Ds2, _, _ = _game(2)
-    other = make_multi_stepper("adam", G2, D2, MultiGameLosses(G2, Ds2, "standard", None, 0.0), 1e-2, 1e-2)
+    other = make_stepper("adam", G2, D2, MultiGameLosses(G2, D2, "standard", None, 0.0), 1e-2, 1e-2, discriminators=2)
     with pytest.raises(ValueError, match="against 3 discriminators"):
         stepper.load_state_dict(other.state_dict())
     after = stepper.state_dict()
@@ -210,3 +213,9 @@ def test_probe_refuses_a_run_with_several_discriminators(tmp_path, capsys):
                 + TINY) == 0
     assert main(["probe", str(out), "--steps", "2"]) == 2
     assert "the probe follows one discriminator" in capsys.readouterr().err
+
+
+def test_make_stepper_refuses_k_for_a_two_player_method():
+    G, D, _, _, _ = _game(2)
+    with pytest.raises(ValueError, match="acgd plays one generator against one discriminator, not 2"):
+        make_stepper("acgd", G, D, MultiGameLosses(G, D, "standard", None, 0.0), 1e-3, 1e-3, discriminators=2)

@@ -12,14 +12,14 @@ every discriminator returns one raw output (logit or critic value) per sample.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from ..nn import convert_batchnorm
 
-__all__ = ["build_gan", "build_discriminator", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
+__all__ = ["build_gan", "build_discriminator", "build_models", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
            "DCGAN64Generator", "DCGAN64Discriminator"]
 
 
@@ -197,8 +197,8 @@ def build_gan(model: str, width: int, latent: int, sample_shape: tuple[int, ...]
 
     ``discriminators`` K > 1: D is an ``nn.ModuleList`` of K discriminators of the same
     architecture, drawn one after the other after G (the first is the K = 1 pair's D), for one
-    generator against several discriminators ("Generative Multi-Adversarial Networks",
-    Durugkar, Gemp & Mahadevan, ICLR 2017)."""
+    generator against several discriminators ("Generative Multi-Adversarial Networks", Durugkar,
+    Gemp & Mahadevan, ICLR 2017)."""
     if not (isinstance(discriminators, int) and discriminators >= 1):
         raise ValueError(f"discriminators must be a whole number >= 1, got {discriminators!r}")
     if seed is not None:
@@ -208,3 +208,16 @@ def build_gan(model: str, width: int, latent: int, sample_shape: tuple[int, ...]
     if fastgame_batchnorm and model != "mlp":
         G, Ds = convert_batchnorm(G), [convert_batchnorm(D) for D in Ds]
     return G, (Ds[0] if discriminators == 1 else nn.ModuleList(Ds))
+
+
+def build_models(cfg: Any, data: Any) -> tuple[nn.Module, nn.Module]:
+    """Seeded (G, D) for a resolved :class:`~fastgame.trainer.config.TrainConfig` ``cfg`` and its
+    :class:`~fastgame.trainer.data.TrainingData`; with ``--discriminators K`` > 1, D is an
+    ``nn.ModuleList`` of the K discriminators."""
+    assert cfg.width is not None and cfg.latent is not None
+    # resolve() states d_batchnorm; None (a run saved before it existed) is the old rule: no
+    # BatchNorm in D with a penalty, which needs each sample's output to depend on that sample only.
+    d_batchnorm = cfg.d_batchnorm if cfg.d_batchnorm is not None else cfg.penalty == "none"
+    return build_gan(cfg.model, cfg.width, cfg.latent, data.sample_shape,
+                     discriminator_batchnorm=d_batchnorm, fastgame_batchnorm=cfg.batchnorm == "fastgame",
+                     seed=cfg.seed, discriminators=cfg.discriminators)

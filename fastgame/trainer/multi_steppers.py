@@ -10,9 +10,10 @@ Gemp & Mahadevan, ICLR 2017, with the arithmetic mean as the combination). Two s
 * simultaneous Adam, the baseline: each discriminator its own ``torch.optim.Adam`` on its own loss,
   the generator its own on the combined loss, all gradients at the same point.
 
-The steppers have the interface of :mod:`fastgame.trainer.steppers`: ``step(real, z, t) ->
-(loss_d, loss_g, solver iterations, hvp_passes)``, where ``loss_d`` is the mean of the
-discriminators' losses, and ``state_dict()`` / ``load_state_dict()``.
+The steppers have the interface of :mod:`fastgame.trainer.steppers` (``create``, ``step(batches) ->
+(loss_d, loss_g, solver iterations, hvp_passes)``, ``state_dict()`` / ``load_state_dict()``), where
+``loss_d`` is the mean of the discriminators' losses; the method table
+(:mod:`fastgame.trainer.methods`) names them as a method's stepper against K > 1 discriminators.
 """
 from __future__ import annotations
 
@@ -22,10 +23,10 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses as L
-from .methods import METHODS, Method, get_method, unsupported_setting
+from .batches import Batch
 from .steppers import _counts, _set_grads, _wide
 
-__all__ = ["MultiGameLosses", "make_multi_stepper", "discriminator_list"]
+__all__ = ["MultiGameLosses", "PolymatrixStepper", "MultiAdamStepper", "discriminator_list"]
 
 
 def discriminator_list(D: nn.Module) -> list[nn.Module]:
@@ -34,14 +35,14 @@ def discriminator_list(D: nn.Module) -> list[nn.Module]:
 
 
 class MultiGameLosses:
-    """``losses(real, z, t) -> MultiGANLoss`` for generator G against the discriminators ``Ds``
-    with a loss of :data:`fastgame.losses.LOSSES` and an optional gradient penalty, added to each
+    """``losses(real, z, t) -> MultiGANLoss`` for generator G against the discriminators of ``D``
+    (:func:`discriminator_list`) with a loss of :data:`fastgame.losses.LOSSES` and an optional gradient penalty, added to each
     discriminator's loss on its own outputs. ``t``: the penalty's interpolation weights (the same
     for every discriminator), drawn by the caller as for :class:`~fastgame.trainer.steppers.GameLosses`."""
 
-    def __init__(self, G: nn.Module, Ds: Sequence[nn.Module], loss: str, penalty: Optional[str], weight: float,
+    def __init__(self, G: nn.Module, D: nn.Module, loss: str, penalty: Optional[str], weight: float,
                  autocast: Optional[torch.autocast] = None) -> None:
-        self.G, self.Ds, self.loss = G, list(Ds), L.get_loss(loss)
+        self.G, self.Ds, self.loss = G, discriminator_list(D), L.get_loss(loss)
         self.penalty, self.weight, self.autocast = penalty, weight, autocast
 
     def __call__(self, real: Tensor, z: Tensor, t: Tensor) -> L.MultiGANLoss:
@@ -61,13 +62,30 @@ def _reported(out: L.MultiGANLoss) -> tuple[Tensor, Tensor]:
     return torch.stack([d.detach() for d in out.discriminators]).mean(), out.generator.detach()
 
 
-class _PolymatrixStepper:
-    """PCGD/APCGD with players (G, D_1, …, D_K), each on its own loss."""
+class _StepperFlags:
+    """The class attributes the trainer reads (see :class:`fastgame.trainer.steppers._Stepper`)."""
+
+    graphable = False
+    critic_steps = False
+    many_discriminators = True
+    d_steps = 1  # the critic batches one step takes
+
+
+class PolymatrixStepper(_StepperFlags):
+    """PCGD/APCGD with players (G, D_1, …, D_K), each on its own loss; the generator at ``lr_g``,
+    every discriminator at ``lr_d``."""
 
     def __init__(self, opt: Any, losses: MultiGameLosses) -> None:
         self.opt, self.losses = opt, losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+    @classmethod
+    def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: MultiGameLosses, lr_d: float, lr_g: float,
+               settings: dict[str, Any], **unused: Any) -> "PolymatrixStepper":
+        players = [(G.parameters(), lr_g)] + [(d.parameters(), lr_d) for d in discriminator_list(D)]
+        return cls(method.build_players(players, **settings), losses)
+
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         out = self.losses(real, z, t)
         self.opt.step(out.per_player())
         return _reported(out) + _counts(self.opt)
@@ -79,11 +97,11 @@ class _PolymatrixStepper:
         self.opt.load_state_dict(sd)
 
 
-class _MultiAdamStepper:
+class MultiAdamStepper(_StepperFlags):
     """Simultaneous Adam: one ``torch.optim.Adam`` per player, each discriminator on its own loss,
     the generator on the combined loss, every gradient taken before any player moves."""
 
-    def __init__(self, method: Method, G: nn.Module, Ds: Sequence[nn.Module], losses: MultiGameLosses,
+    def __init__(self, method: Any, G: nn.Module, Ds: Sequence[nn.Module], losses: MultiGameLosses,
                  lr_d: float, lr_g: float, **settings: Any) -> None:
         self.g_params = list(G.parameters())
         self.d_params = [list(D.parameters()) for D in Ds]
@@ -91,7 +109,13 @@ class _MultiAdamStepper:
         self.opt_ds = [method.build_one(p, lr_d, **settings) for p in self.d_params]
         self.losses = losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+    @classmethod
+    def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: MultiGameLosses, lr_d: float, lr_g: float,
+               settings: dict[str, Any], **unused: Any) -> "MultiAdamStepper":
+        return cls(method, G, discriminator_list(D), losses, lr_d, lr_g, **settings)
+
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         out = self.losses(real, z, t)
         for params, loss in zip(self.d_params, out.discriminators):
             _set_grads(params, loss)
@@ -110,31 +134,10 @@ class _MultiAdamStepper:
             raise ValueError(f"not the state of simultaneous Adam against {len(self.opt_ds)} discriminators")
         # torch's load_state_dict keeps what it loaded before it fails; load into copies first,
         # so that a state that does not fit changes nothing.
-        trial = [(opt, type(opt)([dict(g) for g in opt.param_groups], **opt.defaults)) for opt in (self.opt_g, *self.opt_ds)]
+        opts = (self.opt_g, *self.opt_ds)
+        trial = [(opt, type(opt)([dict(g) for g in opt.param_groups], **opt.defaults)) for opt in opts]
         for (_, copy), state in zip(trial, (sd["g"], *sd["ds"])):
             copy.load_state_dict(state)
         for (opt, _), state in zip(trial, (sd["g"], *sd["ds"])):
             opt.load_state_dict(state)
-
-
-def make_multi_stepper(name: str, G: nn.Module, D: nn.Module, losses: MultiGameLosses, lr_d: float,
-                       lr_g: float, **settings: Any) -> Any:
-    """The stepper of method ``name`` (one whose :attr:`~fastgame.trainer.methods.Method.many_discriminators`
-    is set: pcgd, apcgd, adam) for generator G against the discriminators of ``D``
-    (:func:`discriminator_list`). ``settings`` go to the optimizer under their own names (None:
-    its own); one it does not take raises ValueError, as in :func:`~fastgame.trainer.steppers.make_stepper`."""
-    method = get_method(name)
-    if not method.many_discriminators:
-        raise ValueError(f"{name} plays one generator against one discriminator; against several use "
-                         + ", ".join(m.name for m in METHODS.values() if m.many_discriminators))
-    settings = {k: v for k, v in settings.items() if v is not None}
-    for key in settings:
-        why = unsupported_setting(name, key)
-        if why:
-            raise ValueError(f"{key} {why}")
-    Ds = discriminator_list(D)
-    if method.takes_players:
-        players = [(G.parameters(), lr_g)] + [(d.parameters(), lr_d) for d in Ds]
-        return _PolymatrixStepper(method.build_players(players, **settings), losses)
-    return _MultiAdamStepper(method, G, Ds, losses, lr_d, lr_g, **settings)
 
