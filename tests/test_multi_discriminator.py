@@ -174,7 +174,7 @@ def test_bad_input_one_line_nothing_written(tmp_path, capsys, args, message):
 def test_discriminators_zero_is_refused_by_the_parser(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["train", "--discriminators", "0"])
-    assert exc.value.code == 2 and "--discriminators: must be > 0" in capsys.readouterr().err
+    assert exc.value.code == 2 and "--discriminators: must be a whole number >= 1, got 0" in capsys.readouterr().err
 
 
 def test_compare_refuses_k_for_a_two_player_method_before_training(tmp_path, capsys):

@@ -88,8 +88,8 @@ def test_registry_settings_come_from_the_classes():
     not take is refused by make_stepper, one it takes reaches the optimizer."""
     import fastgame
     from fastgame.trainer import methods as registry
-    assert tuple(registry.METHODS)[:5] == ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
-    assert [m.name for m in METHODS.values() if m.solves] == ["acgd", "bcgd", "gacgd"]
+    assert tuple(registry.METHODS)[:7] == ("acgd", "bcgd", "gacgd", "pcgd", "apcgd", "adam", "adam-alt")
+    assert [m.name for m in METHODS.values() if m.solves] == ["acgd", "bcgd", "gacgd", "pcgd", "apcgd"]
     for m in registry.METHODS.values():
         assert m.settings == (frozenset(m.cls.hyperparameters) if hasattr(m.cls, "hyperparameters")
                               else frozenset(registry.METHODS["adam"].settings))
