@@ -53,8 +53,8 @@ def _fmt(v: float) -> str:
     return f"{v:.3g}"
 
 
-def verdict(metric: str, acgd: list[float], other: list[float], other_name: str) -> str:
-    """One clause comparing ACGD's per-seed values of ``metric`` with ``other``'s."""
+def verdict(metric: str, acgd: list[float], other: list[float], other_name: str, subject: str = "ACGD") -> str:
+    """One clause comparing ``subject``'s (ACGD's) per-seed values of ``metric`` with ``other``'s."""
     up = METRIC_DIRECTION[metric] == "max"
     better = (lambda a, b: a > b) if up else (lambda a, b: a < b)
     worst_a = min(acgd) if up else max(acgd)
@@ -63,13 +63,13 @@ def verdict(metric: str, acgd: list[float], other: list[float], other_name: str)
     best_b = max(other) if up else min(other)
     ma, mb = statistics.fmean(acgd), statistics.fmean(other)
     if better(worst_a, best_b):
-        return f"ACGD better than {other_name} on every seed"
+        return f"{subject} better than {other_name} on every seed"
     if better(worst_b, best_a):
-        return f"ACGD worse than {other_name} on every seed"
+        return f"{subject} worse than {other_name} on every seed"
     if ma == mb:
-        return f"ACGD ties {other_name}"
+        return f"{subject} ties {other_name}"
     side = "ahead of" if better(ma, mb) else "behind"
-    return f"ACGD {side} {other_name} on average ({_fmt(ma)} vs {_fmt(mb)}), seeds overlap: unsettled"
+    return f"{subject} {side} {other_name} on average ({_fmt(ma)} vs {_fmt(mb)}), seeds overlap: unsettled"
 
 
 SHORT = {"ACGD": "ACGD", "Adam (simultaneous)": "Adam"}
