@@ -10,9 +10,10 @@ from .dynamics import AltGD, SimGD
 from .gan import GAN
 from .gaussian_location import GaussianLocationGame
 from .mixtures import GaussianMixture, MixtureMetrics
+from .poisson import CompetitivePoisson
 from .toy import Bilinear, ICRQuadratic
 
 __all__ = [
-    "AltGD", "Bilinear", "DiracGAN", "GAN", "Game", "GaussianLocationGame", "GaussianMixture",
+    "AltGD", "Bilinear", "CompetitivePoisson", "DiracGAN", "GAN", "Game", "GaussianLocationGame", "GaussianMixture",
     "ICRQuadratic", "MixtureMetrics", "PlayerLosses", "SimGD", "gaussian_points",
 ]
