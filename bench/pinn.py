@@ -16,7 +16,9 @@ relative precision (tol 1e-14, atol 1e-40 on squared norms); torch-cgd's ACGD it
 
 Every row starts from the same game (points and initialisation), and the rows take their steps
 round-robin (one step of each per round), so a change in machine load hits them alike. Timed:
-the optimizer's step (the losses' forward, which includes the Laplacian, is not). Counted in
+the optimizer's step (the losses' forward, which includes the Laplacian, is not), in wall-clock
+and in process CPU time (on a machine shared with other jobs the CPU time is the steadier: it
+leaves out the time the process waited for a core). Counted in
 the step: create_graph backward passes and the other autograd passes (mixed HVPs; CGDs' GACGD
 also takes 2 first-order backward passes, torch-cgd's ACGD 2 HVPs for its zero-start residual,
 Adam 1 backward). After the steps: the relative L2 error of u on CPINN's 256 × 256 test grid.
@@ -55,6 +57,7 @@ class Row:
     def __init__(self, game: CompetitivePoisson, prepare: Callable[[], Any], step: Step) -> None:
         self.game, self.prepare, self.step = game, prepare, step
         self.ms: list[float] = []
+        self.cpu_ms: list[float] = []
         self.iters: list[float] = []
         self.create_graph: list[int] = []
         self.other: list[int] = []
@@ -155,6 +158,15 @@ def _version(dist: str) -> str:
         return "not installed"
 
 
+def _cpu_model() -> str:
+    """The CPU's model name from /proc/cpuinfo ('' where there is none)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            return next((line.split(":", 1)[1].strip() for line in f if line.startswith("model name")), "")
+    except OSError:
+        return ""
+
+
 def run_rows(names: list[str], game0: CompetitivePoisson, steps: int, warmup: int) -> dict[str, Row]:
     """Build each row on a copy of ``game0``, then take ``warmup + steps`` rounds of one step each."""
     rows = {name: Row(g, *ROWS[name][0](g)) for name in names for g in [copy.deepcopy(game0)]}
@@ -164,12 +176,13 @@ def run_rows(names: list[str], game0: CompetitivePoisson, steps: int, warmup: in
             losses = row.prepare()
             counter.take()
             with counter.active():
-                t = time.perf_counter()
+                t, c = time.perf_counter(), time.process_time()
                 iters = row.step(losses)
-                ms = (time.perf_counter() - t) * 1e3
+                ms, cpu_ms = (time.perf_counter() - t) * 1e3, (time.process_time() - c) * 1e3
             cg, other = counter.take()
             if i >= warmup:
                 row.ms.append(ms)
+                row.cpu_ms.append(cpu_ms)
                 row.iters.append(float("nan") if iters is None else float(iters))
                 row.create_graph.append(cg)
                 row.other.append(other)
@@ -185,6 +198,7 @@ def summarise(rows: dict[str, Row], grid: torch.Tensor, l2_start: float) -> dict
         point = row.game.point()
         out[name] = dict(
             ms_per_step=statistics.median(row.ms), ms_mean=statistics.fmean(row.ms),
+            cpu_ms_per_step=statistics.median(row.cpu_ms),
             solver_iters=statistics.fmean(row.iters), create_graph_passes=statistics.fmean(row.create_graph),
             other_passes=statistics.fmean(row.other), rel_l2=row.game.relative_l2(grid), rel_l2_start=l2_start,
             param_diff_vs_cgds_gacgd=(float((point - ref.game.point()).norm() / ref.game.point().norm())
@@ -192,20 +206,21 @@ def summarise(rows: dict[str, Row], grid: torch.Tensor, l2_start: float) -> dict
     if ref is not None:
         for name, r in out.items():
             r["speedup_vs_cgds_gacgd"] = out["CGDs GACGD"]["ms_per_step"] / r["ms_per_step"]
+            r["cpu_speedup_vs_cgds_gacgd"] = out["CGDs GACGD"]["cpu_ms_per_step"] / r["cpu_ms_per_step"]
     return out
 
 
 def markdown(results: dict[str, dict[str, float]], header: str, skipped: dict[str, str]) -> str:
     lines = [header, "",
-             "| row | ms/step (median) | × vs CGDs GACGD | solver iters/step | create_graph + other passes/step "
-             "| rel. L2 error | param. diff vs CGDs GACGD |",
-             "|---|---|---|---|---|---|---|"]
+             "| row | ms/step (median) | × vs CGDs GACGD | CPU ms/step | × (CPU time) | solver iters/step "
+             "| create_graph + other passes/step | rel. L2 error | param. diff vs CGDs GACGD |",
+             "|---|---|---|---|---|---|---|---|---|"]
     for name, r in results.items():
         iters = "–" if r["solver_iters"] != r["solver_iters"] else f"{r['solver_iters']:.1f}"
         lines.append(f"| {name} | {r['ms_per_step']:.0f} | {r.get('speedup_vs_cgds_gacgd', float('nan')):.2f} "
-                     f"| {iters} | {r['create_graph_passes']:.1f} + {r['other_passes']:.1f} | {r['rel_l2']:.6f} "
+                     f"| {r['cpu_ms_per_step']:.0f} | {r.get('cpu_speedup_vs_cgds_gacgd', float('nan')):.2f} | {iters} | {r['create_graph_passes']:.1f} + {r['other_passes']:.1f} | {r['rel_l2']:.6f} "
                      f"| {r['param_diff_vs_cgds_gacgd']:.1e} |")
-    lines += [f"| skipped: {name} | {why} | | | | | |" for name, why in skipped.items()]
+    lines += [f"| skipped: {name} | {why} | | | | | | | |" for name, why in skipped.items()]
     return "\n".join(lines) + "\n"
 
 
@@ -234,12 +249,13 @@ def main(argv: list[str] | None = None) -> int:
     grid = evaluation_grid(256)
     env = environment(torch.device("cpu"))
     env["torch_cgd"] = _version("torch-cgd")
+    env["cpu_model"] = _cpu_model() or env["cpu"]
     rows = run_rows(names, game0, args.steps, args.warmup)
     results = summarise(rows, grid, game0.relative_l2(grid))
     env["loadavg_end"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     header = (f"CPINN Poisson, {args.interior} + {4 * args.per_edge} points, float64, {args.steps} timed steps after "
               f"{args.warmup} (L2 error after {args.steps + args.warmup} steps, from {game0.relative_l2(grid):.6f}; "
-              f"256² grid), {args.threads} thread(s); {env['cpu']}, {env['cpu_count']} CPUs, load average "
+              f"256² grid), {args.threads} thread(s); {env['cpu_model']}, {env['cpu_count']} CPUs, load average "
               f"{env.get('loadavg', ('?',))[0]:.2f} at the start and {env['loadavg_end'][0]:.2f} at the end; "
               f"torch {env['torch']}, CGDs {env['cgds']}, torch-cgd {env['torch_cgd']}, fastgame {env['fastgame']} ({env['git']})")
     text = markdown(results, header, skipped)

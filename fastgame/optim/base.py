@@ -403,7 +403,7 @@ class GameOptimizer(torch.optim.Optimizer):
         as the other's negation (``loss_x = -loss_y``, the usual way to play a zero-sum game with
         GACGD). Then the other's gradients are the negated ones, bit for bit (IEEE rounding is
         symmetric in sign and every backward op is linear in its incoming gradient), and the step
-        saves one create_graph backward, a third of the gradient work of a PINN loss."""
+        saves one of its two create_graph backward passes."""
         if is_negation(f, g):
             gx, gy = self._grads(g, create_graph)
             return [-t for t in gx], [-t for t in gy], gx, gy
