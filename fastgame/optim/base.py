@@ -29,7 +29,7 @@ from ..linalg.captured import capturing
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from . import ranks, state_io
+from . import cgds_format, ranks, state_io
 from .checks import (Validator, check_nonnegative, closure_of, is_negation, mark_stepped, nonnegative,
                      resolve_losses)
 from .verdict import Verdict, apply, check_finite
@@ -84,6 +84,7 @@ class GameOptimizer(torch.optim.Optimizer):
     added_later: dict[str, Callable[[dict[str, Any]], Any]] = {}
     second_order: bool = True  # whether the gradients keep their graph for HVPs (False: first-order methods)
     needs_closure: bool = False  # whether the method re-evaluates the loss at other points (see _gradients_at)
+    cgds_class: Optional[str] = None  # the CGDs 0.4.5 class this one replaces (its state_dict format, cgds_format)
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
@@ -108,8 +109,8 @@ class GameOptimizer(torch.optim.Optimizer):
         self.players = tuple(Player(g["params"], name) for g, name in zip(self.param_groups, self.player_names))
         self.info: dict[str, Any] = {}
         self.ops = ops.dispatch(self.backend)  # the fused ops under this optimizer's backend choice
-        self._lr_t: list[Optional[Tensor]] = [None, None]
-        self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
+        self._lr_t: list[Optional[Tensor]] = [None] * len(self.players)
+        self._lr_host: list[Optional[float]] = [None] * len(self.players)  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
         # One step at a time (steps from other threads wait); kept across load_state_dict, whose
@@ -137,7 +138,7 @@ class GameOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused after construction: a game optimizer has exactly one group per player."""
         if getattr(self, "_groups_fixed", False):
-            raise ValueError(f"{type(self).__name__} has exactly two param groups, one per player; "
+            raise ValueError(f"{type(self).__name__} has exactly one param group per player; "
                              "add_param_group is not supported: build a new optimizer with all the parameters")
         super().add_param_group(param_group)
 
@@ -255,7 +256,8 @@ class GameOptimizer(torch.optim.Optimizer):
 
         Zero-sum (one loss f): ∇ₓf and ∇ᵧf from one backward, which the mixed blocks D_xy f
         and D_yx f differentiate again. General-sum (f for x, g for y): ∇ₓf and ∇ᵧg drive the
-        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss.
+        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss
+        (one in all when one loss is the other's negation: see :meth:`_general_sum_grads`).
         """
         x, y = self.players
         graph = self.second_order if second_order is None else second_order  # for the HVPs
@@ -427,7 +429,7 @@ class GameOptimizer(torch.optim.Optimizer):
                              "again and pass it to step() without calling backward()") from None
         return list(g[:nx]), list(g[nx:])
 
-    def _lr_tensors(self) -> tuple[Tensor, Tensor]:
+    def _lr_tensors(self) -> tuple[Tensor, ...]:
         """The groups' learning rates as 0-dim float64 device tensors (no host sync to use)."""
         for i, player in enumerate(self.players):
             if self._lr_t[i] is None or self._lr_t[i].device != player.device:
@@ -440,7 +442,7 @@ class GameOptimizer(torch.optim.Optimizer):
             if lr != self._lr_host[i] and not capturing():
                 self._lr_t[i].fill_(lr)
                 self._lr_host[i] = lr
-        return self._lr_t[0], self._lr_t[1]
+        return tuple(self._lr_t)
 
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was
@@ -452,21 +454,30 @@ class GameOptimizer(torch.optim.Optimizer):
         """Clear ``.grad`` of both players (fastgame computes its gradients itself)."""
         super().zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
+    def state_dict(self, format: str = "torch") -> dict[str, Any]:
+        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``).
+
+        ``format="cgds"``: the state in the flat format of the CGDs 0.4.5 class this one
+        replaces, for ``CGDs...load_state_dict`` to continue the run (:mod:`.cgds_format`)."""
+        if format not in ("torch", "cgds"):
+            raise ValueError(f"invalid format: {format!r} (must be 'torch' or 'cgds')")
         with self._between_steps(reading=True):
             if not capturing():
                 self._verdict.read()  # a skipped capturable step must not show in the state
             sd = super().state_dict()
-            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+            sd = {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+        return cgds_format.to_cgds(self, sd) if format == "cgds" else sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
+        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype; also a
+        CGDs 0.4.5 ``state_dict()`` of the class this one replaces (:mod:`.cgds_format`).
 
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
         with self._between_steps(reading=False):
+            if cgds_format.is_cgds_state_dict(state_dict):
+                state_dict = cgds_format.from_cgds(self, state_dict)
             validated = state_io.validated_state_dict(self, state_dict, self._check_combination)
             self._verdict.clear()  # a pending verdict belonged to the state replaced now
             super().load_state_dict(validated)
