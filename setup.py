@@ -110,7 +110,7 @@ setup(
                       "torchmetrics>=1.4"],  # the image metrics' Fréchet distance
     # gpu: the Triton ops; test: the suite's reference (CGDs) and its Triton-interpreter tests.
     extras_require={"gpu": ["triton>=3.0"], "test": ["pytest", "CGDs==0.4.5", "triton>=3.0"]},
-    entry_points={"console_scripts": ["fastgame=fastgame.cli:entry"]},
+    entry_points={"console_scripts": ["fastgame=fastgame.trainer.cli:entry"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,
 )

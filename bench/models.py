@@ -1,12 +1,12 @@
 """Models and data shared by the benchmarks and the parity tests. The models live in
-:mod:`fastgame.models` (re-exported here so the benchmark suite and old imports keep
+:mod:`fastgame.trainer.models` (re-exported here so the benchmark suite and old imports keep
 working); the synthetic data and the loss closures below are the benchmarks' own."""
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from fastgame.models import (ConvDiscriminator, ConvGenerator, DCGAN64Discriminator, DCGAN64Generator,  # noqa: F401
+from fastgame.trainer.models import (ConvDiscriminator, ConvGenerator, DCGAN64Discriminator, DCGAN64Generator,  # noqa: F401
                              WGANGPDiscriminator, WGANGPGenerator, mlp, mlp_gan)
 
 

@@ -3,7 +3,7 @@
 Per model (GPU: the MLP GAN b512, DCGAN-32 b64 and b256, DCGAN-64 b64), from the same initial
 models through the same batches, the median step time of:
 
-* ``trainer-acgd``: the trainer's ACGD step (``fastgame.steppers.make_stepper``, its default
+* ``trainer-acgd``: the trainer's ACGD step (``fastgame.trainer.steppers.make_stepper``, its default
   path: piecewise CUDA graphs with exact CG iterations on CUDA, eager elsewhere), with its CG
   iterations k, mixed-HVP passes P and its floor F + P·H (F: one forward + create_graph
   backward, H: one mixed HVP pass, both CUDA-graphed on a GPU; ``bench.measure.measure_floor``);
@@ -40,7 +40,7 @@ import fastgame  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
 from bench.measure import gpu_script_parser, measure_floor, script_device  # noqa: E402
 from bench.rows import autocast_loss  # noqa: E402
-from fastgame import steppers  # noqa: E402
+from fastgame.trainer import steppers  # noqa: E402
 from fastgame.graphs import with_run_settings  # noqa: E402
 
 GPU = [Config("mlp", 512, 128, 1e-3), Config("dcgan32", 64, 64, 1e-4), Config("dcgan32", 256, 64, 1e-4),

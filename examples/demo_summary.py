@@ -21,7 +21,7 @@ import platform
 import statistics
 from typing import Any
 
-from fastgame.evaluation import METRIC_DIRECTION
+from fastgame.trainer.evaluation import METRIC_DIRECTION
 
 ACGD = "acgd"
 ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid")

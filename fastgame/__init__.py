@@ -6,6 +6,9 @@ from .optim import (ACGD, BCGD, BestResponseManifold, DYNAMICS, GACGD, LEAD, OGD
                     SimGD)
 
 from . import diagnostics, games, losses, nn
+from ._moved import install as _install_moved
+
+_install_moved()  # the trainer modules' old paths (fastgame.models, ...): see fastgame/_moved.py
 
 __version__ = "0.1.0"
 

@@ -1,4 +1,4 @@
-"""``python -m fastgame``: the ``fastgame`` command (see :mod:`fastgame.cli`)."""
-from .cli import entry
+"""``python -m fastgame``: the ``fastgame`` command (see :mod:`fastgame.trainer.cli`)."""
+from .trainer.cli import entry
 
 entry()

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 import torch
 
-from fastgame.data import BatchSampler, DataError, load_dataset
+from fastgame.trainer.data import BatchSampler, DataError, load_dataset
 
 
 def test_builtin_sources():
@@ -131,7 +131,7 @@ def test_labels_and_family_where_the_source_has_them(tmp_path):
     without labels (a mixture, a tensor file, MNIST images without the label file) carry None."""
     import gzip
     import pickle
-    from fastgame.data import BatchStream, TrainingData, digits_split, load_digits
+    from fastgame.trainer.data import BatchStream, TrainingData, digits_split, load_digits
     digits = load_dataset("digits")
     _, all_labels = load_digits()
     torch.testing.assert_close(digits.labels, all_labels[digits_split()[0]])
@@ -162,8 +162,8 @@ def test_labels_and_family_where_the_source_has_them(tmp_path):
 def test_evaluator_follows_kind_and_labels_not_name():
     """The classifier metrics come with labelled images of a family that has a classifier, under
     any name; the same images without labels, or points without a mixture, log losses only."""
-    from fastgame.data import TrainingData
-    from fastgame.evaluation import METRIC_DIRECTION, Evaluator
+    from fastgame.trainer.data import TrainingData
+    from fastgame.trainer.evaluation import METRIC_DIRECTION, Evaluator
     digits = load_dataset("digits")
     renamed = TrainingData("my-digits", "images", tensor=digits.tensor, labels=digits.labels, family="digits")
     assert Evaluator(renamed).names == ["fcd", "classes_covered", "class_kl"]

@@ -257,7 +257,7 @@ def test_piecewise_non_finite_step_changes_nothing():
 
 
 def test_piecewise_trainer_default_on_cuda():
-    from fastgame import steppers
+    from fastgame.trainer import steppers
     from fastgame.graphs import PiecewiseGraphedStep
     G, D, batches, loss_fn = cases()["mlp"]
     G, D = G.cuda(), D.cuda()

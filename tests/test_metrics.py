@@ -7,8 +7,8 @@ import os
 import pytest
 import torch
 
-from fastgame import metrics
-from fastgame.data import digits_split, load_digits, resize_images
+from fastgame.trainer import metrics
+from fastgame.trainer.data import digits_split, load_digits, resize_images
 
 
 @pytest.fixture(scope="module")
@@ -135,7 +135,7 @@ def tiny_mnist(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def mnist_metrics(tiny_mnist, fastgame_cache):
-    from fastgame.data import load_dataset
+    from fastgame.trainer.data import load_dataset
     root, labels = tiny_mnist
     data = load_dataset(f"mnist:{root}", 16)
     return metrics.ClassifierMetrics.for_labelled("mnist", data.tensor, labels), data.tensor, labels

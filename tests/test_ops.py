@@ -309,6 +309,38 @@ def test_kernel_modules_follow_the_interface():
     assert inspect.signature(ops.cg_step_) == inspect.signature(reference.cg_step_)
 
 
+def test_ops_are_written_out_as_the_schema_list():
+    """Each module defines the ops with ``def`` (a reader and an IDE find them), exactly the
+    schema list's names in its order; none is made at run time (no ``globals()`` update)."""
+    import ast
+    import inspect
+    from fastgame.ops.schemas import SCHEMAS
+    names = tuple(s.name for s in SCHEMAS)
+    assert ops.OPS == names
+    for module in (reference, _ext, _triton, ops):
+        tree = ast.parse(inspect.getsource(module))
+        defined = tuple(n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
+        assert tuple(n for n in defined if n in names) == names, module  # each once, with def, in order
+        assert "globals()" not in inspect.getsource(module)
+        for name in names:
+            assert getattr(module, name).__module__ == module.__name__
+    methods = next(n for n in ast.parse(inspect.getsource(ops)).body if isinstance(n, ast.ClassDef) and n.name == "Ops")
+    assert tuple(n.name for n in methods.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")) == names
+    for name in names:
+        assert inspect.signature(getattr(ops.dispatch("torch"), name)) == inspect.signature(getattr(reference, name))
+
+
+def test_an_op_must_match_its_twin():
+    from fastgame.ops.interface import op
+    with pytest.raises(ValueError, match="not a fused op"):
+        op(lambda x: x)
+
+    def cg_matvec(p, sqrt_eta):  # a parameter short
+        return p
+    with pytest.raises(TypeError, match="differs from its twin cg_matvec"):
+        op(cg_matvec)
+
+
 def test_cpp_required_in_ci():
     if not REQUIRE_CPP:
         pytest.skip("FASTGAME_REQUIRE_CPP is not set")

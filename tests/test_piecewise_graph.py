@@ -309,8 +309,8 @@ def test_cg_pieces_needs_a_capturable_optimizer():
 
 
 # ---- the trainer's stepper ---------------------------------------------------------------------
-from fastgame import steppers  # noqa: E402
-from fastgame.config import ConfigError, TrainConfig, _check_settings  # noqa: E402
+from fastgame.trainer import steppers  # noqa: E402
+from fastgame.trainer.config import ConfigError, TrainConfig, _check_settings  # noqa: E402
 
 
 def _stepper(G, D, **kw):
@@ -367,7 +367,7 @@ def test_eager_and_graphed_options_exclude_each_other():
 
 
 def test_cli_eager_option_reaches_the_config():
-    from fastgame.cli import _config, build_parser
+    from fastgame.trainer.cli import _config, build_parser
     assert _config(build_parser().parse_args(["train", "--eager"])).eager is True
     assert _config(build_parser().parse_args(["train"])).eager is False
 

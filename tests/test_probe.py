@@ -7,9 +7,9 @@ import os
 
 import pytest
 
-from fastgame import probe
-from fastgame.checkpoint import CheckpointError
-from fastgame.train import ConfigError, TrainConfig, train
+from fastgame.trainer import probe
+from fastgame.trainer.checkpoint import CheckpointError
+from fastgame.trainer.train import ConfigError, TrainConfig, train
 
 
 def _digest(path: str) -> str:

@@ -18,9 +18,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastgame.checkpoint import CheckpointError, RunLock, load_checkpoint, save_checkpoint
-from fastgame.cli import main
-from fastgame.data import DataError, load_dataset
+from fastgame.trainer.checkpoint import CheckpointError, RunLock, load_checkpoint, save_checkpoint
+from fastgame.trainer.cli import main
+from fastgame.trainer.data import DataError, load_dataset
 
 TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "2",
         "--checkpoint-every", "2", "-q", "--threads", "1"]

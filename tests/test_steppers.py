@@ -6,7 +6,7 @@ import torch
 from torch import nn
 
 from fastgame import losses as L
-from fastgame.steppers import ADAM_BETAS, OPTIMIZERS, GameLosses, make_stepper
+from fastgame.trainer.steppers import ADAM_BETAS, OPTIMIZERS, GameLosses, make_stepper
 
 
 def _models(seed: int) -> tuple[nn.Module, nn.Module]:
@@ -85,7 +85,7 @@ def test_registry_settings_come_from_the_classes():
     keywords); the optimizer's own validators refuse a bad combination; a setting a method does
     not take is refused by make_stepper, one it takes reaches the optimizer."""
     import fastgame
-    from fastgame.optim import registry
+    from fastgame.trainer import methods as registry
     assert tuple(registry.METHODS) == OPTIMIZERS and OPTIMIZERS[:5] == ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
     for m in registry.METHODS.values():
         assert m.settings == (frozenset(m.cls.hyperparameters) if hasattr(m.cls, "hyperparameters")

@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 import torch
 
-from fastgame import train as train_mod
-from fastgame.cli import main
-from fastgame.steppers import OPTIMIZERS
+from fastgame.trainer import train as train_mod
+from fastgame.trainer.cli import main
+from fastgame.trainer.steppers import OPTIMIZERS
 
 TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "2",
         "--checkpoint-every", "2", "-q"]
@@ -213,7 +213,7 @@ def test_compare_more_steps_extends_the_runs(tmp_path, capsys):
 def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
     """`acgd:cg_start=zero,tol=1e-6` reaches the optimizer; the table counts mixed-HVP passes
     as the optimizer reports them: 2 + 2k per step from the warm start, 1 + 2k from zero."""
-    from fastgame.compare import parse_optimizer
+    from fastgame.trainer.compare import parse_optimizer
     assert parse_optimizer("acgd:cg_start=zero,tol=1e-6") == ("acgd", {"cg_start": "zero", "tol": 1e-6})
     assert parse_optimizer("bcgd:cg_start=recycle") == ("bcgd", {"cg_start": "recycle"})
     out = tmp_path / "cmp"
@@ -283,8 +283,8 @@ def test_train_cg_start_and_old_checkpoint(tmp_path, capsys):
 def test_run_folder_older_than_batchnorm_resumes_with_native_layers(tmp_path):
     """A folder saved before the `batchnorm` setting existed trained torch's BatchNorm: resuming
     it (train --resume, and compare reusing it) keeps those layers, not today's default."""
-    from fastgame.compare import _check_same_setting
-    from fastgame.data import load_dataset
+    from fastgame.trainer.compare import _check_same_setting
+    from fastgame.trainer.data import load_dataset
     from fastgame.nn import BatchNorm
 
     old = tmp_path / "old"
@@ -394,7 +394,7 @@ def test_train_every_game_dynamics(tmp_path, optimizer):
 def test_image_models_batchnorm(batchnorm):
     """The image models' BatchNorm layers are fastgame.nn.BatchNorm by default (cheaper mixed-HVP
     passes, the same function: same parameters, buffers and outputs), torch's with --batchnorm native."""
-    from fastgame.data import load_dataset
+    from fastgame.trainer.data import load_dataset
     from fastgame.nn import BatchNorm
 
     cfg = train_mod.resolve(train_mod.TrainConfig(data="digits", optimizer="acgd", steps=1, batch=8, out="x",

@@ -8,10 +8,10 @@ import os
 import pytest
 import torch
 
-from fastgame.cli import main
-from fastgame.config import CONV_THREADS, CPU_THREADS, TRAINER_TOL, ConfigError, TrainConfig, default_threads, resolve
-from fastgame.data import load_dataset
-from fastgame.train import prepare, train
+from fastgame.trainer.cli import main
+from fastgame.trainer.config import CONV_THREADS, CPU_THREADS, TRAINER_TOL, ConfigError, TrainConfig, default_threads, resolve
+from fastgame.trainer.data import load_dataset
+from fastgame.trainer.train import prepare, train
 
 
 @pytest.fixture(autouse=True)
@@ -95,8 +95,8 @@ def test_threads_on_resume_and_probe_command(tmp_path, capsys):
 
 
 def test_labelled_on_disk_set_gets_the_classifier_metric(tmp_path, fastgame_cache):
-    from fastgame.evaluation import Evaluator
-    from fastgame.data import load_digits, resize_images
+    from fastgame.trainer.evaluation import Evaluator
+    from fastgame.trainer.data import load_digits, resize_images
     import numpy as np
     images, labels = load_digits()
     raw = tmp_path / "MNIST" / "raw"
@@ -114,7 +114,7 @@ def test_labelled_on_disk_set_gets_the_classifier_metric(tmp_path, fastgame_cach
 
 
 def test_unlabelled_images_get_a_note(tmp_path, monkeypatch):
-    from fastgame.evaluation import Evaluator
+    from fastgame.trainer.evaluation import Evaluator
     import numpy as np
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path))
     np.save(tmp_path / "x.npy", np.zeros((4, 8, 8), dtype=np.uint8))

@@ -6,7 +6,7 @@ Every game is an ``nn.Module`` with ``max_params``, ``min_params``, the zero-sum
 """
 from .base import Game, PlayerLosses
 from .dirac import DiracGAN, gaussian_points
-from .dynamics import AltGD, SimGD
+from .textbook_gda import AltGD, SimGD
 from .gan import GAN
 from .gaussian_location import GaussianLocationGame
 from .mixtures import GaussianMixture, MixtureMetrics

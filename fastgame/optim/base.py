@@ -25,12 +25,12 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..linalg.captured import capturing
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
 from . import ranks, state_io
 from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
-from .state_io import capturing
 from .verdict import Verdict, apply, check_finite
 
 
@@ -143,7 +143,7 @@ class GameOptimizer(torch.optim.Optimizer):
     # ---- validation ---------------------------------------------------------------------
     def _validate_groups(self, groups: Sequence[dict[str, Any]], where: str) -> None:
         """Check every hyperparameter of both groups, and that game-wide ones agree."""
-        state_io.validate_groups(self, groups, where)
+        state_io.validate_groups(self, groups, where, self._check_combination)
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         """Rules between game-wide hyperparameters (e.g. capturable needs max_iter)."""
@@ -452,7 +452,7 @@ class GameOptimizer(torch.optim.Optimizer):
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
         with self._between_steps(reading=False):
-            validated = state_io.validated_state_dict(self, state_dict)
+            validated = state_io.validated_state_dict(self, state_dict, self._check_combination)
             self._verdict.clear()  # a pending verdict belonged to the state replaced now
             super().load_state_dict(validated)
 

@@ -14,6 +14,7 @@ from torch import Tensor
 from ..linalg.hvp import MixedHVP
 from ..linalg import captured
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
+from ..linalg.cg_drivers import cg_driver
 from .base import GameOptimizer, Proposal
 from .cg_starts import STARTS, CGStart
 from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_positive_int, positive_int, step_count
@@ -184,9 +185,9 @@ class CompetitiveGradient(GameOptimizer):
         w0, deflation = mode.start.begin(hvp, a, pre, self.state, names)
         replay = self._iteration_replay()
         pieces = self._cg_pieces if self.capturable else None  # a piecewise step reads the host between pieces
-        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                        check_every=group["check_every"] if pieces is not None else mode.check_every,
-                        fused=self.ops, replay=replay, deflation=deflation, pieces=pieces)
+        driver = cg_driver(group["check_every"] if pieces is not None else mode.check_every, replay, pieces)
+        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"], driver,
+                        fused=self.ops, deflation=deflation)
         info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
                 **self._replay_info(replay)}
         deltas, updated = self._updates(sol, step)

@@ -17,8 +17,8 @@ from typing import Any, Iterable, Mapping, Optional
 import torch
 from torch import Tensor
 
-from . import DYNAMICS
-from .cgd import CG_STARTS
+from ..optim import DYNAMICS
+from ..optim.cgd import CG_STARTS
 
 __all__ = ["Method", "METHODS", "get_method", "names", "takers", "choices", "unsupported_setting"]
 

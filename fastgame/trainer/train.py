@@ -46,7 +46,7 @@ from .evaluation import Evaluator
 from .models import build_gan
 from .steppers import GameLosses, make_stepper
 
-# The configuration lives in fastgame.config; its names stay importable from here.
+# The configuration lives in fastgame.trainer.config; its names stay importable from here.
 __all__ = ["TrainConfig", "ConfigError", "Run", "prepare", "train", "resolve", "config_diff", "default_out",
            "build_models", "Interrupted", "PeerError", "DIST_TIMEOUT_S"]
 
@@ -202,10 +202,10 @@ class Run:
     def train(self, quiet: bool = False, label: str = "") -> list[dict[str, Any]]:
         """Train from the current step to ``cfg.steps``; returns the metric rows.
 
-        Rank 0 holds the run folder's lock meanwhile (:class:`~fastgame.checkpoint.CheckpointError`
+        Rank 0 holds the run folder's lock meanwhile (:class:`~fastgame.trainer.checkpoint.CheckpointError`
         if another process holds it). Raises :class:`Interrupted` after SIGINT/SIGTERM (with a
         checkpoint at the step reached), :class:`PeerError` when another rank is gone, and
-        :class:`~fastgame.checkpoint.WriteError` when a file cannot be written."""
+        :class:`~fastgame.trainer.checkpoint.WriteError` when a file cannot be written."""
         cfg, main = self.cfg, self.rank == 0
         lock = None
         if main:
@@ -498,8 +498,8 @@ def prepare(cfg: TrainConfig, resume: Optional[str] = None, steps: Optional[int]
     ``torch.distributed.barrier()`` before :meth:`Run.train`, so that every rank has checked
     its input before rank 0 writes anything.
 
-    Raises :class:`ConfigError`, :class:`~fastgame.data.DataError` or
-    :class:`~fastgame.checkpoint.CheckpointError` with a one-line message; writes nothing.
+    Raises :class:`ConfigError`, :class:`~fastgame.trainer.data.DataError` or
+    :class:`~fastgame.trainer.checkpoint.CheckpointError` with a one-line message; writes nothing.
     """
     rank, world = _dist()
     state, restarted = None, False

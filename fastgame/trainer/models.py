@@ -17,7 +17,7 @@ from typing import Optional
 import torch
 from torch import nn
 
-from .nn import convert_batchnorm
+from ..nn import convert_batchnorm
 
 __all__ = ["build_gan", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
            "DCGAN64Generator", "DCGAN64Discriminator"]

@@ -30,9 +30,9 @@ from torch import Tensor
 import fastgame
 from .checkpoint import load_checkpoint, write_csv
 from .data import load_dataset
-from .diagnostics import ICRProbe, icr_probe
-from .games.gan import GAN
-from .losses import get_loss
+from ..diagnostics import ICRProbe, icr_probe
+from ..games.gan import GAN
+from ..losses import get_loss
 
 __all__ = ["ProbeResult", "probe_run", "PROBE_SAMPLES"]
 

@@ -22,17 +22,17 @@ from typing import Any, Optional
 import torch
 from torch import Tensor, nn
 
-from . import losses as L
-from .graphs import make_graphed_step, with_run_settings
-from .linalg.distributed import all_reduce_mean, is_data_parallel
-from .linalg.flat import flatten, split_like
-from .optim.cg_starts import STARTS
-from .optim.registry import METHODS, Method, get_method, unsupported_setting
+from .. import losses as L
+from ..graphs import make_graphed_step, with_run_settings
+from ..linalg.distributed import all_reduce_mean, is_data_parallel
+from ..linalg.flat import flatten, split_like
+from ..optim.cg_starts import STARTS
+from .methods import METHODS, Method, get_method, unsupported_setting
 
 __all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
 
 OPTIMIZERS = tuple(METHODS)
-"""Optimizer names (:data:`fastgame.optim.registry.METHODS`): the CGD family, the two torch Adam
+"""Optimizer names (:data:`fastgame.trainer.methods.METHODS`): the CGD family, the two torch Adam
 baselines (betas 0.5, 0.999), and the other game dynamics of :data:`fastgame.optim.DYNAMICS`."""
 
 ADAM_BETAS = tuple(METHODS["adam"].fixed["betas"])  # the usual GAN setting (Radford et al. 2016)

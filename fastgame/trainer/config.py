@@ -3,9 +3,9 @@
 filled in) and :func:`config_diff` (what a resumed or reused run may not change).
 
 Adding a trainer option: a field of :class:`TrainConfig` (with :data:`ADDED_LATER` if old run
-folders ran without it), its check in :func:`resolve`, and its flag in :mod:`fastgame.cli`. An
+folders ran without it), its check in :func:`resolve`, and its flag in :mod:`fastgame.trainer.cli`. An
 option the optimizer takes under the same name also goes into :data:`OPTIMIZER_SETTINGS`; the
-optimizer's own validators then check it (:mod:`fastgame.optim.registry`).
+optimizer's own validators then check it (:mod:`fastgame.trainer.methods`).
 """
 from __future__ import annotations
 
@@ -17,11 +17,11 @@ from typing import Any, Optional
 
 import torch
 
-from . import losses as L
+from .. import losses as L
 from .data import TrainingData, source_label
 from .models import GAN_MODELS
-from .optim import registry
-from .optim.registry import unsupported_setting
+from . import methods
+from .methods import unsupported_setting
 
 __all__ = ["TrainConfig", "ConfigError", "resolve", "config_diff", "default_out", "optimizer_settings",
            "unsupported_setting", "default_threads", "MODELS", "PENALTIES", "OPTIMIZER_SETTINGS", "ADDED_LATER", "FREE"]
@@ -196,7 +196,7 @@ def _one_of(flag: str, value: Any, choices: tuple[str, ...], what: str = "") -> 
 
 def _check_settings(cfg: TrainConfig) -> None:
     """Every setting that does not depend on the data."""
-    _one_of("--optimizer", cfg.optimizer, registry.names(), "optimizer")
+    _one_of("--optimizer", cfg.optimizer, methods.names(), "optimizer")
     if cfg.loss is not None:
         _one_of("--loss", cfg.loss, tuple(L.LOSSES), "loss")
     _one_of("--penalty", cfg.penalty, PENALTIES, "penalty")
@@ -211,7 +211,7 @@ def _check_settings(cfg: TrainConfig) -> None:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
     if not (isinstance(cfg.d_steps, int) and cfg.d_steps >= 1):
         raise ConfigError(f"--d-steps must be a whole number >= 1, got {cfg.d_steps!r}")
-    if cfg.d_steps > 1 and registry.get_method(cfg.optimizer).stepper != "adam-alt":
+    if cfg.d_steps > 1 and methods.get_method(cfg.optimizer).stepper != "adam-alt":
         raise ConfigError(f"--d-steps {cfg.d_steps} is for adam-alt (critic steps, then a generator step against "
                           f"the updated critic); {cfg.optimizer} steps both players together")
     if cfg.d_batchnorm and cfg.penalty != "none":
@@ -219,7 +219,7 @@ def _check_settings(cfg: TrainConfig) -> None:
                           "needs each sample's discriminator output to depend on that sample only")
     if cfg.betas is not None and (len(cfg.betas) != 2 or not all(0 <= b < 1 for b in cfg.betas)):
         raise ConfigError(f"--betas must be two numbers in [0, 1), got {cfg.betas!r}")
-    cg_starts = registry.choices("cg_start") or ()
+    cg_starts = methods.choices("cg_start") or ()
     if cfg.cg_start is not None and cfg.cg_start not in cg_starts:
         raise ConfigError(f"--cg-start must be one of {', '.join(cg_starts)}, got {cfg.cg_start!r}")
     if cfg.bf16 and cfg.dtype == "float64":
@@ -230,7 +230,7 @@ def _check_settings(cfg: TrainConfig) -> None:
 def _check_optimizer(cfg: TrainConfig) -> None:
     """The optimizer's settings: each one it does not take is refused here, by name; the values
     and their combinations by the optimizer's own validators."""
-    method = registry.get_method(cfg.optimizer)
+    method = methods.get_method(cfg.optimizer)
     settings = optimizer_settings(cfg)
     for key in settings:
         why = unsupported_setting(cfg.optimizer, key)
@@ -239,7 +239,7 @@ def _check_optimizer(cfg: TrainConfig) -> None:
     if cfg.graphed and cfg.eager:
         raise ConfigError("--graphed and --eager exclude each other (--graphed: whole-step graphs; --eager: none)")
     if cfg.graphed:  # a whole step in a CUDA graph: the steppers of the CGD kind, capturable optimizers
-        graphable = [m.name for m in registry.METHODS.values() if m.stepper == "cgd"]
+        graphable = [m.name for m in methods.METHODS.values() if m.stepper == "cgd"]
         if method.stepper != "cgd":
             raise ConfigError(f"--graphed needs --optimizer {' or '.join(graphable)}")
         settings["capturable"] = True
@@ -270,7 +270,7 @@ def resolve(cfg: TrainConfig, data: TrainingData) -> TrainConfig:
     out.loss = cfg.loss or ("standard" if data.kind == "points" else "non_saturating")
     if model == "dcgan" and cfg.d_batchnorm is None:
         out.d_batchnorm = cfg.penalty == "none"
-    if cfg.tol is None and registry.get_method(cfg.optimizer).solver is not None:
+    if cfg.tol is None and methods.get_method(cfg.optimizer).solver is not None:
         out.tol = TRAINER_TOL
     if cfg.threads is None and cfg.device != "cuda" and not (cfg.device == "auto" and torch.cuda.is_available()):
         out.threads = default_threads(model, data.sample_shape[-1] if data.kind == "images" else None)

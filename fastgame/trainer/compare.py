@@ -15,8 +15,8 @@ from .checkpoint import write_csv, write_json
 from .config import OPTIMIZER_SETTINGS, ConfigError, TrainConfig, config_diff, resolve
 from .data import TrainingData, load_dataset
 from .evaluation import METRIC_DIRECTION
-from .optim import registry
-from .optim.registry import unsupported_setting
+from . import methods
+from .methods import unsupported_setting
 from .train import prepare
 
 __all__ = ["compare", "parse_optimizer", "summarise"]
@@ -50,7 +50,7 @@ def _value(spec: str, key: str, value: str) -> Any:
         if value not in PENALTIES:
             raise ConfigError(f"{spec!r}: penalty must be one of {', '.join(PENALTIES)}, got {value!r}")
         return value
-    names = registry.choices(key)
+    names = methods.choices(key)
     if names is not None:
         if value not in names:
             raise ConfigError(f"{spec!r}: {key} must be one of {', '.join(names)}, got {value!r}")
@@ -76,8 +76,8 @@ def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
     ``"adam-alt:penalty=wgan_gp,d_steps=5,betas=0.5,0.9"`` -> ``("adam-alt", {"penalty": "wgan_gp",
     "d_steps": 5, "betas": [0.5, 0.9]})``."""
     name, _, rest = spec.partition(":")
-    if name not in registry.METHODS:
-        raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(registry.names())}")
+    if name not in methods.METHODS:
+        raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(methods.names())}")
     over: dict[str, Any] = {}
     for key, value in _items(rest):
         if key not in _SPEC_KEYS or not value:

@@ -34,7 +34,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .games import GaussianMixture
+from ..games import GaussianMixture
 
 __all__ = ["DataError", "TrainingData", "load_dataset", "BatchStream", "MIXTURES", "ON_DISK", "IMAGE_SIZES",
            "load_digits", "digits_split", "source_label"]

@@ -13,11 +13,11 @@ from typing import Any, Optional, Sequence
 
 import torch
 
-from . import losses as L
+from .. import losses as L
 from .checkpoint import CheckpointError, WriteError
 from .data import ON_DISK, DataError
 from .config import CONV_THREADS, CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
-from .optim import registry
+from . import methods
 from .train import Interrupted
 
 __all__ = ["main", "build_parser"]
@@ -148,7 +148,7 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--max-iter", type=_whole_number, default=None,
                    help="at most this many CG/GMRES iterations per step (what the optimizer's max_iter accepts, "
                         "0 included). Default: the optimizer's own")
-    g.add_argument("--cg-start", choices=registry.choices("cg_start"), default=None,
+    g.add_argument("--cg-start", choices=methods.choices("cg_start"), default=None,
                    help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
                         "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
                         "Default: the optimizer's own (zero)")
@@ -187,10 +187,10 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
 
 def _optimizer_help() -> str:
     """--optimizer's help, from the registry: the CGD family, the Adam baselines, the other dynamics."""
-    methods = registry.METHODS.values()
-    by_kind = {kind: [m.name for m in methods if m.stepper in kinds]
+    table = methods.METHODS.values()
+    by_kind = {kind: [m.name for m in table if m.stepper in kinds]
                for kind, kinds in (("cgd", ("cgd", "gacgd")), ("adam", ("adam", "adam-alt")), ("dynamics", ("dynamics",)))}
-    betas = ", ".join(map(str, registry.METHODS["adam"].fixed["betas"]))
+    betas = ", ".join(map(str, methods.METHODS["adam"].fixed["betas"]))
     return (f"{', '.join(by_kind['cgd'])}; the baselines adam (simultaneous) and adam-alt (alternating, "
             f"torch.optim.Adam with betas {betas}); or another game dynamics of fastgame.optim.DYNAMICS: "
             + ", ".join(by_kind["dynamics"]) + ". Default: acgd")
@@ -207,7 +207,7 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--out", metavar="RUN_DIR", default=None,
                    help="the run folder to create (must not exist or be empty). Default: "
                         "fastgame-runs/<data>-<optimizer>-seed<seed>")
-    t.add_argument("--optimizer", choices=registry.names(), default="acgd", metavar="NAME",
+    t.add_argument("--optimizer", choices=methods.names(), default="acgd", metavar="NAME",
                    help=_optimizer_help())
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint, or from step 0 if it stopped before its "
@@ -220,7 +220,7 @@ def build_parser() -> argparse.ArgumentParser:
                        epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
     c.add_argument("--out", metavar="DIR", required=True, help="the comparison folder (runs are reused)")
     c.add_argument("--optimizers", nargs="+", default=["acgd", "adam"], metavar="OPT",
-                   help=f"two or more of {', '.join(registry.names())}, each optionally NAME:key=value,... "
+                   help=f"two or more of {', '.join(methods.names())}, each optionally NAME:key=value,... "
                         "Default: acgd adam")
     c.add_argument("--seeds", nargs="+", type=int, default=[0, 1], help="Default: 0 1")
     _add_training_options(c)

@@ -1,6 +1,6 @@
 """What ``fastgame train`` measures and draws at each evaluation, chosen from what the data
 are, not from their name: a mixture of Gaussians gets its mode metrics, labelled images of a
-set with a classifier in :mod:`fastgame.metrics` get the classifier metrics, other data get
+set with a classifier in :mod:`fastgame.trainer.metrics` get the classifier metrics, other data get
 losses only. Every set of samples gets a picture (points scattered, or an image grid)."""
 from __future__ import annotations
 
