@@ -31,7 +31,7 @@ from .graph_guard import Snapshot, VerifiedStep, difference, step_rtol
 from .graphs import make_graphed_step, with_run_settings
 from .linalg.captured import LiveCG
 from .ops import backends as backend_records
-from .ops.registry import Backend
+from .ops.backends import Backend
 from .ops.schemas import SCHEMAS
 from .ops.selfcheck import TOLERANCES, check_op
 from .optim import ACGD

@@ -12,7 +12,7 @@ import torch
 
 from fastgame import doctor
 from fastgame.ops import reference
-from fastgame.ops.registry import Backend
+from fastgame.ops.backends import Backend
 from fastgame.ops.schemas import SCHEMAS
 from fastgame.ops.selfcheck import TOLERANCES, check_op
 

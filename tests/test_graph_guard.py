@@ -179,3 +179,36 @@ def test_step_rtol_and_difference():
     assert difference([a], [a]) == 0.0 and difference([a * 1.5], [a]) == pytest.approx(0.5)
     assert difference([a], [torch.zeros(4)]) == float("inf")
     assert difference([a * float("nan")], [a]) == float("inf")
+
+
+# ---- the trainer's default CUDA path (forced here on the CPU, with fake graphs) ---------------
+@pytest.mark.parametrize("pieces_cls, cause", [(FailingCapture, "capturing the step failed (RuntimeError"),
+                                                (WrongTail, "differs from an eager step from the same state"),
+                                                (ThreadPieces, None)])
+def test_trainer_warns_once_and_records_the_path_in_config_json(pieces_cls, cause, monkeypatch, tmp_path, capsys):
+    import json
+
+    from fastgame.trainer import steppers
+    from fastgame.trainer.cli import main
+    real_make = steppers.make_graphed_step
+
+    def fake_graphs(opt, *args, **kw):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "CUDA graphs need CUDA": replaced by the fake below
+            step = real_make(opt, *args, **kw)
+        step.eager_reason, step.pieces = None, pieces_cls(opt)
+        return step
+    monkeypatch.setattr(steppers, "_piecewise_possible", lambda method, example, settings: True)
+    monkeypatch.setattr(steppers, "make_graphed_step", fake_graphs)
+    args = ["--data", "ring8", "--steps", "8", "--batch", "16", "--width", "8", "--eval-samples", "64",
+            "--eval-every", "4", "-q"]
+    assert main(["train", "--out", str(tmp_path / "run")] + args) == 0
+    err = capsys.readouterr().err
+    warned = [line for line in err.splitlines() if line.startswith("fastgame: warning: piecewise CUDA graphs:")]
+    path = json.loads((tmp_path / "run" / "config.json").read_text())["extra"]["step_path"]
+    if cause is None:
+        assert warned == [] and path.startswith("piecewise CUDA graphs (each phase's first replay checked")
+    else:
+        assert len(warned) == 1 and cause in warned[0] and warned[0].endswith("continuing with eager steps "
+                                                                              "(the same numbers; --eager skips the graphs)")
+        assert path.startswith("eager (") and cause in path and path.endswith(" from step 4")  # 3 warm-ups, then the checked one

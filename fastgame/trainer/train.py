@@ -31,6 +31,7 @@ import dataclasses  # noqa: F401  (fastgame.train.dataclasses: kept for callers 
 import json
 import os
 import shutil
+import sys
 import time
 from typing import Any, Optional
 
@@ -216,6 +217,7 @@ class Run:
         try:
             if main:
                 os.makedirs(os.path.join(self.out, "samples"), exist_ok=True)
+                cfg.extra["step_path"] = getattr(self.stepper, "path", "eager")
                 write_json(os.path.join(self.out, "config.json"), cfg.to_json())
             if main and not quiet:
                 from tqdm.auto import tqdm
@@ -254,6 +256,8 @@ class Run:
             self.window.append((losses[0], losses[1]) + tuple(c.detach().float().clone() if isinstance(c, Tensor)
                                                               else c for c in (it, hp)))
             self.step += 1
+            if main and getattr(self.stepper, "notices", None):
+                self._fell_back()
             last = self.step == cfg.steps
             if bar is not None and (self.step % 10 == 0 or last):
                 m = _window_table(self.window[-1:])[0].tolist()
@@ -283,6 +287,16 @@ class Run:
                 raise Interrupted(self.step, signum)
             if evaluate or save:
                 start += time.perf_counter() - paused
+
+    def _fell_back(self) -> None:
+        """The graphed step fell back to eager steps: one warning line naming the cause, and
+        config.json records the path from this step on."""
+        for cause in self.stepper.notices:
+            print(f"fastgame: warning: piecewise CUDA graphs: {cause}; continuing with eager steps "
+                  "(the same numbers; --eager skips the graphs)", file=sys.stderr, flush=True)
+        self.stepper.notices.clear()
+        self.cfg.extra["step_path"] = f"{self.stepper.path} from step {self.step}"
+        write_json(os.path.join(self.out, "config.json"), self.cfg.to_json())
 
     def _to_board(self, row: dict[str, Any]) -> None:
         """The row's numbers as TensorBoard scalars in RUN_DIR/tensorboard, when tensorboard is installed."""
