@@ -111,3 +111,13 @@ def test_bad_device_is_one_error(device, message, capsys):
     with pytest.raises(SystemExit) as exc:
         doctor.main(["--device", device])
     assert exc.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_fastgame_doctor_subcommand(capsys, monkeypatch):
+    """``fastgame doctor`` is the same command; a bad option is the CLI's one error line."""
+    from fastgame.trainer.cli import main
+    monkeypatch.setattr(doctor, "OP_SIZES", (1, 7))
+    assert main(["doctor", "--device", "cpu"]) == 0
+    assert "step: eager step(closure)" in capsys.readouterr().out
+    assert main(["doctor", "--device", "meta"]) == 2
+    assert capsys.readouterr().err.strip() == "fastgame: error: --device 'meta': the doctor checks cpu or cuda"
