@@ -3,15 +3,17 @@
 # demo need, then fastgame itself (editable, so the C++ ops build in place).
 #   source .ci/setup.sh          the demo's set-up (torch, numpy, scikit-learn, matplotlib, tqdm,
 #                                torchmetrics): what `bash examples/demo.sh` needs
-#   source .ci/setup.sh --test   also the test requirements (pytest, the reference CGDs 0.4.5, and
-#                                Triton for the suite's interpreter tests), as .ci/run does
+#   source .ci/setup.sh --test   also the test requirements (pytest, the reference CGDs 0.4.5,
+#                                Triton for the suite's interpreter tests, and PyTorch Lightning and
+#                                HF Accelerate for the framework tests; pinned to versions that
+#                                keep torch 2.13.0), as .ci/run does
 # Each stage says what it does and how long it takes; pip shows its downloads, and a heartbeat
 # line every 20 s covers the silent stretches (pip unpacking torch, the C++ build). A stamp file in the venv skips the installs (and
 # the 1-3 minute build) when the pins, setup.py, the source list and csrc/ are unchanged.
 set -euo pipefail
 VENV="${FASTGAME_VENV:-.venv}"
 PINS=(torch==2.13.0 numpy "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60" "torchmetrics>=1.4")
-TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0)
+TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0 pytorch-lightning==2.6.6 accelerate==1.16.0)
 WANT_TESTS=""
 if [ "${1:-}" = "--test" ]; then WANT_TESTS=1; fi
 

@@ -39,6 +39,7 @@ class CGDSolution:
     iterations: Union[int, Tensor]     # host int when counted on the host, else a device tensor
     residual_sq: Tensor                # ‖r‖² when CG stopped
     rhs_sq: Tensor                     # ‖rhs‖²
+    coupling: Optional[Tensor] = None  # D_ab η_b g_b, the mixed product in the right-hand side
 
 
 class LinearSystem(Protocol):
@@ -108,19 +109,22 @@ def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[
     s = -1.0 if a == 0 else 1.0
     pa, pb = pre[a], pre[b]
     if w0 is None:
-        rhs, w, u, r = zero_start(hvp, a, grads, pa, pb)
+        rhs, w, u, r, coupling = zero_start(hvp, a, grads, pa, pb)
     else:
         w = w0.clone()
         u = hvp(b, pa.sqrt_eta * w)
         h = hvp.batched(a, torch.stack([pb.eta_grad, pb.eta * u]))
-        rhs = torch.add(grads[a], h[0], alpha=s).mul_(pa.sqrt_eta)
+        coupling = h[0]
+        rhs = torch.add(grads[a], coupling, alpha=s).mul_(pa.sqrt_eta)
         r = rhs - torch.addcmul(w, pa.sqrt_eta, h[1])
     if deflation is not None:
         deflation.begin(rhs, w, u, r)
     rhs_sq = torch.dot(rhs, rhs)
     iterations = run_cg(CGDSystem(hvp, a, pa, pb, fused), w, u, r, stop_threshold(tol, rhs_sq, atol),
                         driver.bound(max_iter, w.numel()), driver, fused, deflation)
-    return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+    sol = back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+    sol.coupling = coupling
+    return sol
 
 
 def stop_threshold(tol: float, rhs_sq: Tensor, atol: float) -> Tensor:
@@ -130,11 +134,12 @@ def stop_threshold(tol: float, rhs_sq: Tensor, atol: float) -> Tensor:
 
 
 def zero_start(hvp: MixedHVP, a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(rhs, w, u, r) of CG for player ``a`` started from w = 0 (one HVP pass, for the rhs)."""
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(rhs, w, u, r, D_ab η_b g_b) of CG for player ``a`` started from w = 0 (one HVP pass, for the rhs)."""
     s = -1.0 if a == 0 else 1.0
-    rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
-    return rhs, torch.zeros_like(rhs), torch.zeros_like(grads[1 - a]), rhs.clone()
+    coupling = hvp(a, pb.eta_grad)
+    rhs = torch.add(grads[a], coupling, alpha=s).mul_(pa.sqrt_eta)
+    return rhs, torch.zeros_like(rhs), torch.zeros_like(grads[1 - a]), rhs.clone(), coupling
 
 
 def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner, w: Tensor, u: Tensor,

@@ -29,7 +29,7 @@ from ..linalg.captured import capturing
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from . import ranks, state_io
+from . import cgds_format, ranks, state_io
 from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
 from .verdict import Verdict, apply, check_finite
 
@@ -83,6 +83,7 @@ class GameOptimizer(torch.optim.Optimizer):
     added_later: dict[str, Callable[[dict[str, Any]], Any]] = {}
     second_order: bool = True  # whether the gradients keep their graph for HVPs (False: first-order methods)
     needs_closure: bool = False  # whether the method re-evaluates the loss at other points (see _gradients_at)
+    cgds_class: Optional[str] = None  # the CGDs 0.4.5 class this one replaces (its state_dict format, cgds_format)
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
@@ -437,21 +438,30 @@ class GameOptimizer(torch.optim.Optimizer):
         """Clear ``.grad`` of both players (fastgame computes its gradients itself)."""
         super().zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
+    def state_dict(self, format: str = "torch") -> dict[str, Any]:
+        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``).
+
+        ``format="cgds"``: the state in the flat format of the CGDs 0.4.5 class this one
+        replaces, for ``CGDs...load_state_dict`` to continue the run (:mod:`.cgds_format`)."""
+        if format not in ("torch", "cgds"):
+            raise ValueError(f"invalid format: {format!r} (must be 'torch' or 'cgds')")
         with self._between_steps(reading=True):
             if not capturing():
                 self._verdict.read()  # a skipped capturable step must not show in the state
             sd = super().state_dict()
-            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+            sd = {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+        return cgds_format.to_cgds(self, sd) if format == "cgds" else sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
+        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype; also a
+        CGDs 0.4.5 ``state_dict()`` of the class this one replaces (:mod:`.cgds_format`).
 
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
         with self._between_steps(reading=False):
+            if cgds_format.is_cgds_state_dict(state_dict):
+                state_dict = cgds_format.from_cgds(self, state_dict)
             validated = state_io.validated_state_dict(self, state_dict, self._check_combination)
             self._verdict.clear()  # a pending verdict belonged to the state replaced now
             super().load_state_dict(validated)

@@ -87,6 +87,31 @@ def closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
     return losses[0] if len(losses) == 1 and is_closure(losses[0]) else None
 
 
+def step_arguments(owner: str, names: Sequence[str], given: Sequence[Any], closure: Any) -> tuple[Any, ...]:
+    """What ``owner.step`` was given: the losses ``given`` positionally or by their names
+    (``names``; trailing ones left None are absent), or a closure passed as ``closure=``, the
+    keyword torch.optim's optimizers take (and PyTorch Lightning and HF Accelerate pass)."""
+    listed = ", ".join(names)
+    if closure is not None:
+        if any(g is not None for g in given):
+            raise ValueError(f"{owner}.step takes the loss{'es' if len(names) > 1 else ''} ({listed}) or "
+                             "closure=, not both")
+        if not is_closure(closure):
+            raise ValueError(f"{owner}.step: closure must be a callable returning ({listed}), "
+                             f"got {type(closure).__name__}")
+        return (closure,)
+    given = list(given)
+    while given and given[-1] is None:
+        given.pop()
+    if not given:
+        raise ValueError(f"{owner}.step needs {listed}, or a closure returning "
+                         f"{'them' if len(names) > 1 else 'it'} (step(closure) or step(closure=...))")
+    missing = [n for n, g in zip(names, given) if g is None]
+    if missing:
+        raise ValueError(f"{owner}.step got no {', '.join(missing)} (None) but later losses: pass {listed}")
+    return tuple(given)
+
+
 def resolve_losses(owner: str, names: Sequence[str], losses: tuple[Any, ...], hint: str = "") -> tuple[Tensor, ...]:
     """The step's losses (named ``names``) from what ``owner.step`` was given: the loss tensors,
     or one closure returning them (called under grad mode), each checked by :func:`resolve_loss`.
