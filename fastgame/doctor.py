@@ -89,12 +89,20 @@ def op_checks(device: torch.device, backends: Optional[Mapping[str, Backend]] = 
             for dtype in TOLERANCES:
                 label = f"ops: {name} {schema.name} {str(dtype)[6:]}"
                 try:
-                    why = next((f"n={n}: {w}" for n in sizes if (w := check_op(backend.module, schema, n, dtype, device))),
-                               None)
+                    why = _first_mismatch(backend.module, schema, sizes, dtype, device)
                 except Exception as exc:  # noqa: BLE001  (a kernel that raises is a failure to report)
                     why = _error(exc)
                 rows.append(Check(label, "failed" if why else "ok", why or f"sizes {', '.join(map(str, sizes))}"))
     return rows
+
+
+def _first_mismatch(module: Any, schema: Any, sizes: Sequence[int], dtype: torch.dtype,
+                    device: torch.device) -> Optional[str]:
+    for n in sizes:
+        why = check_op(module, schema, n, dtype, device)
+        if why:
+            return f"n={n}: {why}"
+    return None
 
 
 # ---- the steps --------------------------------------------------------------------------------
@@ -124,14 +132,14 @@ class Game:
         return twin
 
 
-def _eager_check(device: torch.device) -> Check:
+def _eager_check(name: str, device: torch.device) -> Check:
     game = Game(device)
     opt = game.optimizer(graph_cg=False)
     iters = []
     for real, z in game.batches:
         opt.step(lambda: game.loss(real, z))
         iters.append(int(opt.info["iter_num"]))
-    return Check("step: eager step(closure)", "ok", f"{STEPS} steps, CG iterations {iters}")
+    return Check(name, "ok", f"{STEPS} steps, CG iterations {iters}")
 
 
 def _stepwise(name: str, device: torch.device, run: Callable[[Game, ACGD, Tensor, Tensor], None],
@@ -157,21 +165,21 @@ def _stepwise(name: str, device: torch.device, run: Callable[[Game, ACGD, Tensor
     return Check(name, status, f"largest relative difference from eager {worst:.3g} (allowed {rtol:.3g})")
 
 
-def _piecewise_loop(device: torch.device) -> Check:
+def _piecewise_loop(name: str, device: torch.device) -> Check:
     def run(game: Game, opt: ACGD, real: Tensor, z: Tensor) -> None:
         with opt.cg_pieces(LiveCG()):
             opt.step(lambda: game.loss(real, z))
-    return _stepwise("step: piecewise host loop, no graphs", device, run, capturable=True, max_iter=10_000)
+    return _stepwise(name, device, run, capturable=True, max_iter=10_000)
 
 
-def _graph_cg(device: torch.device) -> Check:
+def _graph_cg(name: str, device: torch.device) -> Check:
     graphed = []
 
     def run(game: Game, opt: ACGD, real: Tensor, z: Tensor) -> None:
         opt.step(lambda: game.loss(real, z))
         graphed.append(bool(opt.info.get("cg_graphed")) or opt.graph_cg_reason or "no reason recorded")
-    check = _stepwise("step: graph_cg (CG iterations replayed per solve)", device, run)
-    reasons = [g for g in graphed if g is not True]
+    check = _stepwise(name, device, run)
+    reasons = [g for g in graphed[1:] if g is not True]  # a first step warms up without a graph
     if reasons:
         return Check(check.name, "failed", f"CG not graph-replayed: {reasons[0]}")
     return check
@@ -186,8 +194,8 @@ def _verified(name: str, device: torch.device, exact_cg: bool, autocast: bool = 
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             return game.loss(real, z).float()
     causes: list[str] = []
-    step = VerifiedStep(make_graphed_step(opt, loss, *[t.clone() for t in game.batches[0]], warmup=2, exact_cg=exact_cg),
-                        on_fallback=causes.append)
+    static = [t.clone() for t in game.batches[0]]
+    step = VerifiedStep(make_graphed_step(opt, loss, *static, warmup=2, exact_cg=exact_cg), on_fallback=causes.append)
     for real, z in game.batches:
         step(real, z)
     if causes:
@@ -201,16 +209,15 @@ def _verified(name: str, device: torch.device, exact_cg: bool, autocast: bool = 
 def step_checks(device: torch.device) -> list[Check]:
     """The GAN's steps on ``device``; the CUDA-graph paths are skipped elsewhere."""
     cuda = device.type == "cuda"
-    checks: list[tuple[str, Callable[[], Check], Optional[str]]] = [
-        ("step: eager step(closure)", lambda: _eager_check(device), None),
-        ("step: piecewise host loop, no graphs", lambda: _piecewise_loop(device), None),
+    checks: list[tuple[str, Callable[[str, torch.device], Check], bool]] = [  # (name, check, needs CUDA graphs)
+        ("step: eager step(closure)", _eager_check, False),
+        ("step: piecewise host loop, no graphs", _piecewise_loop, False),
         ("step: piecewise graphs (make_graphed_step(exact_cg=True))",
-         lambda: _verified("step: piecewise graphs (make_graphed_step(exact_cg=True))", device, True), "graphs"),
-        ("step: whole-step graph (make_graphed_step)",
-         lambda: _verified("step: whole-step graph (make_graphed_step)", device, False), "graphs"),
+         lambda name, dev: _verified(name, dev, exact_cg=True), True),
+        ("step: whole-step graph (make_graphed_step)", lambda name, dev: _verified(name, dev, exact_cg=False), True),
         ("step: piecewise graphs under bf16 autocast",
-         lambda: _verified("step: piecewise graphs under bf16 autocast", device, True, autocast=True), "graphs"),
-        ("step: graph_cg (CG iterations replayed per solve)", lambda: _graph_cg(device), "graphs"),
+         lambda name, dev: _verified(name, dev, exact_cg=True, autocast=True), True),
+        ("step: graph_cg (CG iterations replayed per solve)", _graph_cg, True),
     ]
     rows = []
     for name, run, needs in checks:
@@ -218,7 +225,7 @@ def step_checks(device: torch.device) -> list[Check]:
             rows.append(Check(name, "skipped", f"CUDA graphs need a CUDA device (this run: {device})"))
             continue
         try:
-            rows.append(run())
+            rows.append(run(name, device))
         except Exception as exc:  # noqa: BLE001  (every failure is a row, the others still run)
             rows.append(Check(name, "failed", _error(exc)))
     return rows

@@ -89,7 +89,7 @@ def test_injected_op_failures_show_as_failed_with_the_error(monkeypatch, tmp_pat
 
 
 def test_a_step_that_raises_or_differs_is_failed_and_the_others_still_run(monkeypatch):
-    def broken(device):
+    def broken(name, device):
         raise RuntimeError("the step broke")
     monkeypatch.setattr(doctor, "_eager_check", broken)
     rows = {c.name: c for c in doctor.step_checks(torch.device("cpu"))}
@@ -105,7 +105,8 @@ def test_a_step_that_raises_or_differs_is_failed_and_the_others_still_run(monkey
     assert check.status == "failed" and check.detail.startswith("largest relative difference from eager")
 
 
-@pytest.mark.parametrize("device, message", [("meta", "the doctor checks cpu or cuda"), ("tpu", "--device 'tpu' is not a device torch knows")]
+@pytest.mark.parametrize("device, message", [("meta", "the doctor checks cpu or cuda"),
+                                             ("tpu", "--device 'tpu' is not a device torch knows")]
                          + ([] if torch.cuda.is_available() else [("cuda", "torch sees no CUDA device here")]))
 def test_bad_device_is_one_error(device, message, capsys):
     with pytest.raises(SystemExit) as exc:

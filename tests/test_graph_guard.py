@@ -209,6 +209,7 @@ def test_trainer_warns_once_and_records_the_path_in_config_json(pieces_cls, caus
     if cause is None:
         assert warned == [] and path.startswith("piecewise CUDA graphs (each phase's first replay checked")
     else:
-        assert len(warned) == 1 and cause in warned[0] and warned[0].endswith("continuing with eager steps "
-                                                                              "(the same numbers; --eager skips the graphs)")
-        assert path.startswith("eager (") and cause in path and path.endswith(" from step 4")  # 3 warm-ups, then the checked one
+        assert len(warned) == 1 and cause in warned[0]
+        assert warned[0].endswith("continuing with eager steps (the same numbers; --eager skips the graphs)")
+        assert path.startswith("eager (") and cause in path
+        assert path.endswith(" from step 4")  # 3 warm-ups, then the checked step

@@ -62,9 +62,10 @@ def dot_mismatch(actual: Tensor, exact: Tensor, scale: float) -> Optional[str]:
     if actual.dim() != 0:
         return f"got shape {tuple(actual.shape)}, expected a 0-dim tensor"
     err = abs(actual.double().item() - exact.double().item())
-    bound = TOLERANCES[actual.dtype].dot_rtol * scale + 1e-300
+    rtol = TOLERANCES[actual.dtype].dot_rtol
+    bound = rtol * scale + 1e-300
     if not err <= bound:
-        return f"|error| {err:.3g} > {bound:.3g} (dot_rtol {TOLERANCES[actual.dtype].dot_rtol:g} of sum |terms| {scale:.3g})"
+        return f"|error| {err:.3g} > {bound:.3g} (dot_rtol {rtol:g} of sum |terms| {scale:.3g})"
     return None
 
 
