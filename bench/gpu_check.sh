@@ -24,7 +24,7 @@
 #                                               #   stage's entry point in its own smoke mode)
 #   bash bench/gpu_check.sh all --smoke         # CI: the all preset end to end on the CPU (each
 #                                               #   stage's smoke mode, files in a temporary folder),
-#                                               #   a 'needs CUDA, skipped' line for each GPU-only part
+#                                               #   a 'skipped ... (it needs CUDA)' line per GPU-only part
 #
 # env: PYTHON (default python3), TORCH_CUDA_ARCH_LIST, SUITE_ARGS (extra `python -m bench` args),
 # TESTS (the test files of the tests stage; default: the GPU, graph-replay, kernel, parity and sync tests),
@@ -60,7 +60,7 @@ if [ "$smoke" = 1 ] && [ "$preset" != all ]; then
 fi
 want() { [[ " $stages " == *" $1 "* ]]; }
 # gpu_only STAGE: in the smoke run, say it is skipped (and return false); else true.
-gpu_only() { if [ "$smoke" = 1 ]; then echo "## $1: needs CUDA, skipped (smoke run on the CPU)"; return 1; fi; }
+gpu_only() { if [ "$smoke" = 1 ]; then echo "## $1: skipped in the smoke run on the CPU (it needs CUDA)"; return 1; fi; }
 device="$("$PY" -c 'import re, torch; print(re.sub(r"[^A-Za-z0-9]+", "-", torch.cuda.get_device_name()).strip("-") if torch.cuda.is_available() else "cpu")' 2>/dev/null || echo unknown)"
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 out=bench/results
