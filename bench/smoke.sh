@@ -62,6 +62,7 @@ check "python -m bench --suite tiny --batchnorm fastgame --models dcgan32" \
     "$PY" -m bench --suite tiny --batchnorm fastgame --models dcgan32 --smoke --out ""
 check "python -m bench --suite gpu" "$PY" -m bench --suite gpu --smoke
 check "python -m bench.solve_start" "$PY" -m bench.solve_start --smoke
+check "python -m bench.pcgd" "$PY" -m bench.pcgd --smoke --out "$tmp/pcgd"
 check "python bench/kernels.py" "$PY" bench/kernels.py --smoke --json "$tmp/kernels.json"
 check "python bench/batchnorm_hvp.py" "$PY" bench/batchnorm_hvp.py --smoke
 check "python bench/gacgd_cpu.py --sweep" "$PY" bench/gacgd_cpu.py --smoke --sweep --json "$tmp/gacgd.json"

@@ -108,8 +108,8 @@ class GameOptimizer(torch.optim.Optimizer):
         self.players = tuple(Player(g["params"], name) for g, name in zip(self.param_groups, self.player_names))
         self.info: dict[str, Any] = {}
         self.ops = ops.dispatch(self.backend)  # the fused ops under this optimizer's backend choice
-        self._lr_t: list[Optional[Tensor]] = [None, None]
-        self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
+        self._lr_t: list[Optional[Tensor]] = [None] * len(self.players)
+        self._lr_host: list[Optional[float]] = [None] * len(self.players)  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
         # One step at a time (steps from other threads wait); kept across load_state_dict, whose
@@ -137,7 +137,7 @@ class GameOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused after construction: a game optimizer has exactly one group per player."""
         if getattr(self, "_groups_fixed", False):
-            raise ValueError(f"{type(self).__name__} has exactly two param groups, one per player; "
+            raise ValueError(f"{type(self).__name__} has exactly one param group per player; "
                              "add_param_group is not supported: build a new optimizer with all the parameters")
         super().add_param_group(param_group)
 
@@ -413,7 +413,7 @@ class GameOptimizer(torch.optim.Optimizer):
                              "again and pass it to step() without calling backward()") from None
         return list(g[:nx]), list(g[nx:])
 
-    def _lr_tensors(self) -> tuple[Tensor, Tensor]:
+    def _lr_tensors(self) -> tuple[Tensor, ...]:
         """The groups' learning rates as 0-dim float64 device tensors (no host sync to use)."""
         for i, player in enumerate(self.players):
             if self._lr_t[i] is None or self._lr_t[i].device != player.device:
@@ -426,7 +426,7 @@ class GameOptimizer(torch.optim.Optimizer):
             if lr != self._lr_host[i] and not capturing():
                 self._lr_t[i].fill_(lr)
                 self._lr_host[i] = lr
-        return self._lr_t[0], self._lr_t[1]
+        return tuple(self._lr_t)
 
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was

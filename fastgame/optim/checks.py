@@ -122,7 +122,9 @@ def resolve_losses(owner: str, names: Sequence[str], losses: tuple[Any, ...], hi
             out = losses[0]()
         if n > 1:
             if not (isinstance(out, (tuple, list)) and len(out) == n):
-                raise ValueError(f"a {owner} closure must return the pair ({listed}), got {type(out).__name__}")
+                what = "the pair" if n == 2 else f"{n} losses"
+                got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+                raise ValueError(f"a {owner} closure must return {what} ({listed}), got {got}")
             losses = tuple(out)
         else:
             losses = (out,)

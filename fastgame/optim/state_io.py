@@ -22,7 +22,7 @@ CombinationCheck = Callable[[dict[str, Any], str], None]
 
 
 class Declared(Protocol):
-    """What state I/O reads of an optimizer: its class's declarations and its two players."""
+    """What state I/O reads of an optimizer: its class's declarations and its players."""
     player_names: tuple[str, ...]
     players: Sequence[Player]
     hyperparameters: Mapping[str, Validator]
@@ -47,10 +47,10 @@ def clone_tree(obj: Any) -> Any:
 
 def validate_groups(opt: Declared, groups: Sequence[dict[str, Any]], where: str,
                     check_combination: CombinationCheck) -> None:
-    """Check every hyperparameter of both groups, that game-wide ones agree, and the
-    optimizer's rules between them (``check_combination``)."""
-    if len(groups) != 2:
-        raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
+    """Check every hyperparameter of every group (one per player), that game-wide ones agree,
+    and the optimizer's rules between them (``check_combination``)."""
+    if len(groups) != len(opt.player_names):
+        raise ValueError(f"{where}: expected {len(opt.player_names)} param groups (one per player), got {len(groups)}")
     name_of = type(opt).__name__
     for i, (group, name) in enumerate(zip(groups, opt.player_names)):
         if group.get("player", name) != name:
@@ -66,9 +66,10 @@ def validate_groups(opt: Declared, groups: Sequence[dict[str, Any]], where: str,
                 value = float(value)
             check(f"param_groups[{i}][{key!r}] ({name} player)", value)
     for key in sorted(opt.game_wide):
-        if groups[0][key] != groups[1][key]:
-            raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
-                             f"({groups[0][key]!r} and {groups[1][key]!r}); set it to one value in both")
+        for other in groups[1:]:
+            if groups[0][key] != other[key]:
+                raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
+                                 f"({groups[0][key]!r} and {other[key]!r}); set it to one value in all")
     check_combination(groups[0], where)
 
 
@@ -128,7 +129,7 @@ def validated_state_dict(opt: Declared, state_dict: Any, check_combination: Comb
     groups, state = state_dict["param_groups"], state_dict["state"]
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
         raise ValueError("state_dict['param_groups'] must be a list of dicts")
-    if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in opt.players]:
+    if len(groups) != len(opt.players) or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in opt.players]:
         raise ValueError("state_dict has a different number of parameters per player than this optimizer")
     # Hyperparameters newer than the dict take the values its version behaved as (``added_later``).
     groups = [{**{k: older(g) for k, older in opt.added_later.items() if k not in g}, **g} for g in groups]
