@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Shared set-up from nothing: a venv in .venv with the CPU torch and what fastgame's trainer and
+# Shared set-up from nothing: a venv in .venv with torch (the build the pip index serves) and what fastgame's trainer and
 # demo need, then fastgame itself (editable, so the C++ ops build in place).
 #   source .ci/setup.sh          the demo's set-up (torch, numpy, scikit-learn, matplotlib, tqdm,
 #                                torchmetrics): what `bash examples/demo.sh` needs
@@ -34,6 +34,18 @@ with_heartbeat() {
     wait "$pid"
 }
 
+# Which torch build pip will install: the index decides (PIP_INDEX_URL or pip's configuration).
+torch_build() {
+    local index="${PIP_INDEX_URL:-$(python -m pip config get global.index-url 2>/dev/null || true)}"
+    case "$index" in
+        *download.pytorch.org/whl/cpu*) echo "the CPU build of torch (from $index)" ;;
+        *download.pytorch.org/whl/*) echo "a CUDA build of torch (from $index)" ;;
+        ""|*pypi.org/simple*) echo "torch from PyPI (on Linux its CUDA build, several GB; set PIP_INDEX_URL to" \
+                                  "https://download.pytorch.org/whl/cpu for the CPU build)" ;;
+        *) echo "torch from $index" ;;
+    esac
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating the virtual environment $VENV"
     python3 -m venv "$VENV"
@@ -51,7 +63,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && python -c "import fastg
 else
     echo "setup: installing build tools (seconds)"
     with_heartbeat "pip" "${PIP[@]}" "setuptools>=64" wheel
-    echo "setup: installing the CPU torch and the trainer's requirements (1-3 minutes; pip shows each download):"
+    echo "setup: installing $(torch_build) and the trainer's requirements (1-3 minutes; pip shows each download):"
     echo "       ${PINS[*]}"
     with_heartbeat "pip (unpacking is silent: torch alone is ~750 MB installed)" "${PIP[@]}" "${PINS[@]}"
     if [ -n "${FASTGAME_NO_EXTENSIONS:-}" ]; then

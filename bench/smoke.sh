@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every bench entry point and example in its smoke mode, on a CPU, in well under 3 minutes:
 # each must parse its arguments, import everything and run its code path on tiny models
-# (GPU-only ones stop after that with a 'needs CUDA, skipped' line). One line per entry point;
-# on a failure its output follows. Nothing is written into the checkout (files go to a
+# (GPU-only ones stop after that with a 'needs CUDA, skipped' line). A line as each entry point
+# starts and one as it finishes (streamed, in the order they finish); on a failure its output follows. Nothing is written into the checkout (files go to a
 # temporary folder; a change under bench/results/ or examples/ fails the run).
 #
 #   bash bench/smoke.sh                 # in the environment with fastgame's requirements (CI: after .ci/setup.sh)
@@ -23,21 +23,27 @@ tracked() { git status --porcelain -- bench/results examples 2>/dev/null; }
 before="$(tracked)"
 
 # check NAME COMMAND...: start it in the background (at most $jobs at a time; each is one
-# thread), its output, exit status and seconds under $tmp/<n>.
+# thread), its output, seconds and exit status under $tmp/<n>; one line as it starts.
 names=()
+reported=()
 check() {
     local i=$n
     names[$i]="$1"
     shift
     n=$((n + 1))
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    ( t0=$(date +%s); "$@" > "$tmp/$i.log" 2>&1; echo $? > "$tmp/$i.rc"; echo $(( $(date +%s) - t0 )) > "$tmp/$i.s" ) &
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; report; done
+    printf 'start %s\n' "${names[$i]}"
+    ( t0=$(date +%s); "$@" > "$tmp/$i.log" 2>&1; rc=$?; echo $(( $(date +%s) - t0 )) > "$tmp/$i.s"
+      echo $rc > "$tmp/$i.rc" ) &
 }
 
-# report: one line per entry point, in order; a failure's output follows its line.
+# report: one line for each entry point that finished since the last report, as it finishes; a
+# failure's output follows its line.
 report() {
     local i rc note
     for ((i = 0; i < n; i++)); do
+        [ -n "${reported[$i]:-}" ] || [ ! -f "$tmp/$i.rc" ] && continue
+        reported[$i]=1
         rc=$(cat "$tmp/$i.rc")
         note=""
         grep -q "needs CUDA, skipped" "$tmp/$i.log" && note=" (needs CUDA: arguments and imports checked)"
@@ -87,6 +93,7 @@ for example in examples/*.py; do
     [ "$example" = examples/demo_summary.py ] && continue  # run by the demo above, on its run folders
     check "python $example" "$PY" "$example" --smoke
 done
+while [ -n "$(jobs -rp)" ]; do wait -n; report; done
 wait
 report
 

@@ -22,6 +22,7 @@ import statistics
 from typing import Any
 
 from fastgame.trainer.evaluation import METRIC_DIRECTION
+from fastgame.trainer.methods import describe_run
 
 ACGD = "acgd"
 ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid")
@@ -45,19 +46,7 @@ def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
                                                       kv[1][0]["config"].get("penalty", "none") != "none", kv[0])))
 
 
-def describe(cfg: dict[str, Any]) -> str:
-    """A run's optimizer as the table shows it, from its config: the name, then what differs from
-    plain play (a penalty, critic steps, Adam's betas)."""
-    name = {"acgd": "ACGD", "adam": "Adam (simultaneous)", "adam-alt": "Adam (alternating)"}.get(
-        cfg["optimizer"], cfg["optimizer"])
-    extra = []
-    if cfg.get("penalty", "none") != "none":
-        extra.append(f"{cfg['penalty']} {cfg['penalty_weight']:g}")
-    if cfg.get("d_steps", 1) != 1:
-        extra.append(f"{cfg['d_steps']} critic steps")
-    if cfg.get("betas"):
-        extra.append("betas ({:g}, {:g})".format(*cfg["betas"]))
-    return name + (f" + {', '.join(extra)}" if extra else "")
+describe = describe_run  # a run's method as the README and compare name it (the trainer's one name)
 
 
 def _fmt(v: float) -> str:
@@ -87,9 +76,10 @@ SHORT = {"ACGD": "ACGD", "Adam (simultaneous)": "Adam"}
 
 
 def _short(label: str) -> str:
-    """A legend-sized name: "Adam + WGAN-GP recipe" for the penalty baseline."""
-    return SHORT.get(label, "Adam + " + label.split(" + ", 1)[1].split(",")[0].replace("wgan_gp 10", "WGAN-GP")
-                     if " + " in label else label)
+    """A legend-sized name: the first of its details only, e.g. "Adam + WGAN-GP (λ 10)"."""
+    if label in SHORT:
+        return SHORT[label]
+    return label.split(",")[0] + ")" if " (" in label and "," in label else label
 
 
 def picture(path: str, runs: dict[str, list[dict[str, Any]]], metric: str, title: str) -> None:

@@ -23,7 +23,9 @@ def test_verdicts_are_computed_from_the_seeds():
 
 def test_describe_names_what_differs_from_plain_play():
     cfg = {"optimizer": "adam-alt", "penalty": "wgan_gp", "penalty_weight": 10.0, "d_steps": 5, "betas": [0.5, 0.9]}
-    assert demo_summary.describe(cfg) == "Adam (alternating) + wgan_gp 10, 5 critic steps, betas (0.5, 0.9)"
+    assert demo_summary.describe(cfg) == "Adam + WGAN-GP (λ 10, 5 critic steps, betas 0.5, 0.9)"
+    assert demo_summary.describe({**cfg, "penalty_weight": 0.1}) == "Adam + WGAN-GP (λ 0.1, 5 critic steps, betas 0.5, 0.9)"
+    assert demo_summary.describe({"optimizer": "adam-alt", "penalty": "none"}) == "Adam (alternating)"
     assert demo_summary.describe({"optimizer": "acgd", "penalty": "none"}) == "ACGD"
 
 
@@ -42,5 +44,5 @@ def test_demo_settings_smoke(tmp_path, fastgame_cache):
         assert f"]({setting}/summary.png)" in summary
     assert summary.count("**Verdict") == 4
     # WGAN-GP's recipe is what the baseline ran with.
-    assert "Adam (alternating) + wgan_gp 10, 5 critic steps, betas (0.5, 0.9)" in summary
+    assert "Adam + WGAN-GP (λ 10, 5 critic steps, betas 0.5, 0.9)" in summary
     assert str(out.resolve()) in proc.stdout.splitlines()[-1]
