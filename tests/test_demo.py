@@ -27,6 +27,18 @@ def test_describe_names_what_differs_from_plain_play():
     assert demo_summary.describe({"optimizer": "acgd", "penalty": "none"}) == "ACGD"
 
 
+def test_describe_names_wgan_gp_recipes_by_their_weight():
+    recipe = dict(demo_summary.RECIPE)
+    assert demo_summary.describe({**recipe, "penalty_weight": 0.1}) == "Adam + WGAN-GP (λ 0.1, toy recipe)"
+    assert demo_summary.describe({**recipe, "penalty_weight": 10.0}) == "Adam + WGAN-GP (λ 10, image recipe)"
+    assert demo_summary.describe({**recipe, "penalty_weight": 1.0}) == \
+        "Adam + WGAN-GP (λ 1, the recipe's other settings)"
+    # Another learning rate is not the recipe: named by what it is.
+    assert demo_summary.describe({**recipe, "lr_d": 1e-3, "penalty_weight": 0.1}).startswith("Adam (alternating) + wgan_gp 0.1")
+    sources = demo_summary.recipe_sources([{**recipe, "penalty_weight": 0.1}, {"optimizer": "acgd"}])
+    assert len(sources) == 1 and "gan_toy.py" in sources[0] and "Gulrajani" in sources[0]
+
+
 def test_demo_settings_smoke(tmp_path, fastgame_cache):
     """The whole demo, every setting and the summary, at 4 steps and one seed."""
     out = tmp_path / "demo"
@@ -41,6 +53,8 @@ def test_demo_settings_smoke(tmp_path, fastgame_cache):
         assert os.path.getsize(out / setting / "summary.png") > 1000
         assert f"]({setting}/summary.png)" in summary
     assert summary.count("**Verdict") == 4
-    # WGAN-GP's recipe is what the baseline ran with.
-    assert "Adam (alternating) + wgan_gp 10, 5 critic steps, betas (0.5, 0.9)" in summary
+    # WGAN-GP's recipes are what the baselines ran with: the toy one on the ring, the image one on the digits.
+    ring, digits = summary.split("## Digits (8x8), WGAN loss")[0], summary.split("## Digits (8x8), WGAN loss")[1]
+    assert "| Adam + WGAN-GP (λ 0.1, toy recipe) |" in ring and "gan_toy.py" in ring
+    assert "| Adam + WGAN-GP (λ 10, image recipe) |" in digits.split("## Control")[0]
     assert str(out.resolve()) in proc.stdout.splitlines()[-1]
