@@ -70,6 +70,9 @@ check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh (all stages, and the piecewise preset)" bash -c "bash bench/gpu_check.sh --smoke && bash bench/gpu_check.sh --smoke piecewise"
 check "bash bench/tolerance_quality.sh" bash bench/tolerance_quality.sh --smoke
+check "bash bench/penalty_sweep.sh" bash bench/penalty_sweep.sh --smoke
+check "python -m bench.mnist_sample" "$PY" -m bench.mnist_sample --smoke
+check "bash bench/image_study.sh" bash bench/image_study.sh --smoke
 # bench/demo.sh sets a machine up from nothing, then runs the first two modes above: parse it only.
 check "bash bench/demo.sh (syntax; its modes run above)" bash -n bench/demo.sh
 if "$PY" -c "import pytest_benchmark" 2>/dev/null; then

@@ -45,10 +45,12 @@ def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
                                                       kv[1][0]["config"].get("penalty", "none") != "none", kv[0])))
 
 
-RECIPE = {"optimizer": "adam-alt", "penalty": "wgan_gp", "d_steps": 5, "betas": [0.5, 0.9], "lr_d": 1e-4, "lr_g": 1e-4}
+RECIPE = {"optimizer": "adam-alt", "penalty": "wgan_gp", "d_steps": 5, "betas": [0.5, 0.9]}
+RECIPE_LR = 1e-4
 """WGAN-GP's training recipe ("Improved training of Wasserstein GANs", Gulrajani, Ahmed, Arjovsky,
-Dumoulin & Courville, NeurIPS 2017): alternating Adam, 5 critic steps per generator step, lr 1e-4,
-betas (0.5, 0.9); the penalty weight depends on the data (:data:`RECIPE_WEIGHTS`)."""
+Dumoulin & Courville, NeurIPS 2017): alternating Adam, 5 critic steps per generator step, betas
+(0.5, 0.9), lr :data:`RECIPE_LR` for both players; the penalty weight depends on the data
+(:data:`RECIPE_WEIGHTS`)."""
 RECIPE_WEIGHTS = {0.1: ("toy recipe", "its 8-Gaussians code (gan_toy.py) uses λ 0.1: "
                                       "\"smaller lambda seems to help for toy tasks\""),
                   10.0: ("image recipe", "its image models (the paper's Algorithm 1) use λ 10")}
@@ -56,16 +58,21 @@ RECIPE_WEIGHTS = {0.1: ("toy recipe", "its 8-Gaussians code (gan_toy.py) uses λ
 
 
 def _is_recipe(cfg: dict[str, Any]) -> bool:
+    """Whether ``cfg`` plays WGAN-GP's recipe (at any learning rate and penalty weight)."""
     return all(cfg.get(k) == v for k, v in RECIPE.items())
 
 
 def describe(cfg: dict[str, Any]) -> str:
     """A run's optimizer as the table shows it, from its config. WGAN-GP's recipe is named with its
-    penalty weight, e.g. "Adam + WGAN-GP (λ 0.1, toy recipe)"; anything else is the optimizer's
-    name, then what differs from plain play (a penalty, critic steps, Adam's betas)."""
+    penalty weight, e.g. "Adam + WGAN-GP (λ 0.1, toy recipe)", and its learning rate where that is
+    not the recipe's ("..., toy recipe but lr 0.001"); anything else is the optimizer's name, then
+    what differs from plain play (a penalty, critic steps, Adam's betas)."""
     if _is_recipe(cfg):
         weight = float(cfg["penalty_weight"])
         name = RECIPE_WEIGHTS[weight][0] if weight in RECIPE_WEIGHTS else "the recipe's other settings"
+        lrs = {cfg.get("lr_d", RECIPE_LR), cfg.get("lr_g", RECIPE_LR)}
+        if lrs != {RECIPE_LR}:
+            name += " but lr " + "/".join(f"{lr:g}" for lr in (cfg["lr_d"], cfg["lr_g"])[:len(lrs)])
         return f"Adam + WGAN-GP (λ {weight:g}, {name})"
     name = {"acgd": "ACGD", "adam": "Adam (simultaneous)", "adam-alt": "Adam (alternating)"}.get(
         cfg["optimizer"], cfg["optimizer"])
@@ -85,9 +92,11 @@ def recipe_sources(configs: list[dict[str, Any]]) -> list[str]:
     lines = []
     for w in weights:
         why = RECIPE_WEIGHTS[w][1] if w in RECIPE_WEIGHTS else "a weight the recipe does not use (a sweep)"
-        lines.append(f"{describe({**RECIPE, 'penalty_weight': w})}: WGAN-GP's recipe (Gulrajani et al., "
-                     f"\"Improved training of Wasserstein GANs\", NeurIPS 2017: alternating Adam, lr 1e-4, "
-                     f"betas (0.5, 0.9), 5 critic steps per generator step), penalty weight λ {w:g}: {why}.")
+        lines.append(f"Adam + WGAN-GP (λ {w:g}): WGAN-GP's recipe (Gulrajani et al., \"Improved training of "
+                     "Wasserstein GANs\", NeurIPS 2017: alternating Adam, lr 1e-4, betas (0.5, 0.9), 5 critic "
+                     f"steps per generator step) with penalty weight λ {w:g}: {why}. Where a row says \"but lr\", "
+                     "that run took another learning rate than the paper's (the package default, as every "
+                     "other method in the table).")
     return lines
 
 

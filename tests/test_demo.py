@@ -28,13 +28,17 @@ def test_describe_names_what_differs_from_plain_play():
 
 
 def test_describe_names_wgan_gp_recipes_by_their_weight():
-    recipe = dict(demo_summary.RECIPE)
+    recipe = dict(demo_summary.RECIPE, lr_d=1e-4, lr_g=1e-4)
     assert demo_summary.describe({**recipe, "penalty_weight": 0.1}) == "Adam + WGAN-GP (λ 0.1, toy recipe)"
     assert demo_summary.describe({**recipe, "penalty_weight": 10.0}) == "Adam + WGAN-GP (λ 10, image recipe)"
     assert demo_summary.describe({**recipe, "penalty_weight": 1.0}) == \
         "Adam + WGAN-GP (λ 1, the recipe's other settings)"
-    # Another learning rate is not the recipe: named by what it is.
-    assert demo_summary.describe({**recipe, "lr_d": 1e-3, "penalty_weight": 0.1}).startswith("Adam (alternating) + wgan_gp 0.1")
+    # Another learning rate than the paper's is named.
+    assert demo_summary.describe({**recipe, "lr_d": 1e-3, "lr_g": 1e-3, "penalty_weight": 0.1}) == \
+        "Adam + WGAN-GP (λ 0.1, toy recipe but lr 0.001)"
+    assert demo_summary.describe({**recipe, "lr_d": 4e-4, "penalty_weight": 10.0}) == \
+        "Adam + WGAN-GP (λ 10, image recipe but lr 0.0004/0.0001)"
+    assert demo_summary.describe({**recipe, "d_steps": 1, "penalty_weight": 10.0}).startswith("Adam (alternating) + wgan_gp 10")
     sources = demo_summary.recipe_sources([{**recipe, "penalty_weight": 0.1}, {"optimizer": "acgd"}])
     assert len(sources) == 1 and "gan_toy.py" in sources[0] and "Gulrajani" in sources[0]
 
@@ -55,6 +59,6 @@ def test_demo_settings_smoke(tmp_path, fastgame_cache):
     assert summary.count("**Verdict") == 4
     # WGAN-GP's recipes are what the baselines ran with: the toy one on the ring, the image one on the digits.
     ring, digits = summary.split("## Digits (8x8), WGAN loss")[0], summary.split("## Digits (8x8), WGAN loss")[1]
-    assert "| Adam + WGAN-GP (λ 0.1, toy recipe) |" in ring and "gan_toy.py" in ring
-    assert "| Adam + WGAN-GP (λ 10, image recipe) |" in digits.split("## Control")[0]
+    assert "| Adam + WGAN-GP (λ 0.1, toy recipe but lr 0.001) |" in ring and "gan_toy.py" in ring
+    assert "| Adam + WGAN-GP (λ 10, image recipe but lr 0.0002) |" in digits.split("## Control")[0]
     assert str(out.resolve()) in proc.stdout.splitlines()[-1]

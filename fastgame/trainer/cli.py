@@ -142,6 +142,9 @@ def _add_training_options(p: argparse.ArgumentParser) -> None:
     g.add_argument("--betas", type=_positive_float_or_zero, nargs=2, default=None, metavar=("B1", "B2"),
                    help="Adam's betas (adam, adam-alt and the Adam dynamics). Default: 0.5 0.999 for adam and "
                         "adam-alt (Radford et al. 2016); WGAN-GP's recipe is 0.5 0.9")
+    g.add_argument("--eps", type=_positive_float, default=None,
+                   help="the optimizer's epsilon: ACGD's (added to sqrt(v); the ICR paper's runs: 1e-8) or Adam's. "
+                        "Default: the optimizer's own (ACGD 1e-5, Adam 1e-8)")
     g.add_argument("--d-steps", type=_positive_int, default=1,
                    help="discriminator (critic) steps per generator step, adam-alt only (WGAN-GP's recipe: 5). "
                         "--steps counts generator steps. Default: 1")

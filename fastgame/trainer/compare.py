@@ -22,9 +22,9 @@ from .train import prepare
 __all__ = ["compare", "parse_optimizer", "summarise"]
 
 _SPEC_KEYS = {"lr_d": float, "lr_g": float, "tol": float, "max_iter": int, "cg_start": str, "betas": float,
-              "d_steps": int, "penalty": str, "penalty_weight": float}
+              "d_steps": int, "penalty": str, "penalty_weight": float, "eps": float}
 """The settings an optimizer may carry in ``--optimizers`` (``NAME:key=value,...``): its rates, its
-solve, Adam's betas (two numbers: ``betas=0.5,0.9``), critic steps, and the gradient penalty, so that
+solve, its epsilon, Adam's betas (two numbers: ``betas=0.5,0.9``), critic steps, and the gradient penalty, so that
 an explicitly regularized baseline (e.g. WGAN-GP's recipe) sits in the same table as unregularized runs."""
 
 

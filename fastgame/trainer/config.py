@@ -34,7 +34,7 @@ _WIDTH = {"mlp": 64, "dcgan": 16, "wgan_gp_dcgan": 64}
 _LATENT = {"mlp": 2, "dcgan": 32, "wgan_gp_dcgan": 128}
 _LR = {"mlp": 1e-3, "dcgan": 2e-4, "wgan_gp_dcgan": 2e-4}
 
-OPTIMIZER_SETTINGS = ("tol", "max_iter", "cg_start", "betas")
+OPTIMIZER_SETTINGS = ("tol", "max_iter", "cg_start", "betas", "eps")
 """The settings given to the optimizer under their own names (None: the optimizer's own);
 which optimizers take each one is the registry's answer."""
 
@@ -68,6 +68,7 @@ class TrainConfig:
     max_iter: Optional[int] = None
     cg_start: Optional[str] = None  # ACGD/BCGD's CG start (warm, zero, recycle); None: the optimizer's own
     betas: Optional[list[float]] = None  # Adam's (beta1, beta2); None: the method's own
+    eps: Optional[float] = None  # the optimizer's epsilon (ACGD's, added to sqrt(v); Adam's); None: its own
     device: str = "auto"
     dtype: str = "float32"
     bf16: bool = False
@@ -120,7 +121,8 @@ def _type_name(hint: Any) -> str:
     return "null" if hint is type(None) else getattr(typing.get_origin(hint) or hint, "__name__", str(hint))
 
 
-ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None}
+ADDED_LATER: dict[str, Any] = {"batchnorm": "native", "d_steps": 1, "d_batchnorm": None, "betas": None,
+                               "eps": None}
 """Settings added after runs were first saved, with the value those older runs used (image
 models kept torch's BatchNorm before ``batchnorm`` existed; ``d_batchnorm`` None is the old rule,
 BatchNorm in the DCGAN discriminator unless a penalty). ``cg_start`` needs no entry: its None
@@ -205,7 +207,7 @@ def _check_settings(cfg: TrainConfig) -> None:
     _one_of("--dtype", cfg.dtype, ("float32", "float64"))
     _one_of("--batchnorm", cfg.batchnorm, ("fastgame", "native"))
     for name in ("steps", "batch", "width", "latent", "eval_every", "eval_samples", "checkpoint_every", "threads",
-                 "lr_d", "lr_g", "tol"):
+                 "lr_d", "lr_g", "tol", "eps"):
         _positive(name, getattr(cfg, name), allow_none=name not in ("steps", "batch"))
     if cfg.penalty_weight < 0:
         raise ConfigError(f"--penalty-weight must be >= 0, got {cfg.penalty_weight}")
