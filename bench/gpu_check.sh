@@ -13,6 +13,9 @@
 #                                               #   build, its tests, the step tables
 #                                               #   (bench/step_tables.py), the trainer's paths,
 #                                               #   the conditional-node probe
+#   bash bench/gpu_check.sh icr-cifar           # the ICR paper's CIFAR-10 setting (bench/icr_cifar.sh:
+#                                               #   ACGD vs Adam + WGAN-GP, WGAN-GP's DCGAN, 500 steps,
+#                                               #   CIFAR10_ROOT or a tiny fake set), after the build
 #   bash bench/gpu_check.sh --smoke [STAGES]    # CI without a GPU: checks the stage names, then
 #                                               #   says it needs CUDA (bench/smoke.sh runs each
 #                                               #   stage's entry point in its own smoke mode)
@@ -28,10 +31,12 @@ smoke=0
 if [ "${1:-}" = "--smoke" ]; then smoke=1; shift; fi
 all_stages="build tests eagergraph bn train tables conditional kernels suite fastgamebn diag"
 stages="${*:-$all_stages}"
+all_stages="$all_stages icr"   # icr (the ICR paper's CIFAR-10 setting) runs only when named
 if [ "$stages" = "piecewise" ]; then
     stages="build tests tables train conditional"
     TESTS="${TESTS:-tests/test_gpu_graphs.py tests/test_piecewise_graph.py tests/test_cg_replay.py tests/test_sync_free.py}"
 fi
+if [ "$stages" = "icr-cifar" ]; then stages="build icr"; fi   # the ICR paper's CIFAR-10 preset
 for s in $stages; do
     [[ " $all_stages " == *" $s "* ]] || { echo "bench/gpu_check.sh: unknown stage '$s'; choose from: $all_stages" >&2; exit 2; }
 done
@@ -141,6 +146,10 @@ if want diag; then
     "$PY" bench/gpu_diag.py || status=1
     echo "## BatchNorm in mixed-HVP passes: native vs fastgame.nn (python bench/batchnorm_hvp.py)"
     "$PY" bench/batchnorm_hvp.py || status=1
+fi
+if want icr; then
+    echo "## the ICR paper's CIFAR-10 setting: ACGD vs Adam + WGAN-GP (bash bench/icr_cifar.sh)"
+    bash bench/icr_cifar.sh "$(mktemp -d)/icr-cifar" || status=1
 fi
 echo "# gpu_check exit status $status"
 exit $status

@@ -69,6 +69,9 @@ check "python bench/eager_graph.py" "$PY" bench/eager_graph.py --smoke --json "$
 check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$tmp/step_tables.json"
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh (all stages, and the piecewise preset)" bash -c "bash bench/gpu_check.sh --smoke && bash bench/gpu_check.sh --smoke piecewise"
+check "bash bench/gpu_check.sh icr-cifar (its CPU smoke: bench/icr_cifar.sh on a fake CIFAR-10)" \
+    bash -c "bash bench/gpu_check.sh --smoke icr-cifar && bash bench/icr_cifar.sh --smoke"
+check "python -m bench.fake_cifar10" "$PY" -m bench.fake_cifar10 --smoke
 check "bash bench/tolerance_quality.sh" bash bench/tolerance_quality.sh --smoke
 check "bash bench/penalty_sweep.sh" bash bench/penalty_sweep.sh --smoke
 check "python -m bench.mnist_sample" "$PY" -m bench.mnist_sample --smoke

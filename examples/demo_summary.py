@@ -24,7 +24,7 @@ from typing import Any
 from fastgame.trainer.evaluation import METRIC_DIRECTION
 
 ACGD = "acgd"
-ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid")
+ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid", "inception_score")
 """The metrics in the order the tables show them; the first one present is the verdict's."""
 
 
@@ -87,17 +87,17 @@ def describe(cfg: dict[str, Any]) -> str:
 
 
 def recipe_sources(configs: list[dict[str, Any]]) -> list[str]:
-    """One sentence per WGAN-GP recipe among ``configs``: its settings and their source."""
+    """One paragraph on the WGAN-GP recipe runs among ``configs`` (none: no paragraph): the recipe,
+    its source and where each penalty weight comes from."""
     weights = sorted({float(c["penalty_weight"]) for c in configs if _is_recipe(c)})
-    lines = []
-    for w in weights:
-        why = RECIPE_WEIGHTS[w][1] if w in RECIPE_WEIGHTS else "a weight the recipe does not use (a sweep)"
-        lines.append(f"Adam + WGAN-GP (λ {w:g}): WGAN-GP's recipe (Gulrajani et al., \"Improved training of "
-                     "Wasserstein GANs\", NeurIPS 2017: alternating Adam, lr 1e-4, betas (0.5, 0.9), 5 critic "
-                     f"steps per generator step) with penalty weight λ {w:g}: {why}. Where a row says \"but lr\", "
-                     "that run took another learning rate than the paper's (the package default, as every "
-                     "other method in the table).")
-    return lines
+    if not weights:
+        return []
+    why = "; ".join(f"λ {w:g}: {RECIPE_WEIGHTS[w][1] if w in RECIPE_WEIGHTS else 'not a weight of its code (a sweep)'}"
+                    for w in weights)
+    return [f"Adam + WGAN-GP is WGAN-GP's recipe (Gulrajani et al., \"Improved training of Wasserstein GANs\", "
+            f"NeurIPS 2017: alternating Adam, lr 1e-4, betas (0.5, 0.9), 5 critic steps per generator "
+            f"step) with the penalty weight λ named in its row; {why}. A row that says \"but lr\" ran at another "
+            "learning rate than the paper's (the package default, as every other method in the table)."]
 
 
 def _fmt(v: float) -> str:

@@ -22,8 +22,8 @@ def test_verdicts_are_computed_from_the_seeds():
 
 
 def test_describe_names_what_differs_from_plain_play():
-    cfg = {"optimizer": "adam-alt", "penalty": "wgan_gp", "penalty_weight": 10.0, "d_steps": 5, "betas": [0.5, 0.9]}
-    assert demo_summary.describe(cfg) == "Adam (alternating) + wgan_gp 10, 5 critic steps, betas (0.5, 0.9)"
+    cfg = {"optimizer": "adam-alt", "penalty": "wgan_gp", "penalty_weight": 10.0, "d_steps": 3, "betas": [0.5, 0.9]}
+    assert demo_summary.describe(cfg) == "Adam (alternating) + wgan_gp 10, 3 critic steps, betas (0.5, 0.9)"
     assert demo_summary.describe({"optimizer": "acgd", "penalty": "none"}) == "ACGD"
 
 
@@ -41,6 +41,7 @@ def test_describe_names_wgan_gp_recipes_by_their_weight():
     assert demo_summary.describe({**recipe, "d_steps": 1, "penalty_weight": 10.0}).startswith("Adam (alternating) + wgan_gp 10")
     sources = demo_summary.recipe_sources([{**recipe, "penalty_weight": 0.1}, {"optimizer": "acgd"}])
     assert len(sources) == 1 and "gan_toy.py" in sources[0] and "Gulrajani" in sources[0]
+    assert demo_summary.recipe_sources([{"optimizer": "acgd"}]) == []
 
 
 def test_demo_settings_smoke(tmp_path, fastgame_cache):
