@@ -124,9 +124,11 @@ def verdict(metric: str, acgd: list[float], other: list[float], other_name: str)
 
 
 def _short(label: str) -> str:
-    """A legend-sized name: "Adam + WGAN-GP λ 0.1" for the recipe, the optimizer for the others."""
+    """A legend-sized name: "Adam + WGAN-GP λ 0.1" for the recipe (", lr 0.001" at another rate),
+    the optimizer for the others."""
     if label.startswith("Adam + WGAN-GP (λ "):
-        return "Adam + WGAN-GP λ " + label.split("λ ", 1)[1].split(",")[0]
+        lr = label.split("but lr ", 1)[1].rstrip(")") if "but lr " in label else ""
+        return "Adam + WGAN-GP λ " + label.split("λ ", 1)[1].split(",")[0] + (f", lr {lr}" if lr else "")
     return {"Adam (simultaneous)": "Adam"}.get(label, label.split(",")[0])
 
 
