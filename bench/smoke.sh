@@ -77,6 +77,8 @@ check "python bench/eager_graph.py" "$PY" bench/eager_graph.py --smoke --json "$
 check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$tmp/step_tables.json"
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh (all stages, and the piecewise preset)" bash -c "bash bench/gpu_check.sh --smoke && bash bench/gpu_check.sh --smoke piecewise"
+check "bash bench/gpu_check.sh all --smoke (doctor, kernels, step tables, pinn on the CPU)" \
+    env PYTHON="$PY" bash bench/gpu_check.sh all --smoke
 check "bash bench/tolerance_quality.sh" bash bench/tolerance_quality.sh --smoke
 # bench/demo.sh sets a machine up from nothing, then runs the first two modes above: parse it only.
 check "bash bench/demo.sh (syntax; its modes run above)" bash -n bench/demo.sh
