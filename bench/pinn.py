@@ -239,8 +239,18 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     if args.smoke:
         args.interior, args.per_edge, args.steps, args.warmup = 200, 5, 2, 1
+    threads, dtype = torch.get_num_threads(), torch.get_default_dtype()
     torch.set_num_threads(args.threads)
     torch.set_default_dtype(torch.float64)  # as CPINN's scripts; torch-cgd allocates in the default dtype
+    try:
+        return _run(args)
+    finally:  # a caller in the same process (the tests) gets its settings back
+        torch.set_num_threads(threads)
+        torch.set_default_dtype(dtype)
+
+
+def _run(args: argparse.Namespace) -> int:
+    """The rows, the table and the files of one run (``main`` sets the threads and dtype)."""
     skipped = {name: why for name in args.rows if (why := _available(ROWS[name][1]))}
     names = [n for n in args.rows if n not in skipped]
     for name, why in skipped.items():
