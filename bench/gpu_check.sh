@@ -19,6 +19,9 @@
 #                                               #   the MLP GAN b512 and DCGAN-32 b64 (the trainer's
 #                                               #   default, --eager, Adam, CGDs, bf16), the PINN rows
 #                                               #   (python -m bench.pinn, where it exists)
+#   bash bench/gpu_check.sh icr-cifar           # the ICR paper's CIFAR-10 setting (bench/icr_cifar.sh:
+#                                               #   ACGD vs Adam + WGAN-GP, WGAN-GP's DCGAN, 500 steps,
+#                                               #   CIFAR10_ROOT or a tiny fake set), after the build
 #   bash bench/gpu_check.sh --smoke [STAGES]    # CI without a GPU: checks the stage names, then
 #                                               #   says it needs CUDA (bench/smoke.sh runs each
 #                                               #   stage's entry point in its own smoke mode)
@@ -40,6 +43,7 @@ for a in "$@"; do
 done
 all_stages="build tests eagergraph bn train tables conditional kernels suite fastgamebn diag doctor pinn"
 stages="${args[*]:-$all_stages}"
+all_stages="$all_stages icr"   # icr (the ICR paper's CIFAR-10 setting) runs only when named
 preset="$stages"
 if [ "$stages" = "all" ]; then
     # Ordered so that what a bug report needs comes first, should the 10 minutes run out.
@@ -51,6 +55,7 @@ if [ "$stages" = "piecewise" ]; then
     stages="build tests tables train conditional"
     TESTS="${TESTS:-tests/test_gpu_graphs.py tests/test_piecewise_graph.py tests/test_cg_replay.py tests/test_sync_free.py}"
 fi
+if [ "$stages" = "icr-cifar" ]; then stages="build icr"; fi   # the ICR paper's CIFAR-10 preset
 for s in $stages; do
     [[ " $all_stages " == *" $s "* ]] || { echo "bench/gpu_check.sh: unknown stage '$s'; choose from: $all_stages" >&2; exit 2; }
 done
@@ -195,6 +200,10 @@ if want diag; then
     "$PY" bench/gpu_diag.py || status=1
     echo "## BatchNorm in mixed-HVP passes: native vs fastgame.nn (python bench/batchnorm_hvp.py)"
     "$PY" bench/batchnorm_hvp.py || status=1
+fi
+if want icr; then
+    echo "## the ICR paper's CIFAR-10 setting: ACGD vs Adam + WGAN-GP (bash bench/icr_cifar.sh)"
+    bash bench/icr_cifar.sh "$(mktemp -d)/icr-cifar" || status=1
 fi
 echo "# gpu_check exit status $status"
 exit $status
