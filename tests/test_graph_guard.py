@@ -198,7 +198,7 @@ def test_trainer_warns_once_and_records_the_path_in_config_json(pieces_cls, caus
             step = real_make(opt, *args, **kw)
         step.eager_reason, step.pieces = None, pieces_cls(opt)
         return step
-    monkeypatch.setattr(steppers, "_piecewise_possible", lambda method, example, settings: True)
+    monkeypatch.setattr(steppers, "_piecewise_possible", lambda example, settings: True)
     monkeypatch.setattr(steppers, "make_graphed_step", fake_graphs)
     args = ["--data", "ring8", "--steps", "8", "--batch", "16", "--width", "8", "--eval-samples", "64",
             "--eval-every", "4", "-q"]
