@@ -109,7 +109,8 @@ setup(
     install_requires=["torch>=2.4", "numpy>=1.22", "scikit-learn>=1.0", "matplotlib>=3.5", "tqdm>=4.60",
                       "torchmetrics>=1.4"],  # the image metrics' Fréchet distance
     # gpu: the Triton ops; test: the suite's reference (CGDs) and its Triton-interpreter tests.
-    extras_require={"gpu": ["triton>=3.0"], "test": ["pytest", "CGDs==0.4.5", "triton>=3.0"]},
+    extras_require={"gpu": ["triton>=3.0"], "test": ["pytest", "CGDs==0.4.5", "triton>=3.0"],
+                    "tensorboard": ["tensorboard"]},  # the trainer's RUN_DIR/tensorboard/ scalars
     entry_points={"console_scripts": ["fastgame=fastgame.trainer.cli:entry"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

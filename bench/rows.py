@@ -185,7 +185,10 @@ class FastgameRunner(Runner):
         self.loss_fn = autocast_loss(case.loss_fn, MIXED_DTYPE) if mixed else case.loss_fn
         self.iters: list = []
         self.passes: list[int] = []
-        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol, **({"cg_start": cg_start} if cg_start else {}))
+        # collect_info off, as in the CGDs rows (BCGD defaults to on in both packages: its norms cost
+        # fastgame one more mixed pass a step)
+        kw = dict(lr_max=cfg.lr, lr_min=cfg.lr, tol=tol, atol=atol, collect_info=False,
+                  **({"cg_start": cg_start} if cg_start else {}))
         if graphed:
             row["max_iter"] = max_iter
             self.opt = getattr(fastgame, algo)(max_params=D.parameters(), min_params=G.parameters(), capturable=True,

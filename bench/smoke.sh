@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Every bench entry point and example in its smoke mode, on a CPU, in well under 3 minutes:
 # each must parse its arguments, import everything and run its code path on tiny models
-# (GPU-only ones stop after that with a 'needs CUDA, skipped' line). One line per entry point;
-# on a failure its output follows. Nothing is written into the checkout (files go to a
+# (GPU-only ones stop after that with a 'needs CUDA, skipped' line). A line as each entry point
+# starts and one as it finishes (streamed, in the order they finish); on a failure its output follows. Nothing is written into the checkout (files go to a
 # temporary folder; a change under bench/results/ or examples/ fails the run).
 #
 #   bash bench/smoke.sh                 # in the environment with fastgame's requirements (CI: after .ci/setup.sh)
@@ -23,21 +23,27 @@ tracked() { git status --porcelain -- bench/results examples 2>/dev/null; }
 before="$(tracked)"
 
 # check NAME COMMAND...: start it in the background (at most $jobs at a time; each is one
-# thread), its output, exit status and seconds under $tmp/<n>.
+# thread), its output, seconds and exit status under $tmp/<n>; one line as it starts.
 names=()
+reported=()
 check() {
     local i=$n
     names[$i]="$1"
     shift
     n=$((n + 1))
-    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; done
-    ( t0=$(date +%s); "$@" > "$tmp/$i.log" 2>&1; echo $? > "$tmp/$i.rc"; echo $(( $(date +%s) - t0 )) > "$tmp/$i.s" ) &
+    while [ "$(jobs -rp | wc -l)" -ge "$jobs" ]; do wait -n; report; done
+    printf 'start %s\n' "${names[$i]}"
+    ( t0=$(date +%s); "$@" > "$tmp/$i.log" 2>&1; rc=$?; echo $(( $(date +%s) - t0 )) > "$tmp/$i.s"
+      echo $rc > "$tmp/$i.rc" ) &
 }
 
-# report: one line per entry point, in order; a failure's output follows its line.
+# report: one line for each entry point that finished since the last report, as it finishes; a
+# failure's output follows its line.
 report() {
     local i rc note
     for ((i = 0; i < n; i++)); do
+        [ -n "${reported[$i]:-}" ] || [ ! -f "$tmp/$i.rc" ] && continue
+        reported[$i]=1
         rc=$(cat "$tmp/$i.rc")
         note=""
         grep -q "needs CUDA, skipped" "$tmp/$i.log" && note=" (needs CUDA: arguments and imports checked)"
@@ -62,6 +68,8 @@ check "python -m bench --suite tiny --batchnorm fastgame --models dcgan32" \
     "$PY" -m bench --suite tiny --batchnorm fastgame --models dcgan32 --smoke --out ""
 check "python -m bench --suite gpu" "$PY" -m bench --suite gpu --smoke
 check "python -m bench.solve_start" "$PY" -m bench.solve_start --smoke
+check "python -m bench.pcgd" "$PY" -m bench.pcgd --smoke --out "$tmp/pcgd"
+check "python -m bench.pinn" "$PY" -m bench.pinn --smoke --out "$tmp/pinn"
 check "python bench/kernels.py" "$PY" bench/kernels.py --smoke --json "$tmp/kernels.json"
 check "python bench/batchnorm_hvp.py" "$PY" bench/batchnorm_hvp.py --smoke
 check "python bench/gacgd_cpu.py --sweep" "$PY" bench/gacgd_cpu.py --smoke --sweep --json "$tmp/gacgd.json"
@@ -69,6 +77,8 @@ check "python bench/eager_graph.py" "$PY" bench/eager_graph.py --smoke --json "$
 check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$tmp/step_tables.json"
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh (all stages, and the piecewise preset)" bash -c "bash bench/gpu_check.sh --smoke && bash bench/gpu_check.sh --smoke piecewise"
+check "bash bench/gpu_check.sh all --smoke (doctor, kernels, step tables, pinn on the CPU)" \
+    env PYTHON="$PY" bash bench/gpu_check.sh all --smoke
 check "bash bench/gpu_check.sh icr-cifar (its CPU smoke: bench/icr_cifar.sh on a fake CIFAR-10)" \
     bash -c "bash bench/gpu_check.sh --smoke icr-cifar && bash bench/icr_cifar.sh --smoke"
 check "python -m bench.fake_cifar10" "$PY" -m bench.fake_cifar10 --smoke
@@ -90,6 +100,7 @@ for example in examples/*.py; do
     [ "$example" = examples/demo_summary.py ] && continue  # run by the demo above, on its run folders
     check "python $example" "$PY" "$example" --smoke
 done
+while [ -n "$(jobs -rp)" ]; do wait -n; report; done
 wait
 report
 

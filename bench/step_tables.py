@@ -3,7 +3,7 @@
 Per model (GPU: the MLP GAN b512, DCGAN-32 b64 and b256, DCGAN-64 b64), from the same initial
 models through the same batches, the median step time of:
 
-* ``trainer-acgd``: the trainer's ACGD step (``fastgame.trainer.steppers.make_stepper``, its default
+* ``trainer-acgd``: the trainer's ACGD step (``fastgame.trainer.methods.make_stepper``, its default
   path: piecewise CUDA graphs with exact CG iterations on CUDA, eager elsewhere), with its CG
   iterations k, mixed-HVP passes P and its floor F + P·H (F: one forward + create_graph
   backward, H: one mixed HVP pass, both CUDA-graphed on a GPU; ``bench.measure.measure_floor``);
@@ -40,7 +40,8 @@ import fastgame  # noqa: E402
 from bench.cases import Config, build_case  # noqa: E402
 from bench.measure import gpu_script_parser, measure_floor, script_device  # noqa: E402
 from bench.rows import autocast_loss  # noqa: E402
-from fastgame.trainer import steppers  # noqa: E402
+from fastgame.trainer.batches import Batch  # noqa: E402
+from fastgame.trainer.methods import make_stepper  # noqa: E402
 from fastgame.graphs import with_run_settings  # noqa: E402
 
 GPU = [Config("mlp", 512, 128, 1e-3), Config("dcgan32", 64, 64, 1e-4), Config("dcgan32", 256, 64, 1e-4),
@@ -76,7 +77,7 @@ def _flat(*ms) -> torch.Tensor:
 
 def _stepper(name: str, G, D, loss_fn, cfg: Config, example, tol: float, eager: bool):
     settings = {} if name == "adam" else {"tol": tol}
-    return steppers.make_stepper(name, G, D, CaseLosses(loss_fn, G, D), cfg.lr, cfg.lr, example=example,
+    return make_stepper(name, G, D, CaseLosses(loss_fn, G, D), cfg.lr, cfg.lr, example=example,
                                  eager=eager, **settings)
 
 
@@ -84,7 +85,7 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, d
     G, D = copy.deepcopy(case.G), copy.deepcopy(case.D)
     real0, z0 = case.batches[0]
     t = torch.zeros(real0.shape[0], device=device)
-    example = (torch.empty_like(real0), torch.empty_like(z0), torch.empty_like(t))
+    example = Batch(torch.empty_like(real0), torch.empty_like(z0), torch.empty_like(t))
     loss_fn = autocast_loss(case.loss_fn, torch.bfloat16) if name.endswith("bf16") else case.loss_fn
     opt, stepper = None, None
     if name == "cgds":
@@ -104,7 +105,7 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, d
         _sync(device)
         t0 = time.perf_counter()
         if stepper is not None:
-            stepper.step(real, z, t)
+            stepper.step([Batch(real, z, t)])
         elif name == "step-closure":
             opt.step(lambda: loss_fn(G, D, real, z))
         elif stream is not None:
@@ -121,12 +122,7 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, d
                 passes.append(int(info["hvp_passes"]))
                 replayed.append(int(info.get("cg_replays", info["iter_num"])))
                 graphed.append(bool(info.get("cg_graphed", "cg_replays" in info)))
-    path = None
-    if stepper is not None and getattr(stepper, "_graphed", None) is not None:
-        g = stepper._graphed
-        path = "piecewise graphs" if g.graphs else f"eager ({g.eager_reason})"
-    elif stepper is not None and name != "trainer-adam":
-        path = "eager"
+    path = getattr(stepper, "path", None) if name != "trainer-adam" else None
     row = {"config": cfg.label, "optimizer": name, "ms_median": statistics.median(ms), "ms_min": min(ms),
            "k": statistics.fmean(iters) if iters else None, "passes": statistics.fmean(passes) if passes else None,
            "replays": statistics.fmean(replayed) if replayed else None,

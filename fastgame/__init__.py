@@ -1,8 +1,8 @@
-"""fastgame: fast optimizers for two-player differentiable games in PyTorch."""
+"""fastgame: fast optimizers for differentiable games (two players, or n with PCGD) in PyTorch."""
 from .ops import backends, get_backend, set_backend
 from .graphs import cuda_stream, graphed_step, make_graphed_step
-from .optim import (ACGD, BCGD, BestResponseManifold, DYNAMICS, GACGD, LEAD, OGDA, SGA, AltAdam, AltGD, ConsensusOptimization, ExtraAdam,
-                    Extragradient, GameOptimizer, HamiltonianGradient, OptimisticAdam, ProximalTraining, SimAdam,
+from .optim import (ACGD, APCGD, BCGD, BestResponseManifold, DYNAMICS, GACGD, LEAD, OGDA, SGA, AltAdam, AltGD, ConsensusOptimization, ExtraAdam,
+                    Extragradient, GameOptimizer, HamiltonianGradient, OptimisticAdam, PCGD, ProximalTraining, SimAdam,
                     SimGD)
 
 from . import diagnostics, games, losses, nn
@@ -12,6 +12,6 @@ _install_moved()  # the trainer modules' old paths (fastgame.models, ...): see f
 
 __version__ = "0.1.0"
 
-__all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
-           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "ProximalTraining", "SGA", "SimAdam", "SimGD",
+__all__ = ["ACGD", "APCGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
+           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "PCGD", "ProximalTraining", "SGA", "SimAdam", "SimGD",
            "backends", "cuda_stream", "diagnostics", "games", "losses", "get_backend", "graphed_step", "make_graphed_step", "nn", "set_backend"]

@@ -1,7 +1,7 @@
-"""Old import paths of the trainer's modules, which lived at the top of the package before
-they moved into :mod:`fastgame.trainer`: ``import fastgame.models`` (the path the README
-named), ``from fastgame import data`` or ``fastgame.optim.registry`` in a user's script keep
-working and give the very module object of the new path. Nothing is imported until asked
+"""Old import paths: the trainer's modules, which lived at the top of the package before
+they moved into :mod:`fastgame.trainer`, and two renamed library modules. ``import
+fastgame.models`` (the path the README named), ``from fastgame import data`` or
+``fastgame.optim.registry`` in a user's script keep working and give the very module object of the new path. Nothing is imported until asked
 for, so ``import fastgame`` stays the library alone."""
 from __future__ import annotations
 
@@ -15,6 +15,10 @@ MOVED = {f"fastgame.{name}": f"fastgame.trainer.{name}" for name in
          ("cli", "train", "compare", "probe", "config", "evaluation", "metrics", "data", "steppers",
           "checkpoint", "plots", "models")}
 MOVED["fastgame.optim.registry"] = "fastgame.trainer.methods"
+# Renamed library modules (the backend table; the textbook dynamics, which shared a file name
+# with optim/dynamics.py).
+MOVED["fastgame.ops.registry"] = "fastgame.ops.backends"
+MOVED["fastgame.games.dynamics"] = "fastgame.games.textbook_gda"
 
 
 class _Alias(importlib.abc.MetaPathFinder, importlib.abc.Loader):

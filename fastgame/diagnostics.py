@@ -35,7 +35,7 @@ from torch import Tensor
 from .linalg.arnoldi import arnoldi_eigenvalues
 from .linalg.flat import flatten, split_like
 from .games.base import Game
-from .games.dynamics import SimGD
+from .games.textbook_gda import SimGD
 from .linalg.hvp import mixed_hvp
 
 __all__ = [

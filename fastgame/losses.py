@@ -31,14 +31,14 @@ gradient is taken of the summed outputs.
 from __future__ import annotations
 
 import math
-from typing import Callable, NamedTuple, Optional
+from typing import Callable, NamedTuple, Optional, Sequence, Union
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 __all__ = [
-    "GANLoss", "LOSSES", "ZERO_SUM_LOSSES", "get_loss",
+    "GANLoss", "LOSSES", "ZERO_SUM_LOSSES", "get_loss", "MultiGANLoss", "multi_discriminator",
     "standard", "non_saturating", "wgan", "hinge", "least_squares",
     "rsgan", "rasgan", "ralsgan", "rahinge",
     "input_gradient", "r1_penalty", "r2_penalty", "wgan_gp_penalty", "relu_gp_penalty", "instance_noise",
@@ -196,6 +196,41 @@ def get_loss(name: str) -> Callable[[Tensor, Tensor], GANLoss]:
     except KeyError:
         raise ValueError(f"unknown GAN loss {name!r}; choose one of {sorted(LOSSES)}") from None
 
+
+# ---- one generator against several discriminators -----------------------------------------
+class MultiGANLoss(NamedTuple):
+    """The losses of one batch of a GAN with one generator and K discriminators."""
+
+    generator: Tensor
+    """Loss the generator minimises: the mean of its losses against each discriminator."""
+    discriminators: tuple[Tensor, ...]
+    """Loss each discriminator minimises, in order."""
+
+    def per_player(self) -> tuple[Tensor, ...]:
+        """(generator, discriminator 1, …, K): one loss per player, in the order
+        :class:`fastgame.PCGD` takes the players (generator first)."""
+        return (self.generator, *self.discriminators)
+
+
+def multi_discriminator(loss: Union[str, Callable[[Tensor, Tensor], GANLoss]], d_reals: Sequence[Tensor],
+                        d_fakes: Sequence[Tensor]) -> MultiGANLoss:
+    """One generator against K ≥ 1 discriminators, each seeing the same real and generated
+    batches ("Generative Multi-Adversarial Networks", Durugkar, Gemp & Mahadevan, ICLR 2017,
+    with the mean of the discriminators' feedback as the generator's loss).
+
+    ``loss`` is a loss of this module or its name; ``d_reals[k]``, ``d_fakes[k]`` are
+    discriminator k's raw outputs on the real and the generated batch.
+    """
+    fn = get_loss(loss) if isinstance(loss, str) else loss
+    if isinstance(d_reals, Tensor) or isinstance(d_fakes, Tensor):
+        raise ValueError("d_reals and d_fakes are sequences of tensors, one per discriminator")
+    d_reals, d_fakes = list(d_reals), list(d_fakes)
+    if not d_reals or len(d_reals) != len(d_fakes):
+        raise ValueError(f"one real and one fake output per discriminator: got {len(d_reals)} real and "
+                         f"{len(d_fakes)} fake outputs (at least one discriminator)")
+    each = [fn(r, f) for r, f in zip(d_reals, d_fakes)]
+    generator = torch.stack([out.generator for out in each]).mean()
+    return MultiGANLoss(generator, tuple(out.discriminator for out in each))
 
 # ---- penalties ------------------------------------------------------------------------
 def _check_weight(name: str, value: float) -> None:

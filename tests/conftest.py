@@ -23,3 +23,32 @@ def fastgame_cache(tmp_path_factory):
         del os.environ["FASTGAME_CACHE"]
     else:
         os.environ["FASTGAME_CACHE"] = old
+
+
+HEARTBEAT_S = 30.0
+"""A test still running after this many seconds gets a line saying so (and again every period),
+so that a slow file's line is never silent for longer (the default output prints a dot per
+finished test only)."""
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item, nextitem):
+    import threading
+    import time
+    reporter = item.config.pluginmanager.get_plugin("terminalreporter")
+    done = threading.Event()
+
+    def beat() -> None:
+        start = time.monotonic()
+        while not done.wait(HEARTBEAT_S):
+            reporter.write_line(f"  ... {item.nodeid} still running ({time.monotonic() - start:.0f} s)")
+
+    thread = threading.Thread(target=beat, daemon=True) if reporter is not None else None
+    if thread is not None:
+        thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        if thread is not None:
+            thread.join()

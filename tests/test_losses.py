@@ -230,3 +230,31 @@ def test_bad_penalty_inputs_raise(bad):
     w, D = linear_critic((2,))
     with pytest.raises(ValueError):
         bad(D, torch.randn(4, 2, dtype=torch.float64))
+
+
+# ---- one generator against K discriminators -------------------------------------------------
+@pytest.mark.parametrize("name", ["standard", "wgan", "non_saturating"])
+def test_multi_discriminator_losses_are_each_discriminators_and_their_mean(name):
+    g = torch.Generator().manual_seed(0)
+    reals = [torch.randn(8, generator=g, dtype=torch.float64) for _ in range(3)]
+    fakes = [torch.randn(8, generator=g, dtype=torch.float64) for _ in range(3)]
+    out = L.multi_discriminator(name, reals, fakes)
+    each = [L.get_loss(name)(r, f) for r, f in zip(reals, fakes)]
+    assert len(out.discriminators) == 3
+    for got, want in zip(out.discriminators, each):
+        assert torch.equal(got, want.discriminator)
+    torch.testing.assert_close(out.generator, sum(w.generator for w in each) / 3)
+    assert out.per_player()[0] is out.generator and out.per_player()[1:] == out.discriminators
+    assert torch.equal(L.multi_discriminator(L.get_loss(name), reals, fakes).generator, out.generator)
+
+
+def test_multi_discriminator_refuses_mismatched_outputs():
+    x = torch.randn(4)
+    with pytest.raises(ValueError, match="one real and one fake output per discriminator"):
+        L.multi_discriminator("wgan", [x, x], [x])
+    with pytest.raises(ValueError, match="at least one discriminator"):
+        L.multi_discriminator("wgan", [], [])
+    with pytest.raises(ValueError, match="sequences of tensors"):
+        L.multi_discriminator("wgan", x, x)
+    with pytest.raises(ValueError, match="unknown GAN loss"):
+        L.multi_discriminator("nope", [x], [x])

@@ -22,6 +22,7 @@ if not torch.cuda.is_available():  # must precede the first import of the Triton
 import fastgame  # noqa: E402
 from fastgame import ops  # noqa: E402
 from fastgame.ops import _ext, _triton, reference  # noqa: E402
+from fastgame.ops.selfcheck import TOLERANCES  # noqa: E402  (the doctor reads the same table)
 from tests.helpers import flat  # noqa: E402
 
 REQUIRE_CPP = os.environ.get("FASTGAME_REQUIRE_CPP", "") not in ("", "0")
@@ -74,15 +75,11 @@ def cases(fn):
     return pytest.mark.parametrize("impl, n, dtype", params, indirect=["impl"])(fn)
 
 
-def _tol(dtype):
-    return dict(rtol=2e-6, atol=1e-30) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-300)
-
-
 def assert_vec(actual, expected, dtype):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     scale = expected.abs().max().item() if expected.numel() else 0.0
-    tol = _tol(dtype)
-    torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["rtol"] * scale + tol["atol"])
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(actual, expected, rtol=tol.rtol, atol=tol.rtol * scale + tol.atol)
 
 
 def assert_dot(actual, a, b, dtype):
@@ -90,8 +87,7 @@ def assert_dot(actual, a, b, dtype):
     assert actual.dim() == 0 and actual.dtype == dtype
     exact = torch.dot(a.double(), b.double())
     bound = (a.double().abs() * b.double().abs()).sum()
-    rtol = 1e-5 if dtype == torch.float32 else 1e-13
-    assert abs(actual.double().item() - exact.item()) <= rtol * bound.item() + 1e-300
+    assert abs(actual.double().item() - exact.item()) <= TOLERANCES[dtype].dot_rtol * bound.item() + 1e-300
 
 
 def _vecs(k, n, dtype, device, seed=0):
@@ -311,6 +307,38 @@ def test_kernel_modules_follow_the_interface():
             fn, twin = getattr(backend.module, op), getattr(reference, op)
             assert inspect.signature(fn) == inspect.signature(twin) and fn.__doc__ == twin.__doc__
     assert inspect.signature(ops.cg_step_) == inspect.signature(reference.cg_step_)
+
+
+def test_ops_are_written_out_as_the_schema_list():
+    """Each module defines the ops with ``def`` (a reader and an IDE find them), exactly the
+    schema list's names in its order; none is made at run time (no ``globals()`` update)."""
+    import ast
+    import inspect
+    from fastgame.ops.schemas import SCHEMAS
+    names = tuple(s.name for s in SCHEMAS)
+    assert ops.OPS == names
+    for module in (reference, _ext, _triton, ops):
+        tree = ast.parse(inspect.getsource(module))
+        defined = tuple(n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
+        assert tuple(n for n in defined if n in names) == names, module  # each once, with def, in order
+        assert "globals()" not in inspect.getsource(module)
+        for name in names:
+            assert getattr(module, name).__module__ == module.__name__
+    methods = next(n for n in ast.parse(inspect.getsource(ops)).body if isinstance(n, ast.ClassDef) and n.name == "Ops")
+    assert tuple(n.name for n in methods.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")) == names
+    for name in names:
+        assert inspect.signature(getattr(ops.dispatch("torch"), name)) == inspect.signature(getattr(reference, name))
+
+
+def test_an_op_must_match_its_twin():
+    from fastgame.ops.interface import op
+    with pytest.raises(ValueError, match="not a fused op"):
+        op(lambda x: x)
+
+    def cg_matvec(p, sqrt_eta):  # a parameter short
+        return p
+    with pytest.raises(TypeError, match="differs from its twin cg_matvec"):
+        op(cg_matvec)
 
 
 def test_cpp_required_in_ci():

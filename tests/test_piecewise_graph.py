@@ -310,13 +310,15 @@ def test_cg_pieces_needs_a_capturable_optimizer():
 
 # ---- the trainer's stepper ---------------------------------------------------------------------
 from fastgame.trainer import steppers  # noqa: E402
-from fastgame.trainer.config import ConfigError, TrainConfig, _check_settings  # noqa: E402
+from fastgame.trainer.batches import Batch  # noqa: E402
+from fastgame.trainer.config import ConfigError, TrainConfig, check  # noqa: E402
+from fastgame.trainer.methods import make_stepper  # noqa: E402
 
 
 def _stepper(G, D, **kw):
     losses = steppers.GameLosses(G, D, "standard", None, 10.0)
-    example = (torch.zeros(32, 2), torch.zeros(32, 3), torch.zeros(32))
-    return steppers.make_stepper("acgd", G, D, losses, 1e-2, 1e-2, example=example, **kw)
+    example = Batch(torch.zeros(32, 2), torch.zeros(32, 3), torch.zeros(32))
+    return make_stepper("acgd", G, D, losses, 1e-2, 1e-2, example=example, **kw)
 
 
 def test_trainer_on_cpu_steps_eagerly_as_before():
@@ -332,17 +334,20 @@ def test_trainer_piecewise_stepper_equals_eager_and_resumes_either_way(monkeypat
     G, D, batches = make_case(steps=8)
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
     eager = _stepper(G, D)
-    monkeypatch.setattr(steppers, "_piecewise_possible", lambda method, example, settings: True)
+    monkeypatch.setattr(steppers, "_piecewise_possible", lambda example, settings: True)
     with pytest.warns(UserWarning, match="CUDA graphs need CUDA"):
         graphed = _stepper(G2, D2)
-    assert isinstance(graphed._graphed, PiecewiseGraphedStep) and graphed.opt.capturable
+    inner = graphed._graphed.graphed  # inside the first-replay check (tests/test_graph_guard.py)
+    assert isinstance(inner, PiecewiseGraphedStep) and graphed.opt.capturable
     assert graphed.opt.param_groups[0]["max_iter"] == max(sum(p.numel() for p in m.parameters()) for m in (D, G))
-    graphed._graphed.eager_reason, graphed._graphed.pieces = None, ThreadPieces(graphed.opt)
+    inner.eager_reason, inner.pieces = None, ThreadPieces(graphed.opt)
     t = torch.full((32,), 0.5)
     for real, z in batches[:4]:
-        out_e, out_g = eager.step(real, z, t), graphed.step(real, z, t)
+        out_e, out_g = eager.step([Batch(real, z, t)]), graphed.step([Batch(real, z, t)])
         assert out_g[2] == out_e[2] and out_g[3] == out_e[3]  # CG iterations, HVP passes
     assert torch.equal(flat(D2, G2), flat(D, G)) and graphed._graphed.graphs
+    assert graphed._graphed.verified == set(graphed._graphed.graphs)  # 3 warm-ups, then one checked capture
+    assert graphed.path.startswith("piecewise CUDA graphs") and not graphed.notices
     # the eager stepper resumes from the piecewise one's checkpoint and the other way round
     sd_e, sd_g = eager.state_dict(), graphed.state_dict()
     G3, D3, G4, D4 = (copy.deepcopy(m) for m in (G, D, G, D))
@@ -350,26 +355,26 @@ def test_trainer_piecewise_stepper_equals_eager_and_resumes_either_way(monkeypat
     eager2 = _stepper(G3, D3)
     eager2.load_state_dict(sd_g)
     assert not eager2.opt.capturable and eager2.opt.param_groups[0]["max_iter"] is None
-    monkeypatch.setattr(steppers, "_piecewise_possible", lambda method, example, settings: True)
+    monkeypatch.setattr(steppers, "_piecewise_possible", lambda example, settings: True)
     with pytest.warns(UserWarning):
         graphed2 = _stepper(G4, D4)
     graphed2.load_state_dict(sd_e)
     assert graphed2.opt.capturable
     for real, z in batches[4:]:
-        eager.step(real, z, t), eager2.step(real, z, t), graphed2.step(real, z, t)
+        eager.step([Batch(real, z, t)]), eager2.step([Batch(real, z, t)]), graphed2.step([Batch(real, z, t)])
     assert torch.equal(flat(D3, G3), flat(D, G)) and torch.equal(flat(D4, G4), flat(D, G))
 
 
 def test_eager_and_graphed_options_exclude_each_other():
     with pytest.raises(ConfigError, match="--graphed and --eager"):
-        _check_settings(TrainConfig(optimizer="acgd", graphed=True, eager=True, max_iter=4))
-    _check_settings(TrainConfig(optimizer="acgd", eager=True))
+        check(TrainConfig(optimizer="acgd", graphed=True, eager=True, max_iter=4))
+    check(TrainConfig(optimizer="acgd", eager=True))
 
 
 def test_cli_eager_option_reaches_the_config():
-    from fastgame.trainer.cli import _config, build_parser
-    assert _config(build_parser().parse_args(["train", "--eager"])).eager is True
-    assert _config(build_parser().parse_args(["train"])).eager is False
+    from fastgame.trainer.cli import _settings, build_parser
+    assert TrainConfig(**_settings(build_parser().parse_args(["train", "--eager"]))).eager is True
+    assert TrainConfig(**_settings(build_parser().parse_args(["train"]))).eager is False
 
 
 def test_split_capture_cuts_the_step_at_its_cg_loop():

@@ -9,7 +9,8 @@ import pytest
 
 from fastgame.trainer import probe
 from fastgame.trainer.checkpoint import CheckpointError
-from fastgame.trainer.train import ConfigError, TrainConfig, train
+from fastgame.trainer.config import ConfigError, TrainConfig
+from fastgame.trainer.train import train
 
 
 def _digest(path: str) -> str:

@@ -282,9 +282,11 @@ def test_momentum_error_names_momentum():
         fastgame.BCGD([a], [b], momentum=1.0)
 
 
-def test_get_info_before_any_step_is_empty_and_silent(capsys):
+def test_get_info_before_any_step_is_the_references_and_silent(capsys):
+    """Before a step, info holds CGDs 0.4.5's initial entries (CGDs' get_info also prints a warning)."""
     x, y, A, opt = make(fastgame.ACGD)
-    assert opt.get_info() == {}
+    assert opt.get_info() == {"grad_x": None, "grad_y": None, "hvp_x": None, "hvp_y": None, "cg_x": None,
+                              "cg_y": None, "time": 0, "iter_num": 0}
     assert capsys.readouterr().out == ""
 
 

@@ -6,7 +6,9 @@ import torch
 from torch import nn
 
 from fastgame import losses as L
-from fastgame.trainer.steppers import ADAM_BETAS, OPTIMIZERS, GameLosses, make_stepper
+from fastgame.trainer.batches import Batch
+from fastgame.trainer.methods import ADAM_BETAS, METHODS, make_stepper
+from fastgame.trainer.steppers import GameLosses
 
 
 def _models(seed: int) -> tuple[nn.Module, nn.Module]:
@@ -32,7 +34,7 @@ def test_adam_stepper_is_the_torch_loop(penalty, alternating):
     for _ in range(5):
         real, z, t = torch.randn(16, 2, generator=g).double(), torch.randn(16, 3, generator=g).double(), \
             torch.rand(16, generator=g).double()
-        stepper.step(real, z, t)
+        stepper.step([Batch(real, z, t)])
 
         fake = G_ref(z)
         out = loss(D_ref(real), D_ref(fake))
@@ -73,8 +75,8 @@ def test_eager_counts_stay_on_the_host(name):
     G, D = _models(0)
     stepper = make_stepper(name, G, D, GameLosses(G, D, "standard", None, 0.0), 1e-2, 1e-2)
     g = torch.Generator().manual_seed(1)
-    d, gl, it, hp = stepper.step(torch.randn(16, 2, generator=g).double(), torch.randn(16, 3, generator=g).double(),
-                                 torch.rand(16, generator=g).double())
+    d, gl, it, hp = stepper.step([Batch(torch.randn(16, 2, generator=g).double(),
+                                        torch.randn(16, 3, generator=g).double(), torch.rand(16, generator=g).double())])
     assert isinstance(d, torch.Tensor) and isinstance(gl, torch.Tensor)
     assert not isinstance(it, torch.Tensor) and not isinstance(hp, torch.Tensor), (it, hp)
     assert (it > 0) == (name in ("acgd", "gacgd"))
@@ -86,7 +88,8 @@ def test_registry_settings_come_from_the_classes():
     not take is refused by make_stepper, one it takes reaches the optimizer."""
     import fastgame
     from fastgame.trainer import methods as registry
-    assert tuple(registry.METHODS) == OPTIMIZERS and OPTIMIZERS[:5] == ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
+    assert tuple(registry.METHODS)[:5] == ("acgd", "bcgd", "gacgd", "adam", "adam-alt")
+    assert [m.name for m in METHODS.values() if m.solves] == ["acgd", "bcgd", "gacgd"]
     for m in registry.METHODS.values():
         assert m.settings == (frozenset(m.cls.hyperparameters) if hasattr(m.cls, "hyperparameters")
                               else frozenset(registry.METHODS["adam"].settings))

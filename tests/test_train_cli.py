@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import hashlib
 import json
 import os
@@ -12,7 +13,9 @@ import torch
 
 from fastgame.trainer import train as train_mod
 from fastgame.trainer.cli import main
-from fastgame.trainer.steppers import OPTIMIZERS
+from fastgame.trainer import config as config_mod
+from fastgame.trainer.methods import METHODS
+from fastgame.trainer.models import build_models
 
 TINY = ["--steps", "4", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "2",
         "--checkpoint-every", "2", "-q"]
@@ -127,10 +130,10 @@ def test_interrupted_run_resumes_bit_exact(tmp_path, monkeypatch):
     assert main(["train", "--out", str(tmp_path / "full")] + args) == 0
     real_evaluate = train_mod.Run._evaluate
 
-    def crash_at_5(self, window):
+    def crash_at_5(self):
         if self.step == 5:
             raise KeyboardInterrupt
-        return real_evaluate(self, window)
+        return real_evaluate(self)
 
     monkeypatch.setattr(train_mod.Run, "_evaluate", crash_at_5)
     assert main(["train", "--out", str(tmp_path / "cut")] + args) == 130
@@ -149,17 +152,19 @@ def test_killed_run_resumes_its_metrics_window(tmp_path, monkeypatch):
     args = ["--data", "ring8", "--batch", "16", "--width", "8", "--eval-samples", "64", "--eval-every", "4",
             "--checkpoint-every", "3", "--steps", "8", "-q"]
     assert main(["train", "--out", str(tmp_path / "full")] + args) == 0
-    real_step = train_mod.Run._to_device
+    from fastgame.trainer.batches import BatchSource
+    real_next, drawn = BatchSource.next, []
 
-    def crash_at_7(self, x):
-        if self.step == 7:
+    def crash_at_7(self, d_steps=1):  # while drawing the batch of the step after step 7
+        drawn.append(1)
+        if len(drawn) == 8:
             raise KeyboardInterrupt
-        return real_step(self, x)
+        return real_next(self, d_steps)
 
-    monkeypatch.setattr(train_mod.Run, "_to_device", crash_at_7)
+    monkeypatch.setattr(BatchSource, "next", crash_at_7)
     assert main(["train", "--out", str(tmp_path / "cut")] + args) == 130
     assert _state(tmp_path / "cut")["step"] == 6
-    monkeypatch.setattr(train_mod.Run, "_to_device", real_step)
+    monkeypatch.setattr(BatchSource, "next", real_next)
     assert main(["train", "--resume", str(tmp_path / "cut"), "-q"]) == 0
     assert sorted(_json_rows(tmp_path / "cut")) == [4, 8]
     _assert_same_rows(tmp_path / "full", tmp_path / "cut")
@@ -240,7 +245,7 @@ def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
     ("acgd:cg_start=cold", "cg_start must be one of warm, zero, recycle, got 'cold'"),
     ("adam:cg_start=zero", "cg_start sets the CG solve of acgd and bcgd, not adam"),
     ("acgd:tol=x", "tol must be a number"),
-    ("acgd:start=zero", "key one of lr_d, lr_g, tol, max_iter, cg_start"),
+    ("acgd:start=zero", "key one of penalty, penalty_weight, d_steps, lr_d, lr_g, tol, max_iter, cg_start, betas"),
     ("extragradient:tol=1e-6", "tol sets the CG/GMRES solve of acgd, bcgd and gacgd, not extragradient"),
     ("adam:max_iter=4", "max_iter sets the CG/GMRES solve of acgd, bcgd and gacgd, not adam"),
 ])
@@ -291,14 +296,14 @@ def test_run_folder_older_than_batchnorm_resumes_with_native_layers(tmp_path):
     assert main(["train", "--data", "digits", "--image-size", "16", "--batchnorm", "native", "--out", str(old)]
                 + TINY) == 0
     cfg = _written_before(old, "batchnorm")
-    run = train_mod.prepare(train_mod.TrainConfig(), resume=str(old), steps=6)
+    run = train_mod.prepare(config_mod.TrainConfig(), resume=str(old), steps=6)
     norms = [m for m in run.G.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     assert norms and not any(isinstance(m, BatchNorm) for m in run.G.modules())
     want = {k: v for k, v in cfg.items() if k not in ("out", "extra")}
     data = load_dataset("digits", 16)
-    _check_same_setting(str(old), train_mod.TrainConfig(**{**want, "batchnorm": "native"}), data)
-    with pytest.raises(train_mod.ConfigError, match=r"other settings \(batchnorm\)"):
-        _check_same_setting(str(old), train_mod.TrainConfig(**want), data)
+    _check_same_setting(str(old), config_mod.TrainConfig(**{**want, "batchnorm": "native"}), data)
+    with pytest.raises(config_mod.ConfigError, match=r"other settings \(batchnorm\)"):
+        _check_same_setting(str(old), config_mod.TrainConfig(**want), data)
     assert main(["train", "--resume", str(old), "--steps", "6", "-q"]) == 0
     assert [int(r["step"]) for r in _rows(old)] == [2, 4, 6]
 
@@ -379,7 +384,7 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
         assert f"{flag} sets the CG/GMRES solve of acgd, bcgd and gacgd, not " in err, err
 
 
-@pytest.mark.parametrize("optimizer", [n for n in OPTIMIZERS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt")])
+@pytest.mark.parametrize("optimizer", [n for n in METHODS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt")])
 def test_train_every_game_dynamics(tmp_path, optimizer):
     """`fastgame train --optimizer NAME` takes every method of fastgame.optim.DYNAMICS."""
     out = tmp_path / "run"
@@ -397,13 +402,13 @@ def test_image_models_batchnorm(batchnorm):
     from fastgame.trainer.data import load_dataset
     from fastgame.nn import BatchNorm
 
-    cfg = train_mod.resolve(train_mod.TrainConfig(data="digits", optimizer="acgd", steps=1, batch=8, out="x",
+    cfg = config_mod.resolve(config_mod.TrainConfig(data="digits", optimizer="acgd", steps=1, batch=8, out="x",
                                                   batchnorm=batchnorm), load_dataset("digits"))
-    G, D = train_mod.build_models(cfg, load_dataset("digits"))
+    G, D = build_models(cfg, load_dataset("digits"))
     kinds = {type(m) for m in list(G.modules()) + list(D.modules()) if "BatchNorm" in type(m).__name__}
     assert kinds == ({BatchNorm} if batchnorm == "fastgame" else {torch.nn.BatchNorm2d})
     if batchnorm == "fastgame":  # the same models as torch's layers give (native against itself proves nothing)
-        native = train_mod.build_models(train_mod.dataclasses.replace(cfg, batchnorm="native"), load_dataset("digits"))
+        native = build_models(dataclasses.replace(cfg, batchnorm="native"), load_dataset("digits"))
         assert [k for k, _ in G.state_dict().items()] == [k for k, _ in native[0].state_dict().items()]
         z = torch.randn(8, cfg.latent)
         torch.testing.assert_close(G(z), native[0](z))
@@ -416,4 +421,4 @@ def test_image_models_batchnorm(batchnorm):
 def test_default_run_folder(data, folder):
     """The default run folder names an on-disk data set by its kind (mnist:/d/tv and
     cifar10:/d/tv do not share fastgame-runs/tv-...), a file or folder by its name."""
-    assert train_mod.default_out(train_mod.TrainConfig(data=data)) == os.path.join("fastgame-runs", folder)
+    assert config_mod.default_out(config_mod.TrainConfig(data=data)) == os.path.join("fastgame-runs", folder)

@@ -52,7 +52,8 @@ def test_two_gloo_processes_equal_one_process(tmp_path, optimizer):
         for name in a[k]:
             torch.testing.assert_close(b[k][name], a[k][name], rtol=1e-6, atol=1e-8, msg=f"{k}.{name}")
     # ...and training moved them (the comparison is not between two untouched initialisations).
-    from fastgame.trainer.train import TrainConfig, prepare
+    from fastgame.trainer.config import TrainConfig
+    from fastgame.trainer.train import prepare
     init = prepare(TrainConfig(data="ring8", width=8, batch=16, dtype="float64", out=str(tmp_path / "init")))
     assert any(not torch.equal(init.G.state_dict()[n], a["G"][n]) for n in a["G"])
 

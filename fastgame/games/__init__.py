@@ -1,4 +1,5 @@
-"""Two-player games with known answers, and the simple game dynamics they are compared on.
+"""Games with known answers (two players; n players in :mod:`.polymatrix`), and the simple
+game dynamics they are compared on.
 
 Every game is an ``nn.Module`` with ``max_params``, ``min_params``, the zero-sum ``loss()``
 (max player maximises, min player minimises — what fastgame's optimizers take) and
@@ -6,13 +7,16 @@ Every game is an ``nn.Module`` with ``max_params``, ``min_params``, the zero-sum
 """
 from .base import Game, PlayerLosses
 from .dirac import DiracGAN, gaussian_points
-from .dynamics import AltGD, SimGD
+from .textbook_gda import AltGD, SimGD
 from .gan import GAN
 from .gaussian_location import GaussianLocationGame
 from .mixtures import GaussianMixture, MixtureMetrics
+from .poisson import CompetitivePoisson
+from .polymatrix import CyclicBilinear, PolymatrixGame, monotone_quadratic
 from .toy import Bilinear, ICRQuadratic
 
 __all__ = [
-    "AltGD", "Bilinear", "DiracGAN", "GAN", "Game", "GaussianLocationGame", "GaussianMixture",
-    "ICRQuadratic", "MixtureMetrics", "PlayerLosses", "SimGD", "gaussian_points",
+    "AltGD", "Bilinear", "CompetitivePoisson", "CyclicBilinear", "DiracGAN", "GAN", "Game", "GaussianLocationGame",
+    "GaussianMixture", "ICRQuadratic", "MixtureMetrics", "PlayerLosses", "PolymatrixGame", "SimGD", "gaussian_points",
+    "monotone_quadratic",
 ]

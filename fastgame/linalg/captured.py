@@ -36,6 +36,11 @@ from .distributed import is_data_parallel
 from .hvp import MixedHVP
 
 
+def capturing() -> bool:
+    """Whether a CUDA graph is being captured on the current stream (nothing may be read)."""
+    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+
+
 def cuda_device(device: torch.device) -> torch.device:
     """``device`` with its index filled in (``cuda`` -> ``cuda:<current>``)."""
     return device if device.index is not None else torch.device("cuda", torch.cuda.current_device())

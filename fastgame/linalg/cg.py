@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 
 from .. import ops
-from .captured import CGPieces, IterationReplay
+from .cg_drivers import HOST_CHECKED, CGDriver
 from .hvp import MixedHVP
 
 
@@ -39,6 +39,7 @@ class CGDSolution:
     iterations: Union[int, Tensor]     # host int when counted on the host, else a device tensor
     residual_sq: Tensor                # ‖r‖² when CG stopped
     rhs_sq: Tensor                     # ‖rhs‖²
+    coupling: Optional[Tensor] = None  # D_ab η_b g_b, the mixed product in the right-hand side
 
 
 class LinearSystem(Protocol):
@@ -87,54 +88,43 @@ class CGDSystem:
 
 def solve_cgd(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: Sequence[Preconditioner],
               w0: Optional[Tensor], tol: float, atol: float, max_iter: Optional[int] = None,
-              check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None,
-              deflation: Optional[Deflation] = None, pieces: Optional[CGPieces] = None) -> CGDSolution:
+              driver: CGDriver = HOST_CHECKED, fused: Any = ops, deflation: Optional[Deflation] = None) -> CGDSolution:
     """Solve for player ``solve`` by conjugate gradients and back-substitute the other.
 
     ``w0`` is the warm start (None: zero). CG stops when ‖r‖² < tol·‖rhs‖² or ‖r‖² < atol,
     after ``max_iter`` iterations (None: the system size, as the reference), or on a
     non-finite residual (the caller's finiteness check then reports it).
 
-    ``check_every`` sets how often the convergence test reads the device: 1 (every
-    iteration), c > 1 (every c iterations; iterations after convergence are no-ops), or
-    None (never: exactly ``max_iter`` masked iterations, for CUDA graphs). All give the
-    same result; ``iterations`` is then a device tensor counting the effective ones.
+    ``driver`` runs the iterations (:mod:`fastgame.linalg.cg_drivers`, chosen by
+    :func:`~fastgame.linalg.cg_drivers.cg_driver`): the test read on the host every iteration
+    (the default), every c iterations or never (masked iterations, for CUDA graphs), replayed
+    from a CUDA graph captured at the first iteration, or handed to the pieces of a
+    piecewise-graphed step. All give the same result; ``iterations`` is a host int where the
+    driver counts on the host, else a device tensor counting the effective ones.
     ``fused`` provides the fused vector ops (default: :mod:`fastgame.ops` under the
     process-wide backend; an optimizer passes its own ``ops.dispatch(backend)``).
-    ``replay`` (CUDA, with host checks): run the iterations from a CUDA graph captured at the
-    first one (:mod:`fastgame.linalg.captured`); the same iterates, one launch per iteration.
-    ``deflation``: keep CG away from a subspace (:class:`Deflation`; with host checks every
-    iteration and no replay).
-    ``pieces`` (with host checks, no replay): hand the masked iterations to it instead of
-    looping here (:class:`~fastgame.linalg.captured.CGPieces`: run them now with the host loop,
-    or capture one into a graph of its own for a piecewise-graphed step); ``max_iter`` is then a
-    bound, capped at the system size (the eager default), so the iterations are an eager solve's.
+    ``deflation``: keep CG away from a subspace (:class:`Deflation`; with the host-checked driver).
     """
-    if replay is not None and check_every is None:
-        raise ValueError("graph-replayed CG iterations read the convergence test on the host: give check_every")
     a, b = solve, 1 - solve
     s = -1.0 if a == 0 else 1.0
     pa, pb = pre[a], pre[b]
     if w0 is None:
-        rhs, w, u, r = zero_start(hvp, a, grads, pa, pb)
+        rhs, w, u, r, coupling = zero_start(hvp, a, grads, pa, pb)
     else:
         w = w0.clone()
         u = hvp(b, pa.sqrt_eta * w)
         h = hvp.batched(a, torch.stack([pb.eta_grad, pb.eta * u]))
-        rhs = torch.add(grads[a], h[0], alpha=s).mul_(pa.sqrt_eta)
+        coupling = h[0]
+        rhs = torch.add(grads[a], coupling, alpha=s).mul_(pa.sqrt_eta)
         r = rhs - torch.addcmul(w, pa.sqrt_eta, h[1])
     if deflation is not None:
         deflation.begin(rhs, w, u, r)
     rhs_sq = torch.dot(rhs, rhs)
-    if pieces is not None and max_iter is not None:  # a bound for graphs: never past an eager step's default
-        max_iter = min(max_iter, w.numel())
-    if max_iter is None:
-        if check_every is None:
-            raise ValueError("a solve without host checks (check_every=None) needs max_iter")
-        max_iter = w.numel()
-    iterations = run_cg(CGDSystem(hvp, a, pa, pb, fused), w, u, r, stop_threshold(tol, rhs_sq, atol), max_iter,
-                        check_every, fused, replay, deflation, pieces)
-    return back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+    iterations = run_cg(CGDSystem(hvp, a, pa, pb, fused), w, u, r, stop_threshold(tol, rhs_sq, atol),
+                        driver.bound(max_iter, w.numel()), driver, fused, deflation)
+    sol = back_substitute(a, grads, pa, pb, w, u, iterations, torch.dot(r, r), rhs_sq)
+    sol.coupling = coupling
+    return sol
 
 
 def stop_threshold(tol: float, rhs_sq: Tensor, atol: float) -> Tensor:
@@ -144,11 +134,12 @@ def stop_threshold(tol: float, rhs_sq: Tensor, atol: float) -> Tensor:
 
 
 def zero_start(hvp: MixedHVP, a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner
-               ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    """(rhs, w, u, r) of CG for player ``a`` started from w = 0 (one HVP pass, for the rhs)."""
+               ) -> tuple[Tensor, Tensor, Tensor, Tensor, Tensor]:
+    """(rhs, w, u, r, D_ab η_b g_b) of CG for player ``a`` started from w = 0 (one HVP pass, for the rhs)."""
     s = -1.0 if a == 0 else 1.0
-    rhs = torch.add(grads[a], hvp(a, pb.eta_grad), alpha=s).mul_(pa.sqrt_eta)
-    return rhs, torch.zeros_like(rhs), torch.zeros_like(grads[1 - a]), rhs.clone()
+    coupling = hvp(a, pb.eta_grad)
+    rhs = torch.add(grads[a], coupling, alpha=s).mul_(pa.sqrt_eta)
+    return rhs, torch.zeros_like(rhs), torch.zeros_like(grads[1 - a]), rhs.clone(), coupling
 
 
 def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Preconditioner, w: Tensor, u: Tensor,
@@ -168,61 +159,40 @@ def back_substitute(a: int, grads: Sequence[Tensor], pa: Preconditioner, pb: Pre
 
 
 def run_cg(system: LinearSystem, w: Tensor, u: Tensor, r: Tensor, threshold: Tensor, max_iter: int,
-           check_every: Optional[int] = 1, fused: Any = ops, replay: Optional[IterationReplay] = None,
-           deflation: Optional[Deflation] = None, pieces: Optional[CGPieces] = None) -> Union[int, Tensor]:
+           driver: CGDriver = HOST_CHECKED, fused: Any = ops, deflation: Optional[Deflation] = None
+           ) -> Union[int, Tensor]:
     """CG iterations on ``system`` from the iterate ``w`` (with its tracked ``u`` and residual
     ``r``, all updated in place) until ‖r‖² < ``threshold``, after ``max_iter`` iterations or
-    on a non-finite residual. Returns the iterations taken: a host int when the test is read
-    on the host (``check_every`` 1 or a ``replay``), else a device tensor, the iterations
-    after convergence being no-ops (see :func:`solve_cgd`). Every iteration is :func:`_iteration`.
-    ``pieces``: the masked iterations are handed to it (:class:`~fastgame.linalg.captured.CGPieces`);
-    the count is a host int if it ran them now with ``check_every`` 1, else the device tensor."""
+    on a non-finite residual, run by ``driver`` (see :func:`solve_cgd`). Returns the iterations
+    taken: a host int or a device tensor, as the driver counts. Every iteration is :func:`_iteration`."""
     p = r.clone()
     sp = system.scale * p
     if deflation is not None:
         sp = deflation.direction_(p, r, sp)
-    it = _Iterates(w, u, r, p, sp, torch.dot(r, r))
-    if check_every == 1 and replay is None and pieces is None:  # plain CG: the test read on the host every iteration
-        if not (bool(it.rr >= threshold) and max_iter > 0):  # also stops on a non-finite residual
-            return 0
-        for n in range(1, max_iter + 1):
-            rr_new = _iteration(system, it, fused, deflation)
-            if n == max_iter or not bool(rr_new >= threshold):
-                return n
-    active = it.rr >= threshold
-    count = torch.zeros((), dtype=torch.int64, device=r.device)
-    it.rr = it.rr.clone()  # written in place from here on
-
-    def masked() -> None:
-        rr_new = _iteration(system, it, fused, deflation, active, in_place=replay is not None or pieces is not None)
-        count.add_(active)
-        active.logical_and_(rr_new >= threshold)
-
-    if pieces is not None:
-        if check_every is None:
-            raise ValueError("CG pieces read the convergence test on the host: give check_every")
-        n = pieces.iterate(masked, system.hvp, active, count, max_iter, check_every)
-        return n if n is not None and check_every == 1 else count
-    for n in range(max_iter):  # the same loop as captured.cg_host_loop, with the replay choice
-        if check_every is not None and n % check_every == 0 and not bool(active):
-            break
-        if replay is None:
-            masked()
-        else:
-            replay.run(masked, system.hvp)
-    return count if replay is None else int(count)  # replayed iterations read the host anyway
+    return driver.run(_Iterates(w, u, r, p, sp, torch.dot(r, r), system, fused, deflation), threshold, max_iter)
 
 
 @dataclass
 class _Iterates:
     """CG's state between iterations: w, its tracked u, the residual r, the direction p,
-    ``scale * p`` and ‖r‖²."""
+    ``scale * p`` and ‖r‖², with what an iteration runs on (a driver's
+    :class:`~fastgame.linalg.cg_drivers.CGIterations`)."""
     w: Tensor
     u: Tensor
     r: Tensor
     p: Tensor
     sp: Tensor
     rr: Tensor
+    system: LinearSystem
+    fused: Any
+    deflation: Optional[Deflation]
+
+    @property
+    def hvp(self) -> MixedHVP:
+        return self.system.hvp
+
+    def iterate(self, active: Optional[Tensor] = None, in_place: bool = False) -> Tensor:
+        return _iteration(self.system, self, self.fused, self.deflation, active, in_place)
 
 
 def _iteration(system: LinearSystem, it: _Iterates, fused: Any, deflation: Optional[Deflation],

@@ -58,7 +58,7 @@ class GMRESResult:
 
 def gmres(matvec: MatVec, b: Tensor, x0: Optional[Tensor] = None, tol: float = 1e-5, atol: float = 1e-6,
           restart: int = 20, max_iter: Optional[int] = None, min_iter: int = 0,
-          track_like: Optional[Tensor] = None) -> GMRESResult:
+          track_like: Optional[Tensor] = None, history: Optional[list[float]] = None) -> GMRESResult:
     """Solve ``A x = b`` for a linear operator ``matvec`` by restarted GMRES(m).
 
     Args:
@@ -74,6 +74,8 @@ def gmres(matvec: MatVec, b: Tensor, x0: Optional[Tensor] = None, tol: float = 1
         min_iter: Arnoldi steps taken even if the start already meets the tolerance (CGDs'
             GMRES always takes one). The cap ``max_iter`` still wins.
         track_like: a tensor shaped like ``T v`` (turns tracking on; ``tracked`` starts at 0).
+        history: a list to append the residual norms to: the start's, then the estimate after
+            each Arnoldi step (host floats the solve reads anyway: no extra device read).
 
     Host reads: ‖r‖ once per cycle and one Hessenberg column per Arnoldi step.
     A non-finite residual stops the solve (the caller's finiteness check reports it).
@@ -117,19 +119,23 @@ def gmres(matvec: MatVec, b: Tensor, x0: Optional[Tensor] = None, tol: float = 1
                     tracked = tx.clone()  # T x0
             r = b - ax
         beta = float(r.norm())
+        if history is not None and total == 0:
+            history.append(beta)
         done = beta < threshold and total >= min_iter
         if not math.isfinite(beta) or beta == 0.0 or done or total >= max_iter:
             return GMRESResult(x, total, beta, beta < threshold or beta == 0.0, restarts, tracked)
         basis[0] = r.div_(beta)
         steps, residual, exact = _arnoldi_cycle(matvec, basis, images, beta, threshold,
-                                                min(m, max_iter - total), max(min_iter - total, 0), x, tracked)
+                                                min(m, max_iter - total), max(min_iter - total, 0), x, tracked,
+                                                history)
         total += steps
         if exact or not math.isfinite(residual) or residual < threshold or total >= max_iter:
             return GMRESResult(x, total, residual, exact or residual < threshold, restarts, tracked)
 
 
 def _arnoldi_cycle(matvec: MatVec, basis: Tensor, images: Optional[Tensor], beta: float, threshold: float,
-                   steps: int, min_steps: int, x: Tensor, tracked: Optional[Tensor]) -> tuple[int, float, bool]:
+                   steps: int, min_steps: int, x: Tensor, tracked: Optional[Tensor],
+                   history: Optional[list[float]] = None) -> tuple[int, float, bool]:
     """One GMRES cycle from ``basis[0]``: up to ``steps`` Arnoldi steps, then ``x += V y``
     (and ``tracked += (T V) y``). Returns the steps taken, the residual norm estimate and
     whether the solution is exact up to rounding (an invariant Krylov space, R nonsingular)."""
@@ -168,6 +174,8 @@ def _arnoldi_cycle(matvec: MatVec, basis: Tensor, images: Optional[Tensor], beta
         g.append(-s * g[j])
         g[j] = c * g[j]
         residual = abs(g[j + 1])
+        if history is not None:
+            history.append(residual)
         if breakdown or (residual < threshold and j + 1 >= min_steps):
             break
     k = len(cols)

@@ -57,15 +57,17 @@ def _memory_span(p: Tensor) -> tuple[int, int]:
 
 def check_players(players: Sequence[Sequence[Tensor]], names: Sequence[str],
                   shapes: Optional[Sequence[Sequence[torch.Size]]] = None) -> None:
-    """Checks across both players: one dtype and device for the game, no two parameters
+    """Checks across the players (two, or more in a polymatrix game): one dtype and device for the game, no two parameters
     sharing memory (each is optimised as its own variable, so sharing would be silently
     untied), and, with ``shapes``, that no parameter changed shape since construction."""
     for params, name in zip(players, names):
         as_param_list(params, name)
-    shared = {id(p) for p in players[0]} & {id(p) for p in players[1]}
-    if shared:
-        raise ValueError(f"{len(shared)} parameter(s) appear in both {names[0]} and {names[1]}; "
-                         "each parameter belongs to exactly one player")
+    for a in range(len(players)):
+        for b in range(a + 1, len(players)):
+            shared = {id(p) for p in players[a]} & {id(p) for p in players[b]}
+            if shared:
+                raise ValueError(f"{len(shared)} parameter(s) appear in both {names[a]} and {names[b]}; "
+                                 "each parameter belongs to exactly one player")
     first = players[0][0]
     for params, name in zip(players, names):
         p = params[0]
@@ -89,7 +91,7 @@ def check_players(players: Sequence[Sequence[Tensor]], names: Sequence[str],
 
 
 class Player:
-    """The parameters of one player of a two-player game, viewed as one flat buffer."""
+    """The parameters of one player of a game, viewed as one flat buffer."""
 
     def __init__(self, params: Sequence[Tensor], name: str) -> None:
         self.params = list(params)

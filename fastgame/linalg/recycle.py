@@ -112,7 +112,7 @@ def solve_cgd_recycled(hvp: MixedHVP, solve: int, grads: Sequence[Tensor], pre: 
     directions kept for the Ritz extraction (the latest ones), bounding memory.
     """
     deflation = RitzDeflation(hvp, solve, pre, deflate, max_stored)
-    sol = solve_cgd(hvp, solve, grads, pre, None, tol, atol, max_iter, check_every=1, fused=fused, deflation=deflation)
+    sol = solve_cgd(hvp, solve, grads, pre, None, tol, atol, max_iter, fused=fused, deflation=deflation)
     keep = deflation.ritz_vectors(1 - solve if next_solve is None else next_solve, threshold, max_keep)
     return sol, keep, 1 + deflation.products + 2 * sol.iterations
 

@@ -8,7 +8,7 @@ Three other backends implement the same ops, registered as torch ops (``torch.op
 * ``"triton"`` Triton kernels (``fastgame.triton_kernels``), for CUDA tensors, or CPU tensors
   under the Triton interpreter (``TRITON_INTERPRET=1``; slow, for tests).
 
-:func:`backends` returns the backend table (:mod:`fastgame.ops.registry`: one record per
+:func:`backends` returns the backend table (:mod:`fastgame.ops.backends`: one record per
 backend, with the device types it serves and why it is unavailable). The ops are declared
 once, with their schemas and fake kernels, in :mod:`fastgame.ops.schemas`; every backend's
 table is built from that list (:mod:`fastgame.ops.interface`). :func:`set_backend` (or the
@@ -27,18 +27,17 @@ buffer (:mod:`fastgame.linalg.params`), so it is a single ``add_``.
 """
 from __future__ import annotations
 
-import inspect
 import os
 import warnings
 from types import ModuleType
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
 from torch import Tensor
 
 from . import reference
 from .interface import OPS, op
-from .registry import Backend, record, records
+from .backends import Backend, record, records
 
 __all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", *OPS]
 
@@ -123,7 +122,7 @@ _state = _Dispatch()
 
 
 def backends() -> dict[str, Backend]:
-    """The backend table: each backend's :class:`~fastgame.ops.registry.Backend` record (name,
+    """The backend table: each backend's :class:`~fastgame.ops.backends.Backend` record (name,
     the device types it serves, whether it is usable here and why not, its module).
     ``str(record)`` reads ``"available (CPU)"`` or ``"unavailable: <why>"``."""
     return records()
@@ -172,23 +171,54 @@ def _time_backend(impl: ModuleType, device: torch.device, n: int = 1 << 20, reps
         return start.elapsed_time(end)
 
 
-def _dispatching(name: str, choice: Optional[str] = None) -> Callable:
-    """Op ``name``, run by the module that ``choice`` (None: the process-wide setting) picks
-    for the device and dtype of the op's first tensor."""
-    first = next(iter(inspect.signature(getattr(reference, name)).parameters))
+# The ops under the process-wide setting, each run by the module it picks for the device and
+# dtype of the op's first tensor.
+@op
+def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
+                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return _state.impl(grad).precondition(grad, square_avg, lr, step, beta, eps)
 
-    def call(*args, **kwargs):
-        return getattr(_state.impl(args[0] if args else kwargs[first], choice), name)(*args, **kwargs)
-    return op(name, call)
+
+@op
+def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    return _state.impl(p).cg_matvec(p, sqrt_eta, t)
+
+
+@op
+def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
+    return _state.impl(w).cg_step_(w, u, r, p, q, ap, rr, pap)
+
+
+@op
+def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
+    return _state.impl(p).cg_direction_(p, r, rr_new, rr, sqrt_eta)
 
 
 class Ops:
-    """The fused ops under one backend choice; see :func:`dispatch`."""
+    """The fused ops under one backend choice (``backend``; None: the process-wide setting), each
+    run by the module that choice picks for the device and dtype of the op's first tensor; see
+    :func:`dispatch`."""
 
     def __init__(self, backend: Optional[str]) -> None:
         self.backend = backend
-        for name in OPS:
-            setattr(self, name, _dispatching(name, backend))
+
+    @op
+    def precondition(self, grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
+                     beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        return _state.impl(grad, self.backend).precondition(grad, square_avg, lr, step, beta, eps)
+
+    @op
+    def cg_matvec(self, p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+        return _state.impl(p, self.backend).cg_matvec(p, sqrt_eta, t)
+
+    @op
+    def cg_step_(self, w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor,
+                 pap: Tensor) -> Tensor:
+        return _state.impl(w, self.backend).cg_step_(w, u, r, p, q, ap, rr, pap)
+
+    @op
+    def cg_direction_(self, p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
+        return _state.impl(p, self.backend).cg_direction_(p, r, rr_new, rr, sqrt_eta)
 
     def __repr__(self) -> str:
         return f"fastgame.ops.dispatch({self.backend!r})"
@@ -208,5 +238,3 @@ def dispatch(backend: Optional[str] = None) -> Ops:
         _state.dispatchers[backend] = Ops(backend)
     return _state.dispatchers[backend]
 
-
-globals().update({name: _dispatching(name) for name in OPS})  # precondition, cg_matvec, cg_step_, cg_direction_

@@ -12,12 +12,13 @@ from __future__ import annotations
 
 import importlib
 import os
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
+from torch import Tensor
 
 from . import schemas
-from .interface import table
+from .interface import op
 from .sources import CSRC, sources
 
 _errors: dict[str, Optional[str]] = {}  # "CPP_ERROR" / "CUDA_ERROR" -> None or why unavailable, once loaded
@@ -99,12 +100,25 @@ def load() -> None:
     _errors.update(CPP_ERROR=cpp, CUDA_ERROR=cuda)
 
 
-def _registered(schema: schemas.OpSchema) -> Callable:
-    """The op ``schema`` through the dispatcher. Looked up at call time: the kernels are
-    registered only once :func:`load` ran (the backend table runs it before picking this module)."""
-    def call(*args, **kwargs):
-        return getattr(torch.ops.fastgame, schema.registered).default(*args, **kwargs)
-    return call
+# The ops through the dispatcher, under their registered names (schemas.OpSchema.registered). Looked
+# up at call time: the kernels are registered only once load() ran (the backend table runs it before
+# picking this module).
+@op
+def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
+                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return torch.ops.fastgame.precondition.default(grad, square_avg, lr, step, beta, eps)
 
 
-globals().update(table(_registered))  # precondition, cg_matvec, cg_step_, cg_direction_
+@op
+def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    return torch.ops.fastgame.cg_matvec.default(p, sqrt_eta, t)
+
+
+@op
+def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
+    return torch.ops.fastgame.cg_step.default(w, u, r, p, q, ap, rr, pap)
+
+
+@op
+def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
+    return torch.ops.fastgame.cg_direction.default(p, r, rr_new, rr, sqrt_eta)

@@ -16,12 +16,13 @@ import importlib
 import importlib.util
 import os
 from types import SimpleNamespace
-from typing import Callable, Optional
+from typing import Optional
 
 import torch
+from torch import Tensor
 
-from .interface import table
-from .schemas import NAMESPACE, SCHEMAS, OpSchema
+from .interface import op
+from .schemas import NAMESPACE, SCHEMAS
 
 _kernels: Optional[SimpleNamespace] = None  # the registered ops, by registered name
 _SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "triton_kernels")
@@ -78,10 +79,23 @@ def _import_from_source(name: str):
     return module
 
 
-def _kernel(schema: OpSchema) -> Callable:
-    def call(*args, **kwargs):
-        return getattr(kernels(), schema.registered)(*args, **kwargs)
-    return call
+# The ops over the registered Triton ops, under their registered names (OpSchema.registered).
+@op
+def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
+                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    return kernels().precondition(grad, square_avg, lr, step, beta, eps)
 
 
-globals().update(table(_kernel))  # precondition, cg_matvec, cg_step_, cg_direction_
+@op
+def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
+    return kernels().cg_matvec(p, sqrt_eta, t)
+
+
+@op
+def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
+    return kernels().cg_step(w, u, r, p, q, ap, rr, pap)
+
+
+@op
+def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
+    return kernels().cg_direction(p, r, rr_new, rr, sqrt_eta)

@@ -10,6 +10,7 @@ from .hamiltonian import HamiltonianGradient
 from .lead import LEAD
 from .manifold import BestResponseManifold
 from .ogda import OGDA, OptimisticAdam
+from .pcgd import APCGD, PCGD
 from .proximal import ProximalTraining
 from .ranks import PeerFailure
 from .sga import SGA
@@ -24,6 +25,6 @@ DYNAMICS: dict[str, type[GameOptimizer]] = {
     "acgd": ACGD, "bcgd": BCGD, "gacgd": GACGD,
 }
 
-__all__ = ["ACGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
-           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "PeerFailure", "ProximalTraining", "SGA", "SimAdam",
+__all__ = ["ACGD", "APCGD", "AltAdam", "AltGD", "BCGD", "BestResponseManifold", "ConsensusOptimization", "DYNAMICS", "ExtraAdam", "Extragradient",
+           "GACGD", "GameOptimizer", "HamiltonianGradient", "LEAD", "OGDA", "OptimisticAdam", "PCGD", "PeerFailure", "ProximalTraining", "SGA", "SimAdam",
            "SimGD"]

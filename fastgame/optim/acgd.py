@@ -53,6 +53,7 @@ class ACGD(CompetitiveGradient):
             stream; ``info["cg_graphed"]`` and ``graph_cg_reason`` tell. False: never.
     """
 
+    cgds_class = "ACGD"
     hyperparameters = {**CompetitiveGradient.hyperparameters, "eps": nonnegative, "beta": unit_interval}
     state_keys = CompetitiveGradient.state_keys | {"square_avg"}
     nonnegative_state_keys = frozenset({"square_avg"})

@@ -25,12 +25,13 @@ import torch
 from torch import Tensor
 
 from .. import ops
+from ..linalg.captured import capturing
 from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
-from . import ranks, state_io
-from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
-from .state_io import capturing
+from . import cgds_format, ranks, state_io
+from .checks import (Validator, check_nonnegative, closure_of, is_negation, mark_stepped, nonnegative,
+                     resolve_losses)
 from .verdict import Verdict, apply, check_finite
 
 
@@ -83,6 +84,7 @@ class GameOptimizer(torch.optim.Optimizer):
     added_later: dict[str, Callable[[dict[str, Any]], Any]] = {}
     second_order: bool = True  # whether the gradients keep their graph for HVPs (False: first-order methods)
     needs_closure: bool = False  # whether the method re-evaluates the loss at other points (see _gradients_at)
+    cgds_class: Optional[str] = None  # the CGDs 0.4.5 class this one replaces (its state_dict format, cgds_format)
 
     def __init__(self, params_x: Iterable[Tensor], params_y: Iterable[Tensor], lr_x: float, lr_y: float,
                  defaults: dict[str, Any], arg_names: tuple[str, str], lr_names: tuple[str, str],
@@ -107,8 +109,8 @@ class GameOptimizer(torch.optim.Optimizer):
         self.players = tuple(Player(g["params"], name) for g, name in zip(self.param_groups, self.player_names))
         self.info: dict[str, Any] = {}
         self.ops = ops.dispatch(self.backend)  # the fused ops under this optimizer's backend choice
-        self._lr_t: list[Optional[Tensor]] = [None, None]
-        self._lr_host: list[Optional[float]] = [None, None]  # the value each lr tensor holds
+        self._lr_t: list[Optional[Tensor]] = [None] * len(self.players)
+        self._lr_host: list[Optional[float]] = [None] * len(self.players)  # the value each lr tensor holds
         self._step_t: Optional[Tensor] = None
         self._verdict = Verdict()  # the last capturable step's checks
         # One step at a time (steps from other threads wait); kept across load_state_dict, whose
@@ -136,14 +138,14 @@ class GameOptimizer(torch.optim.Optimizer):
     def add_param_group(self, param_group: dict[str, Any]) -> None:
         """Refused after construction: a game optimizer has exactly one group per player."""
         if getattr(self, "_groups_fixed", False):
-            raise ValueError(f"{type(self).__name__} has exactly two param groups, one per player; "
+            raise ValueError(f"{type(self).__name__} has exactly one param group per player; "
                              "add_param_group is not supported: build a new optimizer with all the parameters")
         super().add_param_group(param_group)
 
     # ---- validation ---------------------------------------------------------------------
     def _validate_groups(self, groups: Sequence[dict[str, Any]], where: str) -> None:
         """Check every hyperparameter of both groups, and that game-wide ones agree."""
-        state_io.validate_groups(self, groups, where)
+        state_io.validate_groups(self, groups, where, self._check_combination)
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         """Rules between game-wide hyperparameters (e.g. capturable needs max_iter)."""
@@ -254,7 +256,8 @@ class GameOptimizer(torch.optim.Optimizer):
 
         Zero-sum (one loss f): ∇ₓf and ∇ᵧf from one backward, which the mixed blocks D_xy f
         and D_yx f differentiate again. General-sum (f for x, g for y): ∇ₓf and ∇ᵧg drive the
-        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss.
+        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss
+        (one in all when one loss is the other's negation: see :meth:`_general_sum_grads`).
         """
         x, y = self.players
         graph = self.second_order if second_order is None else second_order  # for the HVPs
@@ -262,8 +265,7 @@ class GameOptimizer(torch.optim.Optimizer):
             gx, gy = self._grads(losses[0], graph)
             step_grads, cross = (gx, gy), (gx, gy)
         else:
-            fx, fy = self._grads(losses[0], graph)
-            gx, gy = self._grads(losses[1], graph)
+            fx, fy, gx, gy = self._general_sum_grads(losses[0], losses[1], graph)
             step_grads, cross = (fx, gy), (gx, fy)
         with torch.no_grad():
             flat = (all_reduce_mean(x.gather(step_grads[0])), all_reduce_mean(y.gather(step_grads[1])))
@@ -398,6 +400,21 @@ class GameOptimizer(torch.optim.Optimizer):
                     if isinstance(v, Tensor):
                         st[k] = v.to(device=player.device, dtype=player.dtype)
 
+    def _general_sum_grads(self, f: Tensor, g: Tensor, create_graph: bool) -> tuple[list[Tensor], ...]:
+        """∇ₓf, ∇ᵧf, ∇ₓg, ∇ᵧg: one backward per loss, or a single one when one loss was computed
+        as the other's negation (``loss_x = -loss_y``, the usual way to play a zero-sum game with
+        GACGD). Then the other's gradients are the negated ones, bit for bit (IEEE rounding is
+        symmetric in sign and every backward op is linear in its incoming gradient), and the step
+        saves one of its two create_graph backward passes."""
+        if is_negation(f, g):
+            gx, gy = self._grads(g, create_graph)
+            return [-t for t in gx], [-t for t in gy], gx, gy
+        fx, fy = self._grads(f, create_graph)
+        if is_negation(g, f):
+            return fx, fy, [-t for t in fx], [-t for t in fy]
+        gx, gy = self._grads(g, create_graph)
+        return fx, fy, gx, gy
+
     def _grads(self, loss: Tensor, create_graph: bool = True) -> tuple[list[Tensor], list[Tensor]]:
         """Gradients of ``loss`` for both players in one backward (zeros for unused params)."""
         nx = len(self.players[0].params)
@@ -412,7 +429,7 @@ class GameOptimizer(torch.optim.Optimizer):
                              "again and pass it to step() without calling backward()") from None
         return list(g[:nx]), list(g[nx:])
 
-    def _lr_tensors(self) -> tuple[Tensor, Tensor]:
+    def _lr_tensors(self) -> tuple[Tensor, ...]:
         """The groups' learning rates as 0-dim float64 device tensors (no host sync to use)."""
         for i, player in enumerate(self.players):
             if self._lr_t[i] is None or self._lr_t[i].device != player.device:
@@ -425,7 +442,7 @@ class GameOptimizer(torch.optim.Optimizer):
             if lr != self._lr_host[i] and not capturing():
                 self._lr_t[i].fill_(lr)
                 self._lr_host[i] = lr
-        return self._lr_t[0], self._lr_t[1]
+        return tuple(self._lr_t)
 
     def raise_if_nonfinite(self) -> None:
         """After a capturable step: raise FloatingPointError naming the stage if it was
@@ -437,22 +454,31 @@ class GameOptimizer(torch.optim.Optimizer):
         """Clear ``.grad`` of both players (fastgame computes its gradients itself)."""
         super().zero_grad(set_to_none=set_to_none)
 
-    def state_dict(self) -> dict[str, Any]:
-        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``)."""
+    def state_dict(self, format: str = "torch") -> dict[str, Any]:
+        """A deep copy of the optimizer state (safe to keep, mutate or ``torch.save``).
+
+        ``format="cgds"``: the state in the flat format of the CGDs 0.4.5 class this one
+        replaces, for ``CGDs...load_state_dict`` to continue the run (:mod:`.cgds_format`)."""
+        if format not in ("torch", "cgds"):
+            raise ValueError(f"invalid format: {format!r} (must be 'torch' or 'cgds')")
         with self._between_steps(reading=True):
             if not capturing():
                 self._verdict.read()  # a skipped capturable step must not show in the state
             sd = super().state_dict()
-            return {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+            sd = {"state": state_io.clone_tree(sd["state"]), "param_groups": state_io.clone_tree(sd["param_groups"])}
+        return cgds_format.to_cgds(self, sd) if format == "cgds" else sd
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype.
+        """Load a state from :meth:`state_dict`, onto the parameters' device and dtype; also a
+        CGDs 0.4.5 ``state_dict()`` of the class this one replaces (:mod:`.cgds_format`).
 
         Validates everything first (structure, hyperparameters, counters, every tensor's
         dtype, shape and values): on a mismatch it raises ``ValueError`` and changes nothing.
         """
         with self._between_steps(reading=False):
-            validated = state_io.validated_state_dict(self, state_dict)
+            if cgds_format.is_cgds_state_dict(state_dict):
+                state_dict = cgds_format.from_cgds(self, state_dict)
+            validated = state_io.validated_state_dict(self, state_dict, self._check_combination)
             self._verdict.clear()  # a pending verdict belonged to the state replaced now
             super().load_state_dict(validated)
 

@@ -1,11 +1,13 @@
 """Basic Competitive Gradient Descent (CGD with scalar step sizes), drop-in for ``CGDs.BCGD``."""
 from __future__ import annotations
 
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Iterable, Optional, Sequence
 
+import torch
 from torch import Tensor
 
 from ..linalg.cg import CGDSolution, Preconditioner
+from ..linalg.hvp import MixedHVP
 from .checks import optional_bool, unit_interval
 from .cgd import CompetitiveGradient
 
@@ -36,6 +38,7 @@ class BCGD(CompetitiveGradient):
             default "zero"; "warm" for CGDs' exact start).
     """
 
+    cgds_class = "BCGD"
     hyperparameters = {**CompetitiveGradient.hyperparameters, "momentum": unit_interval,
                        "update_max": optional_bool}
     game_wide = CompetitiveGradient.game_wide | {"update_max"}
@@ -81,6 +84,22 @@ class BCGD(CompetitiveGradient):
             pending[player.name] = {"momentum_buffer": buf}
             deltas[i] = buf / (1 - m ** step)
         return deltas, pending
+
+    def _cg_vectors(self, deltas: Sequence[Optional[Tensor]]) -> list[Optional[Tensor]]:
+        """CGDs' BCGD reports its CG vectors, the updates over lr (0 where lr is 0)."""
+        lrs = [float(g["lr"]) for g in self.param_groups]
+        return [None if d is None else d / lr if lr > 0 else torch.zeros_like(d) for d, lr in zip(deltas, lrs)]
+
+    def _reports_couplings(self) -> bool:
+        return self.param_groups[0]["update_max"] is None  # CGDs' one-player steps record no info
+
+    def _coupling_norms(self, hvp: MixedHVP, grads: tuple[Tensor, Tensor], pre: list[Preconditioner],
+                        sol: CGDSolution, a: int) -> Tensor:
+        """CGDs' BCGD reports the products of the plain gradients, ‖D_xy g_y‖ and ‖D_yx g_x‖: those
+        of the scaled ones divided by the scalar step sizes, or taken afresh where one is 0."""
+        if all(float(g["lr"]) > 0 for g in self.param_groups):
+            return super()._coupling_norms(hvp, grads, pre, sol, a) / torch.stack([pre[1].eta, pre[0].eta])
+        return torch.stack([hvp(0, grads[1]).norm(), hvp(1, grads[0]).norm()])
 
     def _next_solved_player(self, a: int) -> int:
         return a if self.param_groups[0]["update_max"] is not None else 1 - a

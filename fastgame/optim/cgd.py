@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import warnings
 from dataclasses import dataclass
-from typing import Any, Callable, Iterable, Iterator, Optional
+from typing import Any, Callable, Iterable, Iterator, Optional, Sequence
 
 import torch
 from torch import Tensor
@@ -14,11 +14,17 @@ from torch import Tensor
 from ..linalg.hvp import MixedHVP
 from ..linalg import captured
 from ..linalg.cg import CGDSolution, Preconditioner, solve_cgd
+from ..linalg.cg_drivers import cg_driver
 from .base import GameOptimizer, Proposal
 from .cg_starts import STARTS, CGStart
-from .checks import LossOrClosure, boolean, nonnegative, one_of, optional_positive_int, positive_int, step_count
+from .checks import (LossOrClosure, boolean, nonnegative, one_of, optional_positive_int, positive_int, step_arguments,
+                     step_count)
 
 CG_STARTS = tuple(STARTS)  # the names cg_start takes ("warm", "zero", "recycle")
+
+# CGDs' ACGD/BCGD.info before the first step; the norms stay None without collect_info.
+CGDS_INFO = {"grad_x": None, "grad_y": None, "hvp_x": None, "hvp_y": None, "cg_x": None, "cg_y": None,
+             "time": 0, "iter_num": 0}
 
 
 @dataclass(frozen=True)
@@ -110,6 +116,7 @@ class CompetitiveGradient(GameOptimizer):
         self._graph_cg_failed: Optional[str] = None  # a failed capture: not tried again
         self._cg_capture = captured.CaptureResources()  # the side stream and graph pool of graph_cg
         self._cg_pieces: Optional[captured.CGPieces] = None  # see cg_pieces()
+        self.info = dict(CGDS_INFO)
 
     def _check_combination(self, group: dict[str, Any], where: str) -> None:
         check_cg_settings(group, where)
@@ -161,20 +168,22 @@ class CompetitiveGradient(GameOptimizer):
             self._cg_pieces = None
 
     # ---- the step ---------------------------------------------------------------------
-    def step(self, loss: LossOrClosure, trigger: Any = None) -> Tensor:
+    def step(self, loss: Optional[LossOrClosure] = None, trigger: Any = None, *,
+             closure: Optional[Callable[[], Tensor]] = None) -> Tensor:
         """One competitive step on ``loss`` (x maximises it, y minimises it).
 
-        ``loss`` is the scalar loss tensor (with its graph) or a closure returning it; no
-        ``backward()`` is needed, and grad mode is on inside the step even if the caller
-        disabled it. ``trigger`` is accepted for compatibility with CGDs and ignored
-        (gradients are all-reduced explicitly under torch.distributed).
+        ``loss`` is the scalar loss tensor (with its graph) or a closure returning it, also
+        as ``closure=`` (torch.optim's keyword); the closure must return the loss without
+        calling ``backward()``: no ``backward()`` is needed, and grad mode is on inside the
+        step even if the caller disabled it. ``trigger`` is accepted for compatibility with
+        CGDs and ignored (gradients are all-reduced explicitly under torch.distributed).
         Returns the loss. Raises ``ValueError`` on bad input (including a loss a previous
         step already used, and invalid values set through ``param_groups``) and
         ``FloatingPointError`` on a non-finite value anywhere in the step, leaving
         parameters and state unchanged (capturable: the step is skipped on the device
         instead, see the class doc).
         """
-        return self._run_step(loss)
+        return self._run_step(*step_arguments(type(self).__name__, self.loss_names, (loss,), closure))
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         group = self.param_groups[0]  # tol/atol/max_iter/... are game-wide: the same in both groups
@@ -184,16 +193,37 @@ class CompetitiveGradient(GameOptimizer):
         w0, deflation = mode.start.begin(hvp, a, pre, self.state, names)
         replay = self._iteration_replay()
         pieces = self._cg_pieces if self.capturable else None  # a piecewise step reads the host between pieces
-        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"],
-                        check_every=group["check_every"] if pieces is not None else mode.check_every,
-                        fused=self.ops, replay=replay, deflation=deflation, pieces=pieces)
+        driver = cg_driver(group["check_every"] if pieces is not None else mode.check_every, replay, pieces)
+        sol = solve_cgd(hvp, a, grads, pre, w0, group["tol"], group["atol"], group["max_iter"], driver,
+                        fused=self.ops, deflation=deflation)
         info = {"iter_num": sol.iterations, "solved": names[a], "residual_sq": sol.residual_sq, "rhs_sq": sol.rhs_sq,
                 **self._replay_info(replay)}
         deltas, updated = self._updates(sol, step)
         for name in names:
             state.setdefault(name, {}).update(updated.get(name, {}))
         info.update(mode.start.after(sol, deflation, self._next_solved_player(a), state, names))
-        return Proposal(deltas, state, self._solve_checks(names, a, pre, sol), info)
+        checks = self._solve_checks(names, a, pre, sol)
+        if self.collect_info and self._reports_couplings():
+            couplings = self._coupling_norms(hvp, grads, pre, sol, a)
+            info["hvp_x"], info["hvp_y"] = couplings.unbind()
+            checks.append(("mixed HVP norms hvp_x, hvp_y (stage: mixed HVP for collect_info)", couplings))
+        return Proposal(deltas, state, checks, info)
+
+    def _cg_vectors(self, deltas: Sequence[Optional[Tensor]]) -> Sequence[Optional[Tensor]]:
+        """What CGDs reports as ``cg_x``/``cg_y`` (with collect_info): ACGD's are the updates."""
+        return deltas
+
+    def _reports_couplings(self) -> bool:
+        """Whether a step with collect_info reports CGDs' ``hvp_x``/``hvp_y``."""
+        return True
+
+    def _coupling_norms(self, hvp: MixedHVP, grads: tuple[Tensor, Tensor], pre: list[Preconditioner],
+                        sol: CGDSolution, a: int) -> Tensor:
+        """CGDs' ``hvp_x``, ``hvp_y`` (with collect_info): ‖D_xy η_y g_y‖ and ‖D_yx η_x g_x‖, the
+        mixed products of its two right-hand sides. The solved player's is the solve's own; the
+        other's, which the step does not need, costs one pass."""
+        norms = [sol.coupling.norm(), hvp(1 - a, pre[a].eta_grad).norm()]
+        return torch.stack(norms if a == 0 else norms[::-1])
 
     @staticmethod
     def _solve_checks(names: list[str], a: int, pre: list[Preconditioner], sol: CGDSolution) -> list[tuple[str, Tensor]]:
@@ -244,8 +274,11 @@ class CompetitiveGradient(GameOptimizer):
 
     def _extend_info(self, grads: tuple[Tensor, Tensor], deltas, capturable: bool) -> None:
         if self.collect_info:  # norms as in the reference: host floats, device tensors if capturable
-            names = ("grad_x", "grad_y", "cg_x", "cg_y")
-            norms = torch.stack([t.norm() if t is not None else grads[0].new_zeros(())
-                                 for t in (*grads, *deltas)])
-            values = norms.unbind() if capturable else norms.tolist()  # one host read, not four
+            names = ["grad_x", "grad_y", "cg_x", "cg_y"]
+            norms = [t.norm() if t is not None else grads[0].new_zeros(()) for t in (*grads, *self._cg_vectors(deltas))]
+            names += [k for k in ("hvp_x", "hvp_y") if k in self.info]
+            norms += [self.info[k].to(norms[0].dtype) for k in names[4:]]
+            stacked = torch.stack(norms)
+            values = stacked.unbind() if capturable else stacked.tolist()  # one host read, not six
             self.info.update(zip(names, values))
+        self.info = {**{k: v for k, v in CGDS_INFO.items() if v is None}, **self.info}

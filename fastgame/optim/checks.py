@@ -87,6 +87,31 @@ def closure_of(losses: tuple[Any, ...]) -> Optional[Callable[[], Any]]:
     return losses[0] if len(losses) == 1 and is_closure(losses[0]) else None
 
 
+def step_arguments(owner: str, names: Sequence[str], given: Sequence[Any], closure: Any) -> tuple[Any, ...]:
+    """What ``owner.step`` was given: the losses ``given`` positionally or by their names
+    (``names``; trailing ones left None are absent), or a closure passed as ``closure=``, the
+    keyword torch.optim's optimizers take (and PyTorch Lightning and HF Accelerate pass)."""
+    listed = ", ".join(names)
+    if closure is not None:
+        if any(g is not None for g in given):
+            raise ValueError(f"{owner}.step takes the loss{'es' if len(names) > 1 else ''} ({listed}) or "
+                             "closure=, not both")
+        if not is_closure(closure):
+            raise ValueError(f"{owner}.step: closure must be a callable returning ({listed}), "
+                             f"got {type(closure).__name__}")
+        return (closure,)
+    given = list(given)
+    while given and given[-1] is None:
+        given.pop()
+    if not given:
+        raise ValueError(f"{owner}.step needs {listed}, or a closure returning "
+                         f"{'them' if len(names) > 1 else 'it'} (step(closure) or step(closure=...))")
+    missing = [n for n, g in zip(names, given) if g is None]
+    if missing:
+        raise ValueError(f"{owner}.step got no {', '.join(missing)} (None) but later losses: pass {listed}")
+    return tuple(given)
+
+
 def resolve_losses(owner: str, names: Sequence[str], losses: tuple[Any, ...], hint: str = "") -> tuple[Tensor, ...]:
     """The step's losses (named ``names``) from what ``owner.step`` was given: the loss tensors,
     or one closure returning them (called under grad mode), each checked by :func:`resolve_loss`.
@@ -97,7 +122,9 @@ def resolve_losses(owner: str, names: Sequence[str], losses: tuple[Any, ...], hi
             out = losses[0]()
         if n > 1:
             if not (isinstance(out, (tuple, list)) and len(out) == n):
-                raise ValueError(f"a {owner} closure must return the pair ({listed}), got {type(out).__name__}")
+                what = "the pair" if n == 2 else f"{n} losses"
+                got = f"{len(out)} values" if isinstance(out, (tuple, list)) else type(out).__name__
+                raise ValueError(f"a {owner} closure must return {what} ({listed}), got {got}")
             losses = tuple(out)
         else:
             losses = (out,)
@@ -130,6 +157,13 @@ def mark_stepped(*losses: Tensor) -> None:
     for loss in losses:
         if loss.grad_fn is not None:
             loss.grad_fn.metadata[_STEPPED] = True
+
+
+def is_negation(a: Tensor, b: Tensor) -> bool:
+    """Whether autograd recorded ``a`` as ``-b`` (its last op negates b: ``-b``, ``b.neg()``)."""
+    fn = a.grad_fn
+    return (fn is not None and b.grad_fn is not None and type(fn).__name__ == "NegBackward0"
+            and fn.next_functions[0][0] is b.grad_fn)
 
 
 def step_count(name: str, v: Any) -> None:

@@ -9,12 +9,12 @@ all-or-nothing commit, or masked and host-read-free with ``capturable=True``).
 """
 from __future__ import annotations
 
-from typing import Any, Iterable, Optional, Sequence, Union
+from typing import Any, Callable, Iterable, Optional, Sequence, Union
 
 from torch import Tensor
 
 from .base import GameOptimizer
-from .checks import LossOrClosure, boolean, nonnegative, step_count, unit_interval
+from .checks import LossOrClosure, boolean, nonnegative, step_arguments, step_count, unit_interval
 from ..linalg.game_hvp import GameHVP
 from .rules import RULE_STATE, RULES, betas, rule_name
 
@@ -75,17 +75,19 @@ class GameDynamics(GameOptimizer):
         """Each player's descent direction, the gradient of its own loss (flat)."""
         return [s * g for s, g in zip(self.signs, grads)]
 
-    def step(self, loss: Union[LossOrClosure, Any], loss_y: Optional[Tensor] = None) -> Union[Tensor, tuple[Tensor, ...]]:
+    def step(self, loss: Union[LossOrClosure, Any] = None, loss_y: Optional[Tensor] = None, *,
+             closure: Optional[Callable[[], Any]] = None) -> Union[Tensor, tuple[Tensor, ...]]:
         """One step on the zero-sum ``loss`` (x maximises it, y minimises it) or, with
         ``general_sum=True``, on ``(loss, loss_y)`` (each minimises its own; or one closure
-        returning the pair). No ``backward()`` is needed. Returns the loss(es), detached.
+        returning the pair, also as ``closure=``, torch.optim's keyword). No ``backward()`` is
+        needed (a closure must not call it). Returns the loss(es), detached.
 
         Raises ``ValueError`` on bad input and ``FloatingPointError`` naming the player and
         stage on a non-finite value anywhere in the step; either way parameters and state are
         unchanged (``capturable=True``: the step is skipped on the device instead, see
         :meth:`raise_if_nonfinite`).
         """
-        return self._run_step(loss) if loss_y is None else self._run_step(loss, loss_y)
+        return self._run_step(*step_arguments(type(self).__name__, self.loss_names, (loss, loss_y), closure))
 
     # ---- state ------------------------------------------------------------------------
     def _hvp(self, step_grads: Any, cross: Any) -> GameHVP:

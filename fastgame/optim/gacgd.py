@@ -10,7 +10,8 @@ from torch import Tensor
 from ..linalg.gmres import GMRESResult, gmres
 from ..linalg.hvp import MixedHVP
 from .base import GameOptimizer, Proposal
-from .checks import boolean, nonnegative, optional_count, positive_int, step_count, unit_interval
+from .checks import (boolean, nonnegative, optional_count, positive_int, step_arguments, step_count,
+                     unit_interval)
 
 TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 
@@ -19,6 +20,10 @@ TwoLosses = Union[Tensor, Callable[[], tuple[Tensor, Tensor]]]
 # for tiny gradients too: s = b = (η_x ∇ₓf, η_y ∇ᵧg) is the system's solution to first
 # order (the matrix is I + O(η)), i.e. a simultaneous RMSProp gradient step.
 REFERENCE_SKIP_NORM = 1e-8
+
+# CGDs' GACGD.info before its first step; the entries a tracked step sets stay until the next one.
+CGDS_INFO = {"ada_lr_x": None, "ada_lr_y": None, "errors": 0, "iter_num": 0}
+TRACKED_KEYS = ("ada_lr_x", "ada_lr_y", "num_iter", "errors")
 
 
 class GACGD(GameOptimizer):
@@ -46,10 +51,16 @@ class GACGD(GameOptimizer):
             passes, as one of CGDs' does, but gains about as much as two of CGDs', so a step
             that hits the cap is closer to the solution than CGDs' step with the same cap
             (the two then differ by more than the tolerance).
-        track_cond: accepted for compatibility; :meth:`get_info` always reports the last
-            step's ``iter_num`` (GMRES iterations; CGDs reports iterations - 1), ``residual``
-            (the GMRES estimate of the block residual), ``converged``, ``restarts``,
-            ``hvp_passes`` and ``time``.
+        track_cond: as in CGDs, ``track_cond(loss_x, step)`` (step counted from 1) is called
+            at the start of each step when callable; when it returns true, :attr:`info` gets
+            CGDs' entries ``ada_lr_x``/``ada_lr_y`` (the step sizes η as numpy arrays),
+            ``num_iter`` (the last GMRES iteration's index: iterations - 1) and ``errors``
+            (the relative residual ‖r‖/‖b‖ at the start and after each GMRES iteration), kept
+            until the next tracked step. :meth:`get_info` always reports fastgame's own
+            ``iter_num`` (GMRES iterations taken; CGDs' GACGD leaves its ``iter_num`` at 0),
+            ``residual`` (the GMRES estimate of the block residual), ``converged``,
+            ``restarts``, ``hvp_passes`` and ``time``. Iterations here gain about twice what
+            CGDs' do (see below), so ``num_iter`` and ``errors`` are about half as long.
         restart: m of GMRES(m); memory is m + 1 vectors of the smaller player plus m of
             the larger one. Default 40, measured (``bench/gacgd_cpu.py --sweep``, 2-256-256-1
             MLP GAN): at lr 1e-3..1e-2 a step needs 6-9 iterations and any m >= 10 is the
@@ -72,6 +83,7 @@ class GACGD(GameOptimizer):
     and two create_graph backward passes (one per loss), against CGDs' 2k' + 4 with k' ≈ 2k.
     """
 
+    cgds_class = "GACGD"
     player_names = ("x", "y")
     player_label = "player {}"
     loss_names = ("loss_x", "loss_y")
@@ -91,18 +103,37 @@ class GACGD(GameOptimizer):
                          dict(eps=eps, beta=beta, tol=tol, atol=atol, max_iter=max_iter, restart=restart,
                               warm_start=warm_start),
                          ("x_params", "y_params"), ("lr_x", "lr_y"), backend)
+        self.track_cond = track_cond
         self.state["game"] = {"step": 0}
 
-    def step(self, loss_x: TwoLosses, loss_y: Optional[Tensor] = None, trigger: Any = None) -> tuple[Tensor, Tensor]:
+    def _config_attrs(self) -> tuple[str, ...]:
+        return (*super()._config_attrs(), "track_cond")
+
+    def _init_runtime(self) -> None:
+        super()._init_runtime()
+        self.info = dict(CGDS_INFO)
+        self._tracked_info = {k: CGDS_INFO[k] for k in TRACKED_KEYS if k in CGDS_INFO}
+        self._track = False  # what track_cond said for the running step
+
+    def _resolve_losses(self, losses: tuple[Any, ...]) -> tuple[Tensor, ...]:
+        losses = super()._resolve_losses(losses)
+        # Called as CGDs calls it: with loss_x and the step's count, before anything is computed.
+        track_cond = getattr(self, "track_cond", None)
+        self._track = bool(track_cond(losses[0], self.state["game"]["step"] + 1)) if callable(track_cond) else False
+        return losses
+
+    def step(self, loss_x: Optional[TwoLosses] = None, loss_y: Optional[Tensor] = None, trigger: Any = None, *,
+             closure: Optional[Callable[[], tuple[Tensor, Tensor]]] = None) -> tuple[Tensor, Tensor]:
         """One step: x descends ``loss_x``, y descends ``loss_y``, each anticipating the other.
 
         Pass the two scalar losses (with their graphs; no ``backward()`` needed), or one
-        closure returning ``(loss_x, loss_y)``. ``trigger`` is accepted for compatibility
+        closure returning ``(loss_x, loss_y)`` (also as ``closure=``, torch.optim's keyword;
+        it must not call ``backward()``). ``trigger`` is accepted for compatibility
         and ignored. Returns the two losses, detached. Raises ``ValueError`` on bad input
         and ``FloatingPointError`` on a non-finite value anywhere in the step; either way
         parameters and optimizer state are unchanged.
         """
-        return self._run_step(loss_x) if loss_y is None else self._run_step(loss_x, loss_y)
+        return self._run_step(*step_arguments(type(self).__name__, self.loss_names, (loss_x, loss_y), closure))
 
     def _propose(self, grads: tuple[Tensor, Tensor], hvp: MixedHVP, step: Tensor) -> Proposal:
         # hvp(0, ·) = D_xy f ·, hvp(1, ·) = D_yx g · (see GameOptimizer._gradients)
@@ -113,7 +144,8 @@ class GACGD(GameOptimizer):
                 g, torch.zeros_like(g) if avg is None else avg, lr, step, group["beta"], group["eps"])
             pre.append((eta, eta_grad))
             square_avgs[player.name] = new_avg
-        s, result = self._solve(hvp, pre, self.param_groups[0])  # game-wide solver settings
+        history: Optional[list[float]] = [] if self._track else None
+        s, result = self._solve(hvp, pre, self.param_groups[0], history)  # game-wide solver settings
         keep_start = self.param_groups[0]["warm_start"]  # kept only where the next step reads it
         state = {p.name: {"square_avg": square_avgs[p.name], **({"warm_start": part} if keep_start else {})}
                  for p, part in zip(self.players, s)}
@@ -127,12 +159,27 @@ class GACGD(GameOptimizer):
                    for p, part in zip(self.players, s)]
         info = {"iter_num": result.iterations, "residual": result.residual_norm, "converged": result.converged,
                 "restarts": result.restarts}
+        if history is not None:
+            info.update(self._tracked(pre, result, history))
         return Proposal([-s[0], -s[1]], state, checks, info)
 
-    def _solve(self, hvp: MixedHVP, pre: list[tuple[Tensor, Tensor]],
-               group: dict[str, Any]) -> tuple[tuple[Tensor, Tensor], GMRESResult]:
+    @staticmethod
+    def _tracked(pre: list[tuple[Tensor, Tensor]], result: GMRESResult, history: list[float]) -> dict[str, Any]:
+        """CGDs' entries of a tracked step, in its types: the step sizes as numpy arrays, the last
+        GMRES iteration's index and the relative residuals (CGDs' 0 and 0 for a skipped solve)."""
+        ada_lr = [eta.detach().to("cpu", copy=True).numpy() for eta, _ in pre]  # copies: the step may reuse eta
+        return {"ada_lr_x": ada_lr[0], "ada_lr_y": ada_lr[1],
+                "num_iter": max(result.iterations - 1, 0), "errors": history if history else 0}
+
+    def _extend_info(self, grads: tuple[Tensor, Tensor], deltas: Any, capturable: bool) -> None:
+        self._tracked_info.update({k: self.info[k] for k in TRACKED_KEYS if k in self.info})
+        self.info = {**self._tracked_info, **self.info}
+
+    def _solve(self, hvp: MixedHVP, pre: list[tuple[Tensor, Tensor]], group: dict[str, Any],
+               history: Optional[list[float]] = None) -> tuple[tuple[Tensor, Tensor], GMRESResult]:
         """Solve the block system for s = (s_x, s_y) by GMRES on the Schur complement of the
-        smaller player a (see the class docstring)."""
+        smaller player a (see the class docstring). ``history``: a list to fill with the relative
+        residuals ‖r‖/‖b‖ of the solve (:func:`~fastgame.linalg.gmres.gmres`; empty if skipped)."""
         (eta_x, c_x), (eta_y, c_y) = pre
         # The block right-hand side is (c_x, c_y); its norm sets the threshold, as in CGDs.
         b_norm = math.sqrt(float(c_x.double().square().sum() + c_y.double().square().sum()))
@@ -159,7 +206,9 @@ class GACGD(GameOptimizer):
             r0 = c_a - w0 - eta_a * hvp(a, c_b - u0)
         # CGDs' GMRES always takes one iteration, even when ‖b‖ < atol: min_iter=1 keeps its numbers.
         result = gmres(schur, r0, None, tol=0.0, atol=threshold, restart=group["restart"],
-                       max_iter=group["max_iter"], min_iter=1, track_like=c_b)
+                       max_iter=group["max_iter"], min_iter=1, track_like=c_b, history=history)
+        if history is not None:
+            history[:] = [r / b_norm for r in history]
         s = [None, None]
         s[a] = result.solution if w0 is None else result.solution.add_(w0)
         s[b] = c_b - u0 - result.tracked

@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 
 from ..linalg.cg import run_cg, stop_threshold
+from ..linalg.cg_drivers import Masked
 from .base import Proposal
 from .checks import boolean, positive_int
 from .dynamics import GameDynamics
@@ -75,7 +76,7 @@ class BestResponseManifold(GameDynamics):
         r = hvp.jacobian_row(0, v) - mm_w  # Mv − MMᵀw
         rr = r.dot(r)
         # CG, a fixed count (no host read), tracking Mᵀw alongside w as the CGD solve tracks u
-        run_cg(normal, w, mt_w, r, stop_threshold(0.0, rr, 0.0), group["ls_iters"], check_every=None, fused=self.ops)
+        run_cg(normal, w, mt_w, r, stop_threshold(0.0, rr, 0.0), group["ls_iters"], Masked(None), fused=self.ops)
         rr = r.dot(r)
         mt_w = (mt_w[:d.numel()], mt_w[d.numel():])
         tangent = [vi - mi for vi, mi in zip(v, mt_w)]  # v − Mᵀw: v's part along 𝓜

@@ -1,24 +1,37 @@
 """State I/O and validation of a :class:`~fastgame.optim.base.GameOptimizer`, from what the
 class declares (``hyperparameters``, ``game_wide``, ``state_keys``, ``row_state_keys``,
 ``nonnegative_state_keys``, ``game_state``, ``added_later``): the checks of both param groups,
-of a state_dict, and the load that changes nothing unless everything in it is valid."""
+of a state_dict, and the load that changes nothing unless everything in it is valid.
+
+The optimizer is seen through :class:`Declared` (so this module needs nothing of base.py), and
+its rules between hyperparameters come in as a :data:`CombinationCheck`."""
 from __future__ import annotations
 
 import copy
-from typing import TYPE_CHECKING, Any, Sequence
+from typing import Any, Callable, Mapping, Protocol, Sequence
 
 import torch
 from torch import Tensor
 
+from ..linalg.captured import capturing
 from ..linalg.params import Player
+from .checks import Validator
 
-if TYPE_CHECKING:
-    from .base import GameOptimizer
+CombinationCheck = Callable[[dict[str, Any], str], None]
+"""The optimizer's rules between game-wide hyperparameters: ``check(group, where)`` raises ValueError."""
 
 
-def capturing() -> bool:
-    """Whether a CUDA graph is being captured on the current stream (nothing may be read)."""
-    return torch.cuda.is_available() and torch.cuda.is_current_stream_capturing()
+class Declared(Protocol):
+    """What state I/O reads of an optimizer: its class's declarations and its players."""
+    player_names: tuple[str, ...]
+    players: Sequence[Player]
+    hyperparameters: Mapping[str, Validator]
+    game_wide: frozenset[str]
+    state_keys: frozenset[str]
+    row_state_keys: frozenset[str]
+    nonnegative_state_keys: frozenset[str]
+    game_state: Mapping[str, Validator]
+    added_later: Mapping[str, Callable[[dict[str, Any]], Any]]
 
 
 def clone_tree(obj: Any) -> Any:
@@ -32,11 +45,12 @@ def clone_tree(obj: Any) -> Any:
     return copy.copy(obj)
 
 
-def validate_groups(opt: GameOptimizer, groups: Sequence[dict[str, Any]], where: str) -> None:
-    """Check every hyperparameter of both groups, that game-wide ones agree, and the
-    optimizer's rules between them."""
-    if len(groups) != 2:
-        raise ValueError(f"{where}: expected 2 param groups (one per player), got {len(groups)}")
+def validate_groups(opt: Declared, groups: Sequence[dict[str, Any]], where: str,
+                    check_combination: CombinationCheck) -> None:
+    """Check every hyperparameter of every group (one per player), that game-wide ones agree,
+    and the optimizer's rules between them (``check_combination``)."""
+    if len(groups) != len(opt.player_names):
+        raise ValueError(f"{where}: expected {len(opt.player_names)} param groups (one per player), got {len(groups)}")
     name_of = type(opt).__name__
     for i, (group, name) in enumerate(zip(groups, opt.player_names)):
         if group.get("player", name) != name:
@@ -52,13 +66,14 @@ def validate_groups(opt: GameOptimizer, groups: Sequence[dict[str, Any]], where:
                 value = float(value)
             check(f"param_groups[{i}][{key!r}] ({name} player)", value)
     for key in sorted(opt.game_wide):
-        if groups[0][key] != groups[1][key]:
-            raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
-                             f"({groups[0][key]!r} and {groups[1][key]!r}); set it to one value in both")
-    opt._check_combination(groups[0], where)
+        for other in groups[1:]:
+            if groups[0][key] != other[key]:
+                raise ValueError(f"{where}: {key!r} is game-wide but differs between the param groups "
+                                 f"({groups[0][key]!r} and {other[key]!r}); set it to one value in all")
+    check_combination(groups[0], where)
 
 
-def validate_game_state(opt: GameOptimizer, game: Any) -> None:
+def validate_game_state(opt: Declared, game: Any) -> None:
     if not isinstance(game, dict):
         raise ValueError("state_dict['state'] has no 'game' entry (the step count and game-wide state)")
     if set(game) != set(opt.game_state):
@@ -68,7 +83,7 @@ def validate_game_state(opt: GameOptimizer, game: Any) -> None:
         check(f"state_dict['state']['game'][{key!r}]", game[key])
 
 
-def player_state_as_loaded(opt: GameOptimizer, player: Player, st: Any) -> dict[str, Tensor]:
+def player_state_as_loaded(opt: Declared, player: Player, st: Any) -> dict[str, Tensor]:
     """``st`` (a player's saved state) checked and cast to the player's device and dtype.
 
     The cast comes first, so that the values checked are the values that would be loaded (a
@@ -105,19 +120,20 @@ def player_state_as_loaded(opt: GameOptimizer, player: Player, st: Any) -> dict[
     return out
 
 
-def validated_state_dict(opt: GameOptimizer, state_dict: Any) -> dict[str, Any]:
-    """A copy of ``state_dict`` to load into ``opt``, every part validated and its per-player
-    tensors cast to the players' device and dtype; raises ValueError on the first problem."""
+def validated_state_dict(opt: Declared, state_dict: Any, check_combination: CombinationCheck) -> dict[str, Any]:
+    """A copy of ``state_dict`` to load into ``opt``, every part validated (the rules between
+    hyperparameters by ``check_combination``) and its per-player tensors cast to the players'
+    device and dtype; raises ValueError on the first problem."""
     if not isinstance(state_dict, dict) or "state" not in state_dict or "param_groups" not in state_dict:
         raise ValueError("not an optimizer state_dict: expected keys 'state' and 'param_groups'")
     groups, state = state_dict["param_groups"], state_dict["state"]
     if not isinstance(groups, (list, tuple)) or not all(isinstance(g, dict) for g in groups):
         raise ValueError("state_dict['param_groups'] must be a list of dicts")
-    if len(groups) != 2 or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in opt.players]:
+    if len(groups) != len(opt.players) or [len(g.get("params", ())) for g in groups] != [len(p.params) for p in opt.players]:
         raise ValueError("state_dict has a different number of parameters per player than this optimizer")
     # Hyperparameters newer than the dict take the values its version behaved as (``added_later``).
     groups = [{**{k: older(g) for k, older in opt.added_later.items() if k not in g}, **g} for g in groups]
-    validate_groups(opt, groups, "load_state_dict")
+    validate_groups(opt, groups, "load_state_dict", check_combination)
     if not isinstance(state, dict):
         raise ValueError("state_dict['state'] must be a dict")
     unknown = set(state) - {*opt.player_names, "game"}

@@ -6,13 +6,14 @@ run leaves either the old file or the new one, never half of one; a temporary fi
 killed process is removed by the next owner of the folder (:func:`remove_stale_temporaries`).
 A failed write raises :class:`WriteError` naming the file (the previous version is intact).
 
-A checkpoint carries a SHA-256 digest of its contents (every entry but its ``config``, which
+A run's checkpoint (:func:`run_state`, :func:`restore_run`) holds its models, optimizer, data order,
+RNGs, the steps of the evaluation window under way and the metric rows so far. A checkpoint carries a SHA-256 digest of its contents (every entry but its ``config``, which
 the trainer checks against the run's ``config.json`` instead), verified on load: a flipped bit
 is refused, not trained on. Checkpoints from before the digest load unverified.
 
 :class:`RunLock` holds an exclusive ``flock`` on ``RUN_DIR/.lock`` for the life of a run, so two
 processes never write one folder; the kernel releases it when its process dies (a SIGKILLed run
-leaves no stale lock).
+leaves the file but no stale lock), and a clean end removes the file.
 """
 from __future__ import annotations
 
@@ -20,14 +21,18 @@ import csv
 import hashlib
 import io
 import json
+import math
 import os
 import re
 from typing import Any, Callable, Optional, Sequence
 
 import torch
 
+from .config import ConfigError, TrainConfig, config_diff
+
 __all__ = ["CheckpointError", "WriteError", "RunLock", "atomic_write", "save_checkpoint", "load_checkpoint",
-           "state_digest", "is_temporary", "write_json", "write_csv", "remove_stale_temporaries", "CHECKPOINT_FORMAT", "LOCK_FILE"]
+           "state_digest", "is_temporary", "write_json", "write_csv", "remove_stale_temporaries", "CHECKPOINT_FORMAT", "LOCK_FILE",
+           "read_rows", "checked_rows", "run_state", "restore_run"]
 
 LOCK_FILE = ".lock"
 
@@ -148,27 +153,46 @@ def load_checkpoint(path: str) -> dict[str, Any]:
 
 
 class RunLock:
-    """An exclusive lock on a run folder for as long as this object holds it (a ``flock`` on
-    ``folder/.lock``, released by :meth:`release` or by the kernel when the process ends)."""
+    """An exclusive lock on a run folder for as long as this object holds it: a ``flock`` on
+    ``folder/.lock``, released by :meth:`release` (which also removes the file) or by the kernel
+    when the process ends (a killed run leaves the file, not the lock)."""
 
     def __init__(self, folder: str) -> None:
-        import fcntl
-        self.folder = folder
+        self.folder, self.path = folder, os.path.join(folder, LOCK_FILE)
         self._fd: Optional[int] = None
-        fd = os.open(os.path.join(folder, LOCK_FILE), os.O_RDWR | os.O_CREAT, 0o644)
+        while self._fd is None:
+            self._fd = self._take()
+        os.ftruncate(self._fd, 0)
+        os.write(self._fd, f"{os.getpid()}\n".encode())
+
+    def _take(self) -> Optional[int]:
+        """The locked descriptor of the file now at :attr:`path`; None where that file was removed
+        by its previous holder meanwhile (its lock then guards nothing: take the new file's)."""
+        import fcntl
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             os.close(fd)
-            raise CheckpointError(f"{folder} is in use by another fastgame process (its lock {LOCK_FILE} is "
+            raise CheckpointError(f"{self.folder} is in use by another fastgame process (its lock {LOCK_FILE} is "
                                   "held); wait for it to finish or pick another folder") from None
-        os.ftruncate(fd, 0)
-        os.write(fd, f"{os.getpid()}\n".encode())
-        self._fd = fd
+        try:
+            same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+        except FileNotFoundError:
+            same = False
+        if not same:
+            os.close(fd)
+            return None
+        return fd
 
     def release(self) -> None:
-        """Give the lock up (idempotent)."""
+        """Give the lock up and remove its file (idempotent). The file goes first, while still
+        locked: a process waiting on it then finds it gone and locks a new one (:meth:`_take`)."""
         if self._fd is not None:
+            try:
+                os.remove(self.path)
+            except FileNotFoundError:
+                pass
             os.close(self._fd)  # closing the descriptor releases the flock
             self._fd = None
 
@@ -185,3 +209,92 @@ def write_csv(path: str, rows: Sequence[dict[str, Any]], columns: Sequence[str])
     w.writeheader()
     w.writerows(rows)
     atomic_write(path, lambda f: f.write(buf.getvalue().encode()))
+
+
+def checked_rows(rows: Any, where: str) -> list[dict[str, Any]]:
+    """``rows`` if it is a list of metric rows (dicts with a whole-number step), else one-line error."""
+    if not isinstance(rows, list):
+        raise CheckpointError(f"{where} are not a list of rows (got {type(rows).__name__})")
+    for i, r in enumerate(rows):
+        step = r.get("step") if isinstance(r, dict) else None
+        if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+            raise CheckpointError(f"{where}: row {i} has no step count (got {r!r:.80})")
+    return rows
+
+
+def _number(v: str) -> Any:
+    try:
+        f = float(v)
+    except ValueError:
+        return v
+    return int(f) if f.is_integer() and "." not in v and "e" not in v.lower() and math.isfinite(f) else f
+
+
+def read_rows(folder: str) -> list[dict[str, Any]]:
+    """The metric rows a run folder's ``metrics.json`` holds, or its ``metrics.csv`` where the
+    JSON is unreadable; none where neither file exists; one-line error where both are damaged
+    (nothing is rewritten empty)."""
+    paths = [os.path.join(folder, n) for n in ("metrics.json", "metrics.csv")]
+    if not any(os.path.exists(p) for p in paths):
+        return []
+    problems = []
+    try:
+        with open(paths[0]) as f:
+            return checked_rows(json.load(f), paths[0])
+    except (OSError, ValueError, CheckpointError) as exc:
+        problems.append(f"{paths[0]}: {str(exc).splitlines()[0][:120]}")
+    try:
+        with open(paths[1], newline="") as f:
+            reader = csv.DictReader(f)
+            rows = [{k: _number(v) for k, v in r.items()} for r in reader]
+            if "step" not in (reader.fieldnames or ()):
+                raise ValueError("no header with a step column")
+        return checked_rows(rows, paths[1])
+    except (OSError, ValueError, CheckpointError) as exc:
+        problems.append(f"{paths[1]}: {str(exc).splitlines()[0][:120]}")
+    raise CheckpointError(f"the run's metric history is damaged ({'; '.join(problems)}) and its checkpoint, "
+                          "from an older fastgame, holds no copy; restore one of the files or start a new run")
+
+
+def run_state(run: Any) -> dict[str, Any]:
+    """The checkpoint of a :class:`~fastgame.trainer.train.Run` at its current step."""
+    return {"step": run.step, "elapsed": run.elapsed, "config": run.cfg.to_json(),
+            "G": run.G.state_dict(), "D": run.D.state_dict(), "optimizer": run.stepper.state_dict(),
+            **run.batches.state_dict(), "torch_rng": torch.get_rng_state(), "window": run.window.table(),
+            "rows": run.rows}
+
+
+def restore_run(run: Any, st: dict[str, Any]) -> None:
+    """Put ``run`` (built from its configuration) at the checkpoint ``st``: :class:`CheckpointError`
+    if the checkpoint belongs to another configuration or does not fit the run. A checkpoint
+    written before a setting existed is read as its config.json is."""
+    try:
+        saved_cfg = TrainConfig.from_json(st["config"])
+    except (ConfigError, TypeError, KeyError) as exc:
+        raise CheckpointError(f"the checkpoint's configuration is unreadable ({exc})") from None
+    diff = sorted(config_diff(saved_cfg, run.cfg))
+    if diff:
+        raise CheckpointError(f"the checkpoint belongs to another configuration (differs in {diff})")
+    step = st.get("step")
+    if not (isinstance(step, int) and not isinstance(step, bool) and step >= 0):
+        raise CheckpointError(f"the checkpoint's step is {step!r}, not a step count (a whole number >= 0)")
+    try:
+        run.G.load_state_dict(st["G"])
+        run.D.load_state_dict(st["D"])
+        run.stepper.load_state_dict(st["optimizer"])
+        run.batches.load_state_dict(st)
+        torch.set_rng_state(st["torch_rng"])
+        run.step, run.elapsed = step, float(st["elapsed"])
+        run.window.load(st.get("window"))  # None in a checkpoint from before the window was saved
+    except (KeyError, RuntimeError, ValueError, TypeError, AttributeError) as exc:
+        raise CheckpointError(f"the checkpoint does not match this run ({type(exc).__name__}: "
+                              f"{str(exc).splitlines()[0]})") from None
+    if run.step > run.cfg.steps:
+        raise ConfigError(f"the checkpoint is at step {run.step}, past --steps {run.cfg.steps}")
+    run.saved_step = run.step
+    # The rows up to the checkpoint's step (the resumed run recomputes the rest): the
+    # checkpoint's copy, or for a checkpoint from before it kept one, the folder's files.
+    rows = st.get("rows")
+    if rows is None:
+        rows = read_rows(run.out) if run.rank == 0 else []
+    run.rows = [r for r in checked_rows(rows, "the checkpoint's metric rows") if r["step"] <= run.step]

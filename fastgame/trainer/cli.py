@@ -6,18 +6,17 @@ line ``fastgame: error: ...`` and exits with status 2 before anything is trained
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
 from typing import Any, Optional, Sequence
 
 import torch
 
-from .. import losses as L
 from .checkpoint import CheckpointError, WriteError
-from .data import ON_DISK, DataError
-from .config import CONV_THREADS, CPU_THREADS, MODELS, PENALTIES, TRAINER_TOL, ConfigError, TrainConfig
+from .data import DataError
+from .config import CPU_THREADS, RESUMABLE, ConfigError, TrainConfig
 from . import methods
+from .options import GROUPS, OPTIONS, Option, option
 from .train import Interrupted
 
 __all__ = ["main", "build_parser"]
@@ -43,15 +42,17 @@ _EPILOG_COMPARE = """examples:
   fastgame compare --data ring8 --optimizers acgd adam --seeds 0 1 2 --steps 1000 --out runs/cmp
   fastgame compare --data digits --optimizers acgd adam:lr_d=4e-4,lr_g=1e-4 --out runs/cmp-digits
 
-An optimizer may carry its own settings after a colon (lr_d, lr_g, tol, max_iter, cg_start,
-betas, d_steps, penalty, penalty_weight), e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4",
+An optimizer may carry its own settings after a colon, any of
+{per_method},
+e.g. two-timescale Adam "adam:lr_d=4e-4,lr_g=1e-4",
 "acgd:tol=1e-4,cg_start=zero", or WGAN-GP's recipe beside unregularized runs:
 "adam-alt:penalty=wgan_gp,d_steps=5,betas=0.5,0.9". Writes
 DIR/compare.md and compare.csv (final and best value of each metric, mean +- std over seeds;
 CG iterations and mixed-HVP passes per step), DIR/compare.png (the first metric
 against steps and against wall-clock time), each run in DIR/<optimizer>-seed<k>/ and its
 final samples as DIR/samples-<optimizer>-seed<k>.png. Finished runs are reused and
-unfinished ones resumed when the command is run again."""
+unfinished ones resumed when the command is run again.""".format(
+    per_method=", ".join(o.name for o in OPTIONS if o.per_method))
 
 
 class _Parser(argparse.ArgumentParser):
@@ -62,6 +63,7 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _positive_int(s: str) -> int:
+    """The probe's own --steps and --threads."""
     try:
         v = int(s)
     except ValueError:
@@ -71,132 +73,62 @@ def _positive_int(s: str) -> int:
     return v
 
 
-def _whole_number(s: str) -> int:
-    try:
-        return int(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {s!r}") from None
+class _Checked(argparse.Action):
+    """Stores an option's value after its record's check (on the whole value: both --betas)."""
+
+    def __init__(self, *args: Any, record: Option, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.record = record
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        problem = self.record.problem(values)
+        if problem:
+            raise argparse.ArgumentError(self, problem)
+        setattr(namespace, self.dest, values)
 
 
-def _positive_float(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"must be > 0, got {s}")
-    return v
+def _word(record: Option) -> Any:
+    """argparse's ``type`` of an option: its record's parse, with the problem as argparse's message."""
+    def parse(s: str) -> Any:
+        try:
+            return record.parse(s)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+    parse.__name__ = record.name  # argparse names the type in some messages
+    return parse
 
 
-def _positive_float_or_zero(s: str) -> float:
-    try:
-        v = float(s)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {s!r}") from None
-    if not 0 <= v < 1:
-        raise argparse.ArgumentTypeError(f"must be in [0, 1), got {s}")
-    return v
-
-
-def _on_off(s: str) -> bool:
-    if s not in ("on", "off"):
-        raise argparse.ArgumentTypeError(f"expected on or off, got {s!r}")
-    return s == "on"
+def _add_option(p: Any, record: Option, help: Optional[str] = None) -> None:
+    """``record``'s flag on ``p`` (a parser or a group). No default is stored: the namespace holds
+    exactly the options typed, and :class:`TrainConfig` the defaults."""
+    kw: dict[str, Any] = dict(dest=record.name, default=argparse.SUPPRESS, help=help or record.full_help)
+    if record.switch:
+        p.add_argument(record.flag, action="store_true", **kw)
+        return
+    choices = record.choices() if record.choices is not None else None
+    p.add_argument(record.flag, action=_Checked, record=record, type=_word(record), choices=choices,
+                   nargs=record.nargs, metavar=record.metavar, **kw)
 
 
 def _add_training_options(p: argparse.ArgumentParser) -> None:
-    g = p.add_argument_group("data and model")
-    g.add_argument("--data", default="ring8", metavar="SOURCE",
-                   help="ring8 (8 Gaussians on a ring), grid25 (25 on a grid), digits (scikit-learn's 1,797 8x8 "
-                        f"digits), {' / '.join(k + ':ROOT' for k in ON_DISK)} (the files torchvision keeps "
-                        "under ROOT once downloaded), or a path: a .npy/.pt tensor file ((N,2) points or "
-                        "(N,[C,]H,W) images) or a folder of images. Nothing is downloaded. Default: ring8")
-    g.add_argument("--image-size", type=int, choices=(8, 16, 32), default=None,
-                   help="resize images to this size (bilinear). Default: the data's own size (32 for folders)")
-    g.add_argument("--model", choices=MODELS, default="auto",
-                   help="mlp for points, dcgan for 8/16/32-px images, wgan_gp_dcgan for 32-px images (minutes a "
-                        "step on a CPU). Default: auto (mlp for points, dcgan for images)")
-    g.add_argument("--width", type=_positive_int, default=None,
-                   help="hidden width (mlp, default 64) or base channels (dcgan 16, wgan_gp_dcgan 64)")
-    g.add_argument("--d-batchnorm", type=_on_off, default=None, metavar="on|off",
-                   help="BatchNorm in the DCGAN discriminator. Default: on without a penalty, off with one (a "
-                        "gradient penalty needs each sample's output to depend on that sample only; on with a "
-                        "penalty is refused). Give it to compare a penalty with none on the same discriminator; "
-                        "the run's config.json records the choice")
-    g.add_argument("--latent", type=_positive_int, default=None, help="latent size (mlp 2, dcgan 32, wgan_gp 128)")
-    g = p.add_argument_group("game and optimizer")
-    g.add_argument("--loss", choices=list(L.LOSSES), default=None, help="GAN loss (fastgame.losses). "
-                   "Default: standard (the minimax GAN, zero-sum) for points, non_saturating for images (the "
-                   "minimax loss trained no MNIST images with either optimizer; ACGD/BCGD step on the zero-sum "
-                   "form of any loss). wgan: the Wasserstein loss, unregularized unless --penalty")
-    g.add_argument("--penalty", choices=PENALTIES, default="none",
-                   help="gradient penalty on the discriminator. Default: none")
-    g.add_argument("--penalty-weight", type=float, default=10.0, help="its weight (gamma or lambda). Default: 10")
-    g.add_argument("--lr-d", type=_positive_float, default=None,
-                   help="discriminator learning rate (mlp 1e-3, conv models 2e-4)")
-    g.add_argument("--lr-g", type=_positive_float, default=None, help="generator learning rate (same defaults)")
-    g.add_argument("--tol", type=_positive_float, default=None,
-                   help=f"CG/GMRES tolerance of ACGD/BCGD/GACGD. Default: {TRAINER_TOL:g}, which the README's "
-                        "study found quality-neutral with ~30%% fewer passes (the optimizer classes keep CGDs' "
-                        "1e-12 for drop-in parity); recorded in config.json")
-    g.add_argument("--betas", type=_positive_float_or_zero, nargs=2, default=None, metavar=("B1", "B2"),
-                   help="Adam's betas (adam, adam-alt and the Adam dynamics). Default: 0.5 0.999 for adam and "
-                        "adam-alt (Radford et al. 2016); WGAN-GP's recipe is 0.5 0.9")
-    g.add_argument("--eps", type=_positive_float, default=None,
-                   help="the optimizer's epsilon: ACGD's (added to sqrt(v); the ICR paper's runs: 1e-8) or Adam's. "
-                        "Default: the optimizer's own (ACGD 1e-5, Adam 1e-8)")
-    g.add_argument("--d-steps", type=_positive_int, default=1,
-                   help="discriminator (critic) steps per generator step, adam-alt only (WGAN-GP's recipe: 5). "
-                        "--steps counts generator steps. Default: 1")
-    g.add_argument("--max-iter", type=_whole_number, default=None,
-                   help="at most this many CG/GMRES iterations per step (what the optimizer's max_iter accepts, "
-                        "0 included). Default: the optimizer's own")
-    g.add_argument("--cg-start", choices=methods.choices("cg_start"), default=None,
-                   help="how ACGD/BCGD start each CG solve: warm (from the previous step's solution, as CGDs), "
-                        "zero (one mixed-HVP pass fewer) or recycle (zero start deflated by Ritz vectors). "
-                        "Default: the optimizer's own (zero)")
-    g = p.add_argument_group("run")
-    g.add_argument("--steps", type=_positive_int, default=None, help="training steps. Default: 2000")
-    g.add_argument("--batch", type=_positive_int, default=256, help="batch size (all processes together). "
-                   "Default: 256")
-    g.add_argument("--seed", type=int, default=0, help="seed of the models, data order and noise. Default: 0")
-    g.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                   help="auto = cuda when available. Default: auto")
-    g.add_argument("--dtype", choices=("float32", "float64"), default="float32")
-    g.add_argument("--bf16", action="store_true", help="bfloat16 autocast for the forward passes")
-    g.add_argument("--batchnorm", choices=("fastgame", "native"), default="fastgame",
-                   help="the image models' BatchNorm layers: fastgame.nn.BatchNorm (the same function with a "
-                        "cheaper double backward: an ACGD step's floor 18-39%% lower on an H200) or torch's own. "
-                        "Default: fastgame")
-    g.add_argument("--graphed", action="store_true",
-                   help="CUDA-graph whole ACGD/BCGD steps with exactly --max-iter masked CG iterations (CUDA only, "
-                        "needs --max-iter; warns and runs eagerly elsewhere). Without it, ACGD/BCGD on CUDA replay "
-                        "piecewise graphs with the CG iterations each step needs (same numbers as eager)")
-    g.add_argument("--eager", action="store_true",
-                   help="ACGD/BCGD on CUDA: step eagerly instead of replaying the default piecewise CUDA graphs "
-                        "(CPU runs are always eager)")
-    g.add_argument("--eval-every", type=_positive_int, default=None, help="steps between evaluations "
-                   "(metrics, pictures). Default: steps/20")
-    g.add_argument("--eval-samples", type=_positive_int, default=None,
-                   help="generated samples per evaluation. Default: 2500 points or 1000 images")
-    g.add_argument("--checkpoint-every", type=_positive_int, default=None, help="Default: steps/5")
-    g.add_argument("--threads", type=_positive_int, default=None,
-                   help=f"torch CPU threads; may be given with --resume. Default on the CPU, by measurement: "
-                        f"{CPU_THREADS} for the MLP and 8-px images (torch's default was 8.5x slower on a busy "
-                        f"2-core machine), {CONV_THREADS} (at most the cores) for the DCGANs at 16/32 px; torch's "
-                        "own on CUDA; recorded in config.json")
-    g.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one line per evaluation (for logs)")
+    for group in GROUPS:
+        g = p.add_argument_group(group)
+        for record in OPTIONS:
+            if record.group == group:
+                _add_option(g, record)
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar: one line per evaluation (for logs)")
 
 
 def _optimizer_help() -> str:
     """--optimizer's help, from the registry: the CGD family, the Adam baselines, the other dynamics."""
     table = methods.METHODS.values()
-    by_kind = {kind: [m.name for m in table if m.stepper in kinds]
-               for kind, kinds in (("cgd", ("cgd", "gacgd")), ("adam", ("adam", "adam-alt")), ("dynamics", ("dynamics",)))}
-    betas = ", ".join(map(str, methods.METHODS["adam"].fixed["betas"]))
-    return (f"{', '.join(by_kind['cgd'])}; the baselines adam (simultaneous) and adam-alt (alternating, "
+    solving = [m.name for m in table if m.solves]
+    dynamics = [m.name for m in table if not m.solves and not m.per_player]
+    betas = ", ".join(map(str, methods.ADAM_BETAS))
+    return (f"{', '.join(solving)}; the baselines adam (simultaneous) and adam-alt (alternating, "
             f"torch.optim.Adam with betas {betas}); or another game dynamics of fastgame.optim.DYNAMICS: "
-            + ", ".join(by_kind["dynamics"]) + ". Default: acgd")
+            + ", ".join(dynamics) + f". Default: {option('optimizer').default}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -207,21 +139,19 @@ def build_parser() -> argparse.ArgumentParser:
     t = sub.add_parser("train", help="one training run in a run folder",
                        description="Train one GAN and write a run folder (config, metrics, checkpoints, pictures).",
                        epilog=_EPILOG_TRAIN, formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--out", metavar="RUN_DIR", default=None,
-                   help="the run folder to create (must not exist or be empty). Default: "
-                        "fastgame-runs/<data>-<optimizer>-seed<seed>")
-    t.add_argument("--optimizer", choices=methods.names(), default="acgd", metavar="NAME",
-                   help=_optimizer_help())
+    _add_option(t, option("out"))
+    _add_option(t, option("optimizer"), help=_optimizer_help())
     t.add_argument("--resume", metavar="RUN_DIR", default=None,
                    help="continue the run in RUN_DIR from its checkpoint, or from step 0 if it stopped before its "
-                        "first (its config.json is used; only --steps, --threads and --quiet may change; other "
+                        f"first (its config.json is used; only {_resumable()} may change; other "
                         "options may be given only with the run's own values)")
     _add_training_options(t)
     c = sub.add_parser("compare", help="several optimizers over several seeds, with a table and plots",
                        description="Train the same setting with several optimizers and seeds; write a table of the "
                                    "metrics (mean +- std over seeds) and plots.",
                        epilog=_EPILOG_COMPARE, formatter_class=argparse.RawDescriptionHelpFormatter)
-    c.add_argument("--out", metavar="DIR", required=True, help="the comparison folder (runs are reused)")
+    c.add_argument("--out", dest="folder", metavar="DIR", required=True,
+                   help="the comparison folder (runs are reused)")
     c.add_argument("--optimizers", nargs="+", default=["acgd", "adam"], metavar="OPT",
                    help=f"two or more of {', '.join(methods.names())}, each optionally NAME:key=value,... "
                         "Default: acgd adam")
@@ -238,37 +168,20 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of the fixed samples and batches. Default: 0")
     pr.add_argument("--threads", type=_positive_int, default=CPU_THREADS, help=f"torch CPU threads. Default: "
                     f"{CPU_THREADS}")
+    from .. import doctor
+    doctor.build_parser(sub.add_parser("doctor", help="check this machine's fastgame paths (run this first on a GPU)",
+                                       description=doctor.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
-def _config(args: argparse.Namespace, **over) -> TrainConfig:
-    keys = {f.name for f in dataclasses.fields(TrainConfig)} - {"steps", "extra"}  # the options of the same names
-    kw = {k: getattr(args, k) for k in keys if hasattr(args, k)}
-    kw["steps"] = args.steps or TrainConfig.steps
-    kw.update(over)
-    return TrainConfig(**kw)
+def _settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The training settings typed on the command line (whatever their values), by option name."""
+    return {o.name: getattr(args, o.name) for o in OPTIONS if hasattr(args, o.name)}
 
 
-def _typed(argv: Optional[Sequence[str]]) -> dict[str, Any]:
-    """The training settings typed on the command line ``argv`` (whatever their values, defaults
-    included), by TrainConfig field name."""
-    parser = build_parser()
-    for action in _walk_actions(parser):
-        action.default = argparse.SUPPRESS
-    typed = vars(parser.parse_args(argv))
-    fields = {f.name for f in dataclasses.fields(TrainConfig)} - {"steps", "extra"}
-    return {k: v for k, v in typed.items() if k in fields}
-
-
-def _walk_actions(parser: argparse.ArgumentParser) -> list[argparse.Action]:
-    """Every argument of ``parser`` and of its subcommands."""
-    out = []
-    for action in parser._actions:  # argparse keeps no public list of a parser's arguments
-        out.append(action)
-        if isinstance(action, argparse._SubParsersAction):
-            for sub in action.choices.values():
-                out += _walk_actions(sub)
-    return out
+def _resumable() -> str:
+    """The options ``train --resume`` may change, as --help and the error say."""
+    return ", ".join(option(k).flag for k in RESUMABLE) + " and --quiet"
 
 
 def _continue_hint(run: Any) -> str:
@@ -278,12 +191,15 @@ def _continue_hint(run: Any) -> str:
     return f"the last checkpoint (step {run.saved_step}) is in {run.out}; continue with --resume {run.out}"
 
 
-def _train(args: argparse.Namespace, argv: Optional[Sequence[str]]) -> int:
+def _train(args: argparse.Namespace) -> int:
     """``fastgame train``: prepare, train, and turn every way a run ends into one line."""
     from .train import PeerError, prepare
     import torch.distributed as dist
-    given = _typed(argv) if args.resume is not None else None
-    run = prepare(_config(args), args.resume, args.steps, given=given)  # a resumed run holds its rows
+    typed = _settings(args)
+    if args.resume is not None:
+        run = prepare(TrainConfig(), args.resume, given=typed)
+    else:
+        run = prepare(TrainConfig(**typed))  # a resumed run holds its rows
     if run.world > 1:
         dist.barrier()  # every rank has checked its input before rank 0 writes anything
     main = run.rank == 0
@@ -333,7 +249,12 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         build_parser().print_help()
         return 2
     if args.command == "train":
-        return _train(args, argv)
+        return _train(args)
+    if args.command == "doctor":
+        from .. import doctor
+        def refuse(message: str) -> int:
+            raise ConfigError(message)
+        return doctor.run_from_args(args, refuse)
     if args.command == "probe":
         from .probe import probe_run
         torch.set_num_threads(args.threads)
@@ -343,7 +264,7 @@ def _main(argv: Optional[Sequence[str]]) -> int:
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         raise ConfigError("compare runs in one process; start each data-parallel run with torchrun ... train")
     from .compare import compare
-    folder = compare(args, _config)
+    folder = compare(args.folder, args.optimizers, args.seeds, _settings(args), quiet=args.quiet)
     print(f"fastgame: comparison in {os.path.abspath(folder)} (compare.md, compare.csv, compare.png)", flush=True)
     return 0
 

@@ -1,92 +1,66 @@
 """``fastgame compare``: one setting, several optimizers and seeds, one table and plots."""
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import json
 import math
 import os
 import re
 import shutil
 import statistics
-from typing import Any, Callable, Optional
+from typing import Any, Optional, Sequence
 
 from .checkpoint import write_csv, write_json
-from .config import OPTIMIZER_SETTINGS, ConfigError, TrainConfig, config_diff, resolve
+from .config import ConfigError, TrainConfig, check, config_diff, read_run_config, resolve
 from .data import TrainingData, load_dataset
 from .evaluation import METRIC_DIRECTION
 from . import methods
-from .methods import unsupported_setting
+from .options import OPTIONS, option, parse_setting
 from .train import prepare
 
-__all__ = ["compare", "parse_optimizer", "summarise"]
+__all__ = ["compare", "parse_optimizer", "summarise", "PER_METHOD"]
 
-_SPEC_KEYS = {"lr_d": float, "lr_g": float, "tol": float, "max_iter": int, "cg_start": str, "betas": float,
-              "d_steps": int, "penalty": str, "penalty_weight": float, "eps": float}
+PER_METHOD = tuple(o.name for o in OPTIONS if o.per_method)
 """The settings an optimizer may carry in ``--optimizers`` (``NAME:key=value,...``): its rates, its
-solve, its epsilon, Adam's betas (two numbers: ``betas=0.5,0.9``), critic steps, and the gradient penalty, so that
+solve, Adam's betas (two numbers: ``betas=0.5,0.9``), critic steps, and the gradient penalty, so that
 an explicitly regularized baseline (e.g. WGAN-GP's recipe) sits in the same table as unregularized runs."""
 
 
 def _items(rest: str) -> list[tuple[str, str]]:
     """``"lr_d=1e-3,betas=0.5,0.9"`` -> ``[("lr_d", "1e-3"), ("betas", "0.5,0.9")]``: an item without
-    ``=`` continues the previous value (betas has two numbers)."""
+    ``=`` continues the previous value (an option of several values, as betas)."""
     items: list[tuple[str, str]] = []
     for item in filter(None, rest.split(",")):
         key, eq, value = item.partition("=")
         if eq:
             items.append((key, value))
-        elif items and items[-1][0] == "betas":
-            items[-1] = ("betas", f"{items[-1][1]},{item}")
+        elif items and items[-1][0] in PER_METHOD and option(items[-1][0]).nargs:
+            items[-1] = (items[-1][0], f"{items[-1][1]},{item}")
         else:
             items.append((item, ""))
     return items
-
-
-def _value(spec: str, key: str, value: str) -> Any:
-    """One setting's value, checked (resolve() checks the combinations)."""
-    if key == "penalty":
-        from .config import PENALTIES
-        if value not in PENALTIES:
-            raise ConfigError(f"{spec!r}: penalty must be one of {', '.join(PENALTIES)}, got {value!r}")
-        return value
-    names = methods.choices(key)
-    if names is not None:
-        if value not in names:
-            raise ConfigError(f"{spec!r}: {key} must be one of {', '.join(names)}, got {value!r}")
-        return value
-    try:
-        parsed = [_SPEC_KEYS[key](v) for v in value.split(",")] if key == "betas" else _SPEC_KEYS[key](value)
-    except ValueError:
-        raise ConfigError(f"{spec!r}: {key} must be a number, got {value!r}") from None
-    if key == "betas":
-        if len(parsed) != 2 or not all(0 <= b < 1 for b in parsed):
-            raise ConfigError(f"{spec!r}: betas must be two numbers in [0, 1), e.g. betas=0.5,0.9")
-    elif key == "penalty_weight":
-        if not parsed >= 0:
-            raise ConfigError(f"{spec!r}: penalty_weight must be >= 0")
-    elif not parsed > 0:
-        raise ConfigError(f"{spec!r}: {key} must be > 0")
-    return parsed
 
 
 def parse_optimizer(spec: str) -> tuple[str, dict[str, Any]]:
     """``"adam:lr_d=4e-4,lr_g=1e-4"`` -> ``("adam", {"lr_d": 4e-4, "lr_g": 1e-4})``;
     ``"acgd:cg_start=zero,tol=1e-6"`` -> ``("acgd", {"cg_start": "zero", "tol": 1e-6})``;
     ``"adam-alt:penalty=wgan_gp,d_steps=5,betas=0.5,0.9"`` -> ``("adam-alt", {"penalty": "wgan_gp",
-    "d_steps": 5, "betas": [0.5, 0.9]})``."""
+    "d_steps": 5, "betas": [0.5, 0.9]})``. Each value is checked by its option's record; whether the
+    optimizer takes it, and the combinations, by :func:`~fastgame.trainer.config.check`."""
     name, _, rest = spec.partition(":")
     if name not in methods.METHODS:
         raise ConfigError(f"unknown optimizer {name!r} in {spec!r}; choose one of {', '.join(methods.names())}")
     over: dict[str, Any] = {}
     for key, value in _items(rest):
-        if key not in _SPEC_KEYS or not value:
-            raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(_SPEC_KEYS)}")
-        # resolve() checks this too, but names the command-line option (--cg-start), not the key
-        why = unsupported_setting(name, key) if key in OPTIMIZER_SETTINGS else None
-        if why:
-            raise ConfigError(f"{spec!r}: {key} {why}")
-        over[key] = _value(spec, key, value)
+        if key not in PER_METHOD or not value:
+            raise ConfigError(f"{spec!r}: settings are key=value with key one of {', '.join(PER_METHOD)}")
+        try:
+            over[key] = parse_setting(key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{spec!r}: {key} {exc}") from None
+    try:
+        methods.refuse_unsupported(name, [k for k in over if option(k).to_optimizer])
+    except ValueError as exc:
+        raise ConfigError(f"{spec!r}: {exc}") from None
     return name, over
 
 
@@ -140,8 +114,9 @@ def _write_table(folder: str, table: list[dict[str, Any]], metrics: list[str], s
              + " | wall-clock s | CG iters/step | HVP passes/step | failed |", "|---" * (len(cols) + 7) + "|"]
     for r in table:
         vals = [_fmt(r[f"{m}_final"]) for m in metrics] + [_fmt(r[f"{m}_best"]) for m in metrics[:1]]
-        adam = r["optimizer"].startswith("adam")  # Adam solves nothing and takes no HVP pass
-        cg, hp = ("–", "–") if adam else (_fmt(r["cg_iters"]), _fmt(r["hvp_passes"]))
+        # A method that solves nothing takes no CG iteration and no HVP pass: its columns stay empty.
+        solves = methods.get_method(r["optimizer"].partition(":")[0]).solves
+        cg, hp = (_fmt(r["cg_iters"]), _fmt(r["hvp_passes"])) if solves else ("–", "–")
         lines.append(f"| {r['optimizer']} | {r['seeds']} | {r['steps']} | " + " | ".join(vals)
                      + f" | {_fmt(r['wall_s'])} | {cg} | {hp} | {r['failed'] or '–'} |")
     lines.append("\nmean ± std over seeds; final = at the last step, best = best evaluation of each run. "
@@ -168,11 +143,7 @@ def _check_same_setting(out: str, cfg: TrainConfig, data: TrainingData) -> None:
     The periods that default to a share of the steps (--eval-every, --checkpoint-every) are
     compared only where ``cfg`` sets them: left to their defaults, they are those the run was
     created with, whatever ``--steps`` now asks for."""
-    try:
-        with open(os.path.join(out, "config.json")) as f:
-            saved = TrainConfig.from_json(json.load(f))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{out}/config.json: cannot read it ({exc})") from None
+    saved = read_run_config(out)
     want = resolve(dataclasses.replace(cfg, eval_every=cfg.eval_every or saved.eval_every,
                                        checkpoint_every=cfg.checkpoint_every or saved.checkpoint_every), data)
     diff = config_diff(saved, want)
@@ -199,25 +170,34 @@ def _train_or_record(run: Any, seed: int, label: str, quiet: bool) -> Optional[d
     return None
 
 
-def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -> str:
-    """Run (or reuse) every optimizer × seed, then write the table and plots; returns the folder."""
+def compare(folder: str, optimizers: Sequence[str], seeds: Sequence[int], settings: dict[str, Any],
+            quiet: bool = False) -> str:
+    """Run (or reuse) every optimizer × seed in ``folder``, then write the table and plots; returns
+    the folder. ``optimizers``: specs ``NAME[:key=value,...]`` (:func:`parse_optimizer`);
+    ``settings``: the other options given (by name; the rest take their defaults)."""
     from .plots import plot_compare
-    specs = [parse_optimizer(s) for s in args.optimizers]
+    specs = [parse_optimizer(s) for s in optimizers]
     if len(specs) < 2:
         raise ConfigError("compare needs two or more --optimizers")
-    if len(set(args.optimizers)) != len(args.optimizers) or len(set(args.seeds)) != len(args.seeds):
+    if len(set(optimizers)) != len(optimizers) or len(set(seeds)) != len(seeds):
         raise ConfigError("--optimizers and --seeds must not repeat")
-    folder = args.out
+    base = TrainConfig(**settings)
+    steps = settings.get("steps")  # given: a reused run is extended to it
     if os.path.exists(folder) and not os.path.isdir(folder):
         raise ConfigError(f"{folder} exists and is not a folder")
     # Check every run's input before the first one trains (a typo in the last one should not
     # cost the first ones' time).
     plans = []
-    data = load_dataset(args.data, args.image_size)
-    for spec, (name, over) in zip(args.optimizers, specs):
-        for seed in args.seeds:
+    for spec, (name, over) in zip(optimizers, specs):
+        try:
+            check(dataclasses.replace(base, optimizer=name, **over))
+        except ConfigError as exc:
+            raise ConfigError(f"{spec!r}: {exc}") from None
+    data = load_dataset(base.data, base.image_size)
+    for spec, (name, over) in zip(optimizers, specs):
+        for seed in seeds:
             out = os.path.join(folder, f"{_folder_name(spec)}-seed{seed}")
-            cfg = make_config(args, optimizer=name, seed=seed, out=out, **over)
+            cfg = dataclasses.replace(base, optimizer=name, seed=seed, out=out, **over)
             # A folder with a run's config is continued (from step 0 if it has no checkpoint yet).
             resume = out if os.path.isfile(os.path.join(out, "config.json")) else None
             if resume is None and os.path.exists(out) and os.listdir(out):
@@ -226,17 +206,17 @@ def compare(args: argparse.Namespace, make_config: Callable[..., TrainConfig]) -
                 _check_same_setting(out, cfg, data)
             plans.append((spec, seed, cfg, resume))
     for _, _, cfg, resume in plans:  # built once to check it, then dropped: one run in memory at a time
-        prepare(cfg, resume, args.steps if resume else None, data=data)
+        prepare(cfg, resume, steps if resume else None, data=data)
     os.makedirs(folder, exist_ok=True)
     runs: dict[str, list[list[dict[str, Any]]]] = {}
     failures: dict[str, list[Optional[dict[str, Any]]]] = {}
     metrics: list[str] = []
     for i, (spec, seed, cfg, resume) in enumerate(plans):
-        run = prepare(cfg, resume, args.steps if resume else None, data=data)
+        run = prepare(cfg, resume, steps if resume else None, data=data)
         label = f"[{i + 1}/{len(plans)}] {spec} seed {seed}"
         if resume is not None and run.step >= run.cfg.steps:  # prepare() kept its metric rows
             print(f"{label}: finished earlier, reusing {run.out}", flush=True)
-        failures.setdefault(spec, []).append(_train_or_record(run, seed, label, args.quiet))
+        failures.setdefault(spec, []).append(_train_or_record(run, seed, label, quiet))
         runs.setdefault(spec, []).append(run.rows)
         metrics = run.evaluator.names
         if i == 0:

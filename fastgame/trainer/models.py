@@ -12,14 +12,14 @@ every discriminator returns one raw output (logit or critic value) per sample.
 """
 from __future__ import annotations
 
-from typing import Optional
+from typing import Any, Optional
 
 import torch
 from torch import nn
 
 from ..nn import convert_batchnorm
 
-__all__ = ["build_gan", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
+__all__ = ["build_gan", "build_models", "GAN_MODELS", "mlp", "mlp_gan", "ConvGenerator", "ConvDiscriminator", "WGANGPGenerator", "WGANGPDiscriminator",
            "DCGAN64Generator", "DCGAN64Discriminator"]
 
 
@@ -184,3 +184,15 @@ def build_gan(model: str, width: int, latent: int, sample_shape: tuple[int, ...]
     if fastgame_batchnorm:
         G, D = convert_batchnorm(G), convert_batchnorm(D)
     return G, D
+
+
+def build_models(cfg: Any, data: Any) -> tuple[nn.Module, nn.Module]:
+    """Seeded (G, D) for a resolved :class:`~fastgame.trainer.config.TrainConfig` ``cfg`` and its
+    :class:`~fastgame.trainer.data.TrainingData`."""
+    assert cfg.width is not None and cfg.latent is not None
+    # resolve() states d_batchnorm; None (a run saved before it existed) is the old rule: no
+    # BatchNorm in D with a penalty, which needs each sample's output to depend on that sample only.
+    d_batchnorm = cfg.d_batchnorm if cfg.d_batchnorm is not None else cfg.penalty == "none"
+    return build_gan(cfg.model, cfg.width, cfg.latent, data.sample_shape,
+                     discriminator_batchnorm=d_batchnorm, fastgame_batchnorm=cfg.batchnorm == "fastgame",
+                     seed=cfg.seed)

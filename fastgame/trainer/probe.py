@@ -15,26 +15,35 @@ outputs on fixed real and fake samples from their values at the checkpoint, and 
 
 The optimizers start with fresh state (Adam's moments, ACGD's second moments): the checkpoint's
 state belongs to the training run's two-player step. The probe changes nothing in the run folder
-except these two files.
+except these two files. When the run is later resumed past the probed checkpoint, they are kept
+and renamed ``probe-stepN.csv``/``.png`` (N: the checkpoint's step, :func:`mark_stale_probe`), so
+that a ``probe.png`` always belongs to the folder's checkpoint.
 """
 from __future__ import annotations
 
-import json
 import os
+import time
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
 import torch
 from torch import Tensor
 
-import fastgame
-from .checkpoint import load_checkpoint, write_csv
-from .data import load_dataset
 from ..diagnostics import ICRProbe, icr_probe
 from ..games.gan import GAN
 from ..losses import get_loss
+from ..optim import SimAdam
+from .checkpoint import load_checkpoint, write_csv
+from .config import read_run_config
+from .data import load_dataset
+from .methods import ADAM_BETAS, get_method
+from .models import build_models
+from .options import TRAINER_TOL
+from .steppers import CGDStepper
 
-__all__ = ["ProbeResult", "probe_run", "PROBE_SAMPLES"]
+__all__ = ["ProbeResult", "probe_run", "mark_stale_probe", "PROBE_SAMPLES", "PROBE_FILES"]
+
+PROBE_FILES = ("probe.csv", "probe.png")
 
 PROBE_SAMPLES = 256
 """Fixed real and fixed fake samples (each) whose discriminator outputs are tracked."""
@@ -68,27 +77,23 @@ class _OnZeroSum:
 
 
 def _optimizer(name: str, zero_sum: bool) -> Callable[..., Any]:
-    """``factory(max_params, min_params, lr_max=, lr_min=)`` continuing a run of ``name``."""
-    if name in ("acgd", "bcgd"):
-        cls = fastgame.ACGD if name == "acgd" else fastgame.BCGD
+    """``factory(max_params, min_params, lr_max=, lr_min=)`` continuing a run of method ``name``:
+    ACGD/BCGD (the trainer's CGD steppers) at the trainer's tolerance, the Adam baselines as
+    simultaneous Adam with their betas."""
+    method = get_method(name)
+    if method.stepper is CGDStepper:
+        cls = method.cls
         return lambda mx, mn, lr_max, lr_min: _OnZeroSum(cls(max_params=mx, min_params=mn, lr_max=lr_max,
-                                                             lr_min=lr_min, tol=1e-6))
-    if name in ("adam", "adam-alt"):
-        from .steppers import ADAM_BETAS
-        return lambda mx, mn, lr_max, lr_min: fastgame.SimAdam(mx, mn, lr_max=lr_max, lr_min=lr_min,
-                                                               betas=ADAM_BETAS, general_sum=not zero_sum)
+                                                             lr_min=lr_min, tol=TRAINER_TOL))
+    if method.per_player:
+        return lambda mx, mn, lr_max, lr_min: SimAdam(mx, mn, lr_max=lr_max, lr_min=lr_min, betas=ADAM_BETAS,
+                                                      general_sum=not zero_sum)
     raise ValueError(f"the probe continues acgd, bcgd and adam runs, not {name!r}")
 
 
 def _load(run_dir: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(config, data, (G, D) at the checkpoint, checkpoint state) of ``run_dir``."""
-    from .train import ConfigError, TrainConfig, build_models
-    cfg_path = os.path.join(run_dir, "config.json")
-    try:
-        with open(cfg_path) as f:
-            cfg = TrainConfig.from_json(json.load(f))
-    except (OSError, ValueError, TypeError) as exc:
-        raise ConfigError(f"{cfg_path}: cannot read the run's configuration ({exc})") from None
+    cfg = read_run_config(run_dir)
     state = load_checkpoint(os.path.join(run_dir, "checkpoint.pt"))
     data = load_dataset(cfg.data, cfg.image_size)
     G, D = build_models(cfg, data)
@@ -98,13 +103,45 @@ def _load(run_dir: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     return cfg, data, (G.to(dtype), D.to(dtype)), state
 
 
-def probe_run(run_dir: str, steps: int = 100, seed: int = 0, out: Optional[str] = None) -> ProbeResult:
+def mark_stale_probe(run_dir: str, step: int) -> list[str]:
+    """Rename the probe's files of ``run_dir`` to ``probe-step<step>.*`` (``step``: the checkpoint
+    they probed, which the run is about to train past); returns the new paths."""
+    moved = []
+    for name in PROBE_FILES:
+        path = os.path.join(run_dir, name)
+        if os.path.exists(path):
+            stem, ext = os.path.splitext(name)
+            moved.append(os.path.join(run_dir, f"{stem}-step{step}{ext}"))
+            os.replace(path, moved[-1])
+    return moved
+
+
+class _Progress:
+    """One line at the start of each case and every quarter of its steps (a probe is minutes long)."""
+
+    def __init__(self, steps: int, say: Callable[[str], None]) -> None:
+        self.steps, self.say, self.calls, self.t0 = steps, say, 0, time.perf_counter()
+
+    def __call__(self) -> None:
+        """Called with every evaluation of the outputs: the reference and then one per record, per case."""
+        case, i = divmod(self.calls, self.steps + 2)
+        self.calls += 1
+        step = i - 1  # call 0 of a case is its reference, call 1 its starting point
+        if step == 0 or (step > 0 and step % max(1, self.steps // 4) == 0):
+            label = ("D alone", "both players")[min(case, 1)]
+            self.say(f"fastgame probe: {label}, step {step}/{self.steps} ({time.perf_counter() - self.t0:.0f} s)")
+
+
+def probe_run(run_dir: str, steps: int = 100, seed: int = 0, out: Optional[str] = None,
+              quiet: bool = False) -> ProbeResult:
     """Run the ICR probe on ``run_dir``'s checkpoint for ``steps`` steps per case and write
     ``probe.csv`` and ``probe.png`` into ``out`` (default ``run_dir``). On the CPU, deterministic
     for a fixed ``seed`` and thread count. Raises a ConfigError/CheckpointError/DataError with a
     one-line message for a folder that is not a finished or checkpointed run."""
     if not (isinstance(steps, int) and steps >= 1):
         raise ValueError(f"--steps must be an int >= 1, got {steps!r}")
+    say = (lambda line: None) if quiet else (lambda line: print(line, flush=True))  # noqa: E731
+    say(f"fastgame probe: loading {run_dir} (its data, models and checkpoint)")
     cfg, data, (G, D), state = _load(run_dir)
     dtype = next(G.parameters()).dtype
     g = torch.Generator().manual_seed(seed)
@@ -123,7 +160,10 @@ def probe_run(run_dir: str, steps: int = 100, seed: int = 0, out: Optional[str] 
     loss = get_loss(cfg.loss)
     fixed_loss: list[float] = []  # D's loss on the fixed samples at every call of outputs()
 
+    progress = _Progress(steps, say)
+
     def outputs() -> Tensor:
+        progress()
         o = D(fixed).reshape(-1)
         fixed_loss.append(float(loss(o[:PROBE_SAMPLES], o[PROBE_SAMPLES:]).discriminator))
         return o

@@ -5,8 +5,9 @@ the baselines are Adam, simultaneous (both players' gradients at the same point)
 alternating (the discriminator first, then the generator against the updated
 discriminator), each player with its own learning rate (two-timescale rates).
 
-Every stepper has ``step(real, z, t) -> (loss_d, loss_g, cg_iterations, hvp_passes)``, without a
-host sync: the losses are tensors on the models' device, the counts host numbers where the
+Every stepper has ``step(batches) -> (loss_d, loss_g, cg_iterations, hvp_passes)``, ``batches`` the
+:class:`~fastgame.trainer.batches.Batch` list of one step (one batch; k + 1 for k critic steps, see
+:class:`AlternatingAdamStepper`), without a host sync: the losses are tensors on the models' device, the counts host numbers where the
 optimizer counts on the host (eager steps) and tensors where it counts on the device (a graphed
 step's), ``state_dict()`` and ``load_state_dict()``. ``hvp_passes`` is the number of mixed
 double-backward (Hessian-vector product) passes the step took, as the optimizer counts them in
@@ -17,25 +18,21 @@ themselves; the Adam baselines average their gradients here.
 """
 from __future__ import annotations
 
-from typing import Any, Optional
+from typing import Any, Optional, Sequence
 
 import torch
 from torch import Tensor, nn
 
 from .. import losses as L
+from ..graph_guard import VerifiedStep
 from ..graphs import make_graphed_step, with_run_settings
 from ..linalg.distributed import all_reduce_mean, is_data_parallel
 from ..linalg.flat import flatten, split_like
 from ..optim.cg_starts import STARTS
-from .methods import METHODS, Method, get_method, unsupported_setting
+from .batches import Batch
 
-__all__ = ["OPTIMIZERS", "ADAM_BETAS", "GameLosses", "make_stepper"]
-
-OPTIMIZERS = tuple(METHODS)
-"""Optimizer names (:data:`fastgame.trainer.methods.METHODS`): the CGD family, the two torch Adam
-baselines (betas 0.5, 0.999), and the other game dynamics of :data:`fastgame.optim.DYNAMICS`."""
-
-ADAM_BETAS = tuple(METHODS["adam"].fixed["betas"])  # the usual GAN setting (Radford et al. 2016)
+__all__ = ["GameLosses", "CGDStepper", "GACGDStepper", "DynamicsStepper", "SimultaneousAdamStepper",
+           "AlternatingAdamStepper"]
 
 
 def _wide(t: Tensor) -> Tensor:
@@ -78,9 +75,23 @@ class GameLosses:
 
 
 class _Stepper:
-    """A stepper around one fastgame optimizer ``opt``, whose state is the optimizer's."""
+    """A stepper around one fastgame optimizer ``opt``, whose state is the optimizer's.
+
+    Class attributes the trainer reads: ``graphable`` (whole steps can be CUDA-graphed,
+    ``--graphed``) and ``critic_steps`` (it takes ``d_steps`` > 1)."""
 
     opt: Any
+    graphable = False
+    critic_steps = False
+    d_steps = 1  # the critic batches one step takes
+
+    @classmethod
+    def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+               settings: dict[str, Any], example: Optional[Batch] = None, graphed: bool = False,
+               eager: bool = False, d_steps: int = 1) -> "_Stepper":
+        """The stepper of ``method`` (a :class:`~fastgame.trainer.methods.Method`), D the max
+        player (x), with the optimizer's ``settings`` already checked against the method."""
+        return cls(method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings), losses)  # type: ignore[call-arg]
 
     def state_dict(self) -> dict[str, Any]:
         return self.opt.state_dict()
@@ -89,10 +100,12 @@ class _Stepper:
         self.opt.load_state_dict(sd)
 
 
-class _CGDStepper(_Stepper):
+class CGDStepper(_Stepper):
     """ACGD or BCGD on the zero-sum loss; D is the max player."""
 
-    def __init__(self, opt: Any, losses: GameLosses, graphed: bool, example: tuple[Tensor, ...],
+    graphable = True
+
+    def __init__(self, opt: Any, losses: GameLosses, graphed: bool = False, example: Optional[Batch] = None,
                  exact_cg: bool = False) -> None:
         self.opt, self.losses = opt, losses
         self._last: tuple[Tensor, Tensor] = (torch.zeros(()), torch.zeros(()))
@@ -103,16 +116,52 @@ class _CGDStepper(_Stepper):
             return zs
 
         self._zero_sum = zero_sum
+        self.notices: list[str] = []  # a fallback's cause, once, for the trainer to print and record
         # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
-        self._graphed = (make_graphed_step(opt, zero_sum, *[e.clone() for e in example], exact_cg=exact_cg)
-                         if graphed or exact_cg else None)
+        self._graphed: Any = (make_graphed_step(opt, zero_sum, *[e.clone() for e in example], exact_cg=exact_cg)
+                              if (graphed or exact_cg) and example is not None else None)
+        if exact_cg and self._graphed is not None:  # the default CUDA path: trusted once its first replays give eager steps' numbers
+            buffers = [b for m in (losses.G, losses.D) for b in m.buffers()]  # BatchNorm statistics
+            self._graphed = VerifiedStep(self._graphed, buffers, on_fallback=self.notices.append)
+
+    @property
+    def path(self) -> str:
+        """Which path the steps take, for ``config.json``: eager, piecewise or whole-step CUDA graphs
+        (with why they run eagerly where they do)."""
+        if self._graphed is None:
+            return "eager"
+        checked = isinstance(self._graphed, VerifiedStep)
+        reason = self._graphed.reason if checked else self._graphed.eager_reason
+        if reason:
+            return f"eager ({reason})"
+        if checked:
+            return "piecewise CUDA graphs (each phase's first replay checked against an eager step)"
+        return "whole-step CUDA graphs"
+
+    @classmethod
+    def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+               settings: dict[str, Any], example: Optional[Batch] = None, graphed: bool = False,
+               eager: bool = False, d_steps: int = 1) -> "CGDStepper":
+        """Whole-step graphs with ``graphed``; otherwise, on CUDA (``example`` on a CUDA device, one
+        process, a capturable ``cg_start``), piecewise graphs with the CG iterations each step needs
+        (``make_graphed_step(exact_cg=True)``, the same numbers as eager steps), unless ``eager``;
+        ``max_iter`` then only bounds the host loop (default: the larger player's parameter count;
+        the loop also stops at the solved player's, as an eager solve does)."""
+        piecewise = not (graphed or eager) and _piecewise_possible(example, settings)
+        if graphed or piecewise:
+            settings = {**settings, "capturable": True}
+        if piecewise and "max_iter" not in settings:
+            settings["max_iter"] = max(sum(p.numel() for p in m.parameters()) for m in (D, G))
+        opt = method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings)
+        return cls(opt, losses, graphed, example, exact_cg=piecewise)
 
     def load_state_dict(self, sd: dict[str, Any]) -> None:
         # How the step runs (capturable, the graphs' max_iter bound) stays this stepper's: a
         # checkpoint of an eager run resumes a graphed one and the other way round.
         self.opt.load_state_dict(with_run_settings(self.opt, sd))
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         if self._graphed is not None:
             zs = self._graphed(real, z, t)
             # Inside a replayed graph the Python side does not run: report the zero-sum loss for both.
@@ -123,6 +172,15 @@ class _CGDStepper(_Stepper):
         return (d, g) + _counts(self.opt)
 
 
+def _piecewise_possible(example: Optional[Batch], settings: dict[str, Any]) -> bool:
+    """Whether the default CUDA path of ACGD/BCGD can be piecewise graphs: CUDA inputs, one process
+    (graphs would record the cross-rank all-reduces) and a capturable CG start."""
+    start = settings.get("cg_start")
+    return (example is not None and all(e.device.type == "cuda" for e in example)
+            and torch.cuda.is_available() and not is_data_parallel()
+            and (start is None or STARTS[start].capturable))
+
+
 def _counts(opt: Any) -> tuple[Any, Any]:
     """(solver iterations, mixed-HVP passes) of ``opt``'s last step, from its ``get_info()``: host
     numbers stay on the host (wrapping them in tensors for the device would cost a blocking copy
@@ -131,26 +189,28 @@ def _counts(opt: Any) -> tuple[Any, Any]:
     return info.get("iter_num", 0), info.get("hvp_passes", 0)
 
 
-class _GACGDStepper(_Stepper):
+class GACGDStepper(_Stepper):
     """GACGD: D (x) minimises its own loss, G (y) its own."""
 
     def __init__(self, opt: Any, losses: GameLosses) -> None:
         self.opt, self.losses = opt, losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         d, g, _ = self.losses(real, z, t)
         self.opt.step(d, g)
         return (d.detach(), g.detach()) + _counts(self.opt)
 
 
-class _DynamicsStepper(_Stepper):
+class DynamicsStepper(_Stepper):
     """One of the other game dynamics on the zero-sum loss, D the max player. It steps with a
     closure, since extragradient, alternating and proximal methods evaluate the loss again."""
 
     def __init__(self, opt: Any, losses: GameLosses) -> None:
         self.opt, self.losses = opt, losses
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         first: list[tuple[Tensor, Tensor]] = []
 
         def zero_sum() -> Tensor:
@@ -172,50 +232,35 @@ def _set_grads(params: list[Tensor], loss: Tensor) -> None:
         p.grad = g
 
 
-class _AdamStepper:
-    """Adam for each player with its own rate, simultaneous or alternating; alternating with
-    ``d_steps`` k > 1, k discriminator (critic) steps, each on its own batch, then one generator
-    step on fresh codes against the updated critic (WGAN-GP's recipe: Gulrajani, Ahmed, Arjovsky,
-    Dumoulin & Courville, "Improved training of Wasserstein GANs", NeurIPS 2017, Algorithm 1).
-    Its ``step`` then takes the k batches (and k + 1 code batches) concatenated."""
+class SimultaneousAdamStepper:
+    """Adam for each player with its own rate (two-timescale), both players' gradients at the same point."""
 
-    def __init__(self, method: Method, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 alternating: bool, d_steps: int = 1, **settings: Any) -> None:
-        if d_steps > 1 and not alternating:
-            raise ValueError(f"d_steps {d_steps} needs alternating play (adam-alt)")
+    graphable = False
+    critic_steps = False
+
+    def __init__(self, method: Any, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+                 d_steps: int = 1, **settings: Any) -> None:
         self.d_params, self.g_params = list(D.parameters()), list(G.parameters())
         self.opt_d = method.build_one(self.d_params, lr_d, **settings)
         self.opt_g = method.build_one(self.g_params, lr_g, **settings)
-        self.losses, self.alternating, self.d_steps = losses, alternating, d_steps
+        self.losses, self.d_steps = losses, d_steps
 
-    def _critic_steps(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
-        """``d_steps`` critic steps, then the generator's; the losses reported are the last critic
-        step's and the generator's."""
-        n = real.shape[0] // self.d_steps
-        for i in range(self.d_steps):
-            part = slice(i * n, (i + 1) * n)
-            d, _, _ = self.losses(real[part], z[part], t[part])
-            _set_grads(self.d_params, d)
-            self.opt_d.step()
-        g = self.losses.generator_loss(real[-n:], z[-n:])
-        _set_grads(self.g_params, g)
-        self.opt_g.step()
-        for p in self.d_params + self.g_params:
-            p.grad = None
-        return d.detach(), g.detach(), 0, 0
+    @classmethod
+    def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
+               settings: dict[str, Any], example: Optional[Batch] = None, graphed: bool = False,
+               eager: bool = False, d_steps: int = 1) -> "SimultaneousAdamStepper":
+        return cls(method, G, D, losses, lr_d, lr_g, d_steps, **settings)
 
-    def step(self, real: Tensor, z: Tensor, t: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
-        if self.d_steps > 1:
-            return self._critic_steps(real, z, t)
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        (real, z, t), = batches
         d, g, _ = self.losses(real, z, t)
         _set_grads(self.d_params, d)
-        if self.alternating:
-            self.opt_d.step()
-            g = self.losses.generator_loss(real, z)  # G answers the updated D on the same batch
         _set_grads(self.g_params, g)
-        if not self.alternating:
-            self.opt_d.step()
+        self.opt_d.step()
         self.opt_g.step()
+        return self._done(d, g)
+
+    def _done(self, d: Tensor, g: Tensor) -> tuple[Tensor, Tensor, Any, Any]:
         for p in self.d_params + self.g_params:
             p.grad = None
         return d.detach(), g.detach(), 0, 0
@@ -230,53 +275,23 @@ class _AdamStepper:
         self.opt_g.load_state_dict(sd["g"])
 
 
-def make_stepper(name: str, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,
-                 graphed: bool = False, example: tuple[Tensor, ...] = (), eager: bool = False, d_steps: int = 1,
-                 **settings: Any) -> Any:
-    """The stepper for optimizer ``name`` (one of :data:`OPTIMIZERS`), D the max player (x), G
-    the min player (y). ``settings`` go to the optimizer under their own names, None meaning the
-    optimizer's own, e.g. ``tol``, ``max_iter`` (ACGD, BCGD and GACGD: bound each CG/GMRES
-    solve) or ``cg_start`` (ACGD and BCGD: how each CG solve starts). A setting the optimizer
-    does not take raises ValueError rather than being ignored, and so does one its validators
-    refuse. ``graphed``: CUDA-graph whole steps (ACGD, BCGD; needs ``max_iter``). Otherwise ACGD and
-    BCGD on CUDA (``example`` on a CUDA device, one process, a capturable ``cg_start``) replay piecewise
-    graphs with the CG iterations each step needs (``make_graphed_step(exact_cg=True)``, the same numbers
-    as eager steps), unless ``eager``; ``max_iter`` then only bounds the host loop (default: the larger
-    player's parameter count; the loop also stops at the solved player's, as an eager solve does). ``d_steps``:
-    critic steps per generator step (adam-alt only)."""
-    method = get_method(name)
-    settings = {k: v for k, v in settings.items() if v is not None}
-    for key in settings:
-        why = unsupported_setting(name, key)
-        if why:
-            raise ValueError(f"{key} {why}")
-    if graphed and method.stepper != "cgd":
-        raise ValueError(f"--graphed needs acgd or bcgd, not {name}")
-    if d_steps > 1 and method.stepper != "adam-alt":
-        raise ValueError(f"d_steps {d_steps} is for adam-alt, not {name}")
-    if method.stepper in ("adam", "adam-alt"):
-        return _AdamStepper(method, G, D, losses, lr_d, lr_g, alternating=method.stepper == "adam-alt",
-                            d_steps=d_steps, **settings)
-    piecewise = not (graphed or eager) and _piecewise_possible(method, example, settings)
-    if graphed or piecewise:
-        settings["capturable"] = True
-    if piecewise and "max_iter" not in settings:
-        settings["max_iter"] = max(sum(p.numel() for p in m.parameters()) for m in (D, G))
-    opt = method.build(D.parameters(), G.parameters(), lr_d, lr_g, **settings)
-    if method.stepper == "cgd":
-        return _CGDStepper(opt, losses, graphed, example, exact_cg=piecewise)
-    return _STEPPERS[method.stepper](opt, losses)
+class AlternatingAdamStepper(SimultaneousAdamStepper):
+    """Adam for each player, alternating: ``d_steps`` k discriminator (critic) steps, each on its
+    own batch, then one generator step against the updated critic (WGAN-GP's recipe: Gulrajani,
+    Ahmed, Arjovsky, Dumoulin & Courville, "Improved training of Wasserstein GANs", NeurIPS 2017,
+    Algorithm 1). ``step`` takes the k critic batches and, for k > 1, one more: the generator's
+    (the last real batch, fresh codes); with k = 1 the generator answers on the critic's batch."""
 
+    critic_steps = True
 
-def _piecewise_possible(method: Method, example: tuple[Tensor, ...], settings: dict[str, Any]) -> bool:
-    """Whether the default CUDA path of ACGD/BCGD can be piecewise graphs: CUDA inputs, one process
-    (graphs would record the cross-rank all-reduces) and a capturable CG start."""
-    start = settings.get("cg_start")
-    return (method.stepper == "cgd" and bool(example) and all(e.device.type == "cuda" for e in example)
-            and torch.cuda.is_available() and not is_data_parallel()
-            and (start is None or STARTS[start].capturable))
-
-
-_STEPPERS = {"gacgd": _GACGDStepper, "dynamics": _DynamicsStepper}
-"""The stepper class of each registry stepper kind that takes only the optimizer and the losses
-(``"cgd"`` also takes the graphed-step inputs, the Adam kinds build their own optimizers)."""
+    def step(self, batches: Sequence[Batch]) -> tuple[Tensor, Tensor, Any, Any]:
+        if len(batches) != self.d_steps + (self.d_steps > 1):
+            raise ValueError(f"{len(batches)} batches for {self.d_steps} critic steps")
+        for real, z, t in batches[:self.d_steps]:
+            d, _, _ = self.losses(real, z, t)
+            _set_grads(self.d_params, d)
+            self.opt_d.step()
+        g = self.losses.generator_loss(batches[-1].real, batches[-1].z)
+        _set_grads(self.g_params, g)
+        self.opt_g.step()
+        return self._done(d, g)
