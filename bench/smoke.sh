@@ -69,6 +69,7 @@ check "python -m bench --suite tiny --batchnorm fastgame --models dcgan32" \
 check "python -m bench --suite gpu" "$PY" -m bench --suite gpu --smoke
 check "python -m bench.solve_start" "$PY" -m bench.solve_start --smoke
 check "python -m bench.pcgd" "$PY" -m bench.pcgd --smoke --out "$tmp/pcgd"
+check "python -m bench.pinn" "$PY" -m bench.pinn --smoke --out "$tmp/pinn"
 check "python bench/kernels.py" "$PY" bench/kernels.py --smoke --json "$tmp/kernels.json"
 check "python bench/batchnorm_hvp.py" "$PY" bench/batchnorm_hvp.py --smoke
 check "python bench/gacgd_cpu.py --sweep" "$PY" bench/gacgd_cpu.py --smoke --sweep --json "$tmp/gacgd.json"
@@ -76,7 +77,15 @@ check "python bench/eager_graph.py" "$PY" bench/eager_graph.py --smoke --json "$
 check "python bench/step_tables.py" "$PY" bench/step_tables.py --smoke --json "$tmp/step_tables.json"
 check "python bench/gpu_diag.py" "$PY" bench/gpu_diag.py --smoke
 check "bash bench/gpu_check.sh (all stages, and the piecewise preset)" bash -c "bash bench/gpu_check.sh --smoke && bash bench/gpu_check.sh --smoke piecewise"
+check "bash bench/gpu_check.sh all --smoke (doctor, kernels, step tables, pinn on the CPU)" \
+    env PYTHON="$PY" bash bench/gpu_check.sh all --smoke
+check "bash bench/gpu_check.sh icr-cifar (its CPU smoke: bench/icr_cifar.sh on a fake CIFAR-10)" \
+    bash -c "bash bench/gpu_check.sh --smoke icr-cifar && bash bench/icr_cifar.sh --smoke"
+check "python -m bench.fake_cifar10" "$PY" -m bench.fake_cifar10 --smoke
 check "bash bench/tolerance_quality.sh" bash bench/tolerance_quality.sh --smoke
+check "bash bench/penalty_sweep.sh" bash bench/penalty_sweep.sh --smoke
+check "python -m bench.mnist_sample" "$PY" -m bench.mnist_sample --smoke
+check "bash bench/image_study.sh" bash bench/image_study.sh --smoke
 # bench/demo.sh sets a machine up from nothing, then runs the first two modes above: parse it only.
 check "bash bench/demo.sh (syntax; its modes run above)" bash -n bench/demo.sh
 if "$PY" -c "import pytest_benchmark" 2>/dev/null; then

@@ -122,12 +122,7 @@ def run_row(name: str, case, cfg: Config, steps: int, warmup: int, tol: float, d
                 passes.append(int(info["hvp_passes"]))
                 replayed.append(int(info.get("cg_replays", info["iter_num"])))
                 graphed.append(bool(info.get("cg_graphed", "cg_replays" in info)))
-    path = None
-    if stepper is not None and getattr(stepper, "_graphed", None) is not None:
-        g = stepper._graphed
-        path = "piecewise graphs" if g.graphs else f"eager ({g.eager_reason})"
-    elif stepper is not None and name != "trainer-adam":
-        path = "eager"
+    path = getattr(stepper, "path", None) if name != "trainer-adam" else None
     row = {"config": cfg.label, "optimizer": name, "ms_median": statistics.median(ms), "ms_min": min(ms),
            "k": statistics.fmean(iters) if iters else None, "passes": statistics.fmean(passes) if passes else None,
            "replays": statistics.fmean(replayed) if replayed else None,

@@ -22,10 +22,9 @@ import statistics
 from typing import Any
 
 from fastgame.trainer.evaluation import METRIC_DIRECTION
-from fastgame.trainer.methods import describe_run
 
 ACGD = "acgd"
-ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid")
+ORDER = ("modes_covered", "high_quality", "mode_jsd", "fcd", "classes_covered", "class_kl", "fid", "inception_score")
 """The metrics in the order the tables show them; the first one present is the verdict's."""
 
 
@@ -46,7 +45,59 @@ def _runs(folder: str) -> dict[str, list[dict[str, Any]]]:
                                                       kv[1][0]["config"].get("penalty", "none") != "none", kv[0])))
 
 
-describe = describe_run  # a run's method as the README and compare name it (the trainer's one name)
+RECIPE = {"optimizer": "adam-alt", "penalty": "wgan_gp", "d_steps": 5, "betas": [0.5, 0.9]}
+RECIPE_LR = 1e-4
+"""WGAN-GP's training recipe ("Improved training of Wasserstein GANs", Gulrajani, Ahmed, Arjovsky,
+Dumoulin & Courville, NeurIPS 2017): alternating Adam, 5 critic steps per generator step, betas
+(0.5, 0.9), lr :data:`RECIPE_LR` for both players; the penalty weight depends on the data
+(:data:`RECIPE_WEIGHTS`)."""
+RECIPE_WEIGHTS = {0.1: ("toy recipe", "its 8-Gaussians code (gan_toy.py) uses λ 0.1: "
+                                      "\"smaller lambda seems to help for toy tasks\""),
+                  10.0: ("image recipe", "its image models (the paper's Algorithm 1) use λ 10")}
+"""The penalty weights WGAN-GP's own code uses: weight -> (the recipe's name, where it comes from)."""
+
+
+def _is_recipe(cfg: dict[str, Any]) -> bool:
+    """Whether ``cfg`` plays WGAN-GP's recipe (at any learning rate and penalty weight)."""
+    return all(cfg.get(k) == v for k, v in RECIPE.items())
+
+
+def describe(cfg: dict[str, Any]) -> str:
+    """A run's optimizer as the table shows it, from its config. WGAN-GP's recipe is named with its
+    penalty weight, e.g. "Adam + WGAN-GP (λ 0.1, toy recipe)", and its learning rate where that is
+    not the recipe's ("..., toy recipe but lr 0.001"); anything else is the optimizer's name, then
+    what differs from plain play (a penalty, critic steps, Adam's betas)."""
+    if _is_recipe(cfg):
+        weight = float(cfg["penalty_weight"])
+        name = RECIPE_WEIGHTS[weight][0] if weight in RECIPE_WEIGHTS else "the recipe's other settings"
+        lrs = {cfg.get("lr_d", RECIPE_LR), cfg.get("lr_g", RECIPE_LR)}
+        if lrs != {RECIPE_LR}:
+            name += " but lr " + "/".join(f"{lr:g}" for lr in (cfg["lr_d"], cfg["lr_g"])[:len(lrs)])
+        return f"Adam + WGAN-GP (λ {weight:g}, {name})"
+    name = {"acgd": "ACGD", "adam": "Adam (simultaneous)", "adam-alt": "Adam (alternating)"}.get(
+        cfg["optimizer"], cfg["optimizer"])
+    extra = []
+    if cfg.get("penalty", "none") != "none":
+        extra.append(f"{cfg['penalty']} {cfg['penalty_weight']:g}")
+    if cfg.get("d_steps", 1) != 1:
+        extra.append(f"{cfg['d_steps']} critic steps")
+    if cfg.get("betas"):
+        extra.append("betas ({:g}, {:g})".format(*cfg["betas"]))
+    return name + (f" + {', '.join(extra)}" if extra else "")
+
+
+def recipe_sources(configs: list[dict[str, Any]]) -> list[str]:
+    """One paragraph on the WGAN-GP recipe runs among ``configs`` (none: no paragraph): the recipe,
+    its source and where each penalty weight comes from."""
+    weights = sorted({float(c["penalty_weight"]) for c in configs if _is_recipe(c)})
+    if not weights:
+        return []
+    why = "; ".join(f"λ {w:g}: {RECIPE_WEIGHTS[w][1] if w in RECIPE_WEIGHTS else 'not a weight of its code (a sweep)'}"
+                    for w in weights)
+    return [f"Adam + WGAN-GP is WGAN-GP's recipe (Gulrajani et al., \"Improved training of Wasserstein GANs\", "
+            f"NeurIPS 2017: alternating Adam, lr 1e-4, betas (0.5, 0.9), 5 critic steps per generator "
+            f"step) with the penalty weight λ named in its row; {why}. A row that says \"but lr\" ran at another "
+            "learning rate than the paper's (the package default, as every other method in the table)."]
 
 
 def _fmt(v: float) -> str:
@@ -72,39 +123,45 @@ def verdict(metric: str, acgd: list[float], other: list[float], other_name: str,
     return f"{subject} {side} {other_name} on average ({_fmt(ma)} vs {_fmt(mb)}), seeds overlap: unsettled"
 
 
-SHORT = {"ACGD": "ACGD", "Adam (simultaneous)": "Adam"}
-
-
 def _short(label: str) -> str:
-    """A legend-sized name: the first of its details only, e.g. "Adam + WGAN-GP (λ 10)"."""
-    if label in SHORT:
-        return SHORT[label]
-    return label.split(",")[0] + ")" if " (" in label and "," in label else label
+    """A legend-sized name: "Adam + WGAN-GP λ 0.1" for the recipe (", lr 0.001" at another rate),
+    the optimizer for the others."""
+    if label.startswith("Adam + WGAN-GP (λ "):
+        lr = label.split("but lr ", 1)[1].rstrip(")") if "but lr " in label else ""
+        return "Adam + WGAN-GP λ " + label.split("λ ", 1)[1].split(",")[0] + (f", lr {lr}" if lr else "")
+    return {"Adam (simultaneous)": "Adam"}.get(label, label.split(",")[0])
 
 
-def picture(path: str, runs: dict[str, list[dict[str, Any]]], metric: str, title: str) -> None:
-    """One picture of a setting: ``metric`` against steps (mean and range over seeds) per optimizer,
-    and each optimizer's final samples of its first seed."""
+def picture(path: str, runs: dict[str, list[dict[str, Any]]], metric: str, title: str,
+            wall_clock: bool = False) -> None:
+    """One picture of a setting: ``metric`` against generator steps (and, with ``wall_clock``,
+    against training seconds) per optimizer, mean and range over seeds, and each optimizer's final
+    samples of its first seed."""
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 1 + len(runs), figsize=(3.3 * (1 + len(runs)), 3.3), dpi=80,
-                             gridspec_kw={"width_ratios": [1.3] + [1] * len(runs)})
-    ax = axes[0]
+    curves = 2 if wall_clock else 1
+    fig, axes = plt.subplots(1, curves + len(runs), figsize=(3.3 * (curves + len(runs)), 3.3), dpi=80,
+                             gridspec_kw={"width_ratios": [1.3] * curves + [1] * len(runs)})
     for i, (label, seeds) in enumerate(runs.items()):
-        steps = [r["step"] for r in seeds[0]["rows"]]
-        vals = [[float(r["rows"][j][metric]) for r in seeds] for j in range(len(steps))]
+        n = min(len(r["rows"]) for r in seeds)
+        vals = [[float(r["rows"][j][metric]) for r in seeds] for j in range(n)]
         mean = [statistics.fmean(v) for v in vals]
-        ax.plot(steps, mean, color=f"C{i}", label=f"{_short(label)} ({len(seeds)} seeds)")
-        ax.fill_between(steps, [min(v) for v in vals], [max(v) for v in vals], color=f"C{i}", alpha=0.2)
+        xs = [[r["step"] for r in seeds[0]["rows"][:n]]]
+        if wall_clock:  # each evaluation's training seconds, averaged over the seeds
+            xs.append([statistics.fmean(float(r["rows"][j]["wall_s"]) for r in seeds) for j in range(n)])
+        for ax, x in zip(axes, xs):
+            ax.plot(x, mean, color=f"C{i}", label=f"{_short(label)} ({len(seeds)} seeds)")
+            ax.fill_between(x, [min(v) for v in vals], [max(v) for v in vals], color=f"C{i}", alpha=0.2)
         sample = os.path.join(os.path.dirname(path), _folder_of(seeds[0]), "samples.png")
-        axes[i + 1].imshow(plt.imread(sample))
-        axes[i + 1].set_title(f"{_short(label)}, seed {seeds[0]['seed']}, final", fontsize=8)
-        axes[i + 1].axis("off")
-    ax.set_xlabel("generator step")
-    ax.set_title(f"{metric} ({'higher' if METRIC_DIRECTION[metric] == 'max' else 'lower'} is better; "
-                 "mean, range)", fontsize=8)
-    ax.legend(fontsize=7)
+        axes[curves + i].imshow(plt.imread(sample))
+        axes[curves + i].set_title(f"{_short(label)}, seed {seeds[0]['seed']}, final", fontsize=8)
+        axes[curves + i].axis("off")
+    for ax, xlabel in zip(axes, ("generator step", "training seconds (mean of the seeds)")[:curves]):
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{metric} ({'higher' if METRIC_DIRECTION[metric] == 'max' else 'lower'} is better; "
+                     "mean, range)", fontsize=8)
+    axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     fig.savefig(path)
@@ -115,7 +172,9 @@ def _folder_of(run: dict[str, Any]) -> str:
     return os.path.basename(os.path.normpath(run["config"]["out"]))
 
 
-def summarise(out: str, setting: str, title: str, seconds: float | None) -> list[str]:
+def summarise(out: str, setting: str, title: str, seconds: float | None, wall_clock: bool = False) -> list[str]:
+    """The markdown of one setting (``OUT/SETTING``): its line, its table, its picture (written as
+    ``OUT/SETTING/summary.png``), the sources of its baselines' recipes and its verdict."""
     folder = os.path.join(out, setting)
     runs = _runs(folder)
     last = runs[next(iter(runs))][0]["rows"][-1]
@@ -147,9 +206,11 @@ def summarise(out: str, setting: str, title: str, seconds: float | None) -> list
                      + f" | {wall:.0f} |")
     acgd = [label for label, seeds in runs.items() if seeds[0]["config"]["optimizer"] == ACGD]
     lines.append("")
-    picture(os.path.join(folder, "summary.png"), runs, metrics[0], title)
+    picture(os.path.join(folder, "summary.png"), runs, metrics[0], title, wall_clock)
     lines.append(f"![{title}]({setting}/summary.png)")
     lines.append("")
+    for source in recipe_sources([r["config"] for seeds in runs.values() for r in seeds]):
+        lines += [source, ""]
     if acgd:
         clauses = [verdict(metrics[0], final[acgd[0]], final[label], label) for label in final if label != acgd[0]]
         lines.append(f"**Verdict ({metrics[0]}, final, computed):** " + "; ".join(clauses) + ".")
@@ -165,6 +226,9 @@ def main() -> None:
     parser.add_argument("--command", default="bash examples/demo.sh")
     parser.add_argument("--total", type=float, default=None, help="the whole demo's seconds")
     parser.add_argument("--jobs", type=int, default=1, help="settings trained side by side")
+    parser.add_argument("--title", default="fastgame demo: ACGD vs simultaneous Adam vs Adam + WGAN-GP")
+    parser.add_argument("--wall-clock", action="store_true",
+                        help="the pictures also show the metric against training seconds")
     args = parser.parse_args()
     seconds = {k: float(v) for k, _, v in (s.partition("=") for s in args.seconds)}
     cpu = "unknown CPU"
@@ -173,7 +237,7 @@ def main() -> None:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
-    lines = ["# fastgame demo: ACGD vs simultaneous Adam vs Adam + WGAN-GP", "",
+    lines = [f"# {args.title}", "",
              f"Command: `{args.command}`; machine: {platform.machine()}, {os.cpu_count()} CPU threads ({cpu}); "
              f"{args.jobs} setting(s) trained side by side, one thread each"
              + (f"; {args.total:.0f} s in all" if args.total else "") + ". "
@@ -181,7 +245,7 @@ def main() -> None:
              "evaluations. Verdicts compare seed by seed (see examples/demo_summary.py).", ""]
     for item in args.settings:
         setting, _, title = item.partition("=")
-        lines += summarise(args.out, setting, title or setting, seconds.get(setting))
+        lines += summarise(args.out, setting, title or setting, seconds.get(setting), args.wall_clock)
     text = "\n".join(lines)
     with open(os.path.join(args.out, "summary.md"), "w") as f:
         f.write(text + "\n")

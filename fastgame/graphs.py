@@ -54,7 +54,7 @@ class GraphedStep:
             if not isinstance(t, Tensor):
                 raise ValueError(f"inputs must be tensors, got {type(t).__name__}")
         if self.eager_reason is not None:
-            return self._eager(inputs)
+            return self.eager_step(*inputs)
         shapes = tuple(tuple(t.shape) for t in inputs)
         static_shapes = tuple(tuple(t.shape) for t in self.static_inputs)
         if shapes != static_shapes:
@@ -62,7 +62,7 @@ class GraphedStep:
                 self._warned_shapes.add(shapes)
                 warnings.warn(f"make_graphed_step: input shapes {shapes} differ from the captured {static_shapes}; "
                               "CUDA graphs need static shapes, so steps on these inputs run eagerly", stacklevel=2)
-            return self._eager(inputs)
+            return self.eager_step(*inputs)
         for static, new in zip(self.static_inputs, inputs):
             static.copy_(new, non_blocking=True)
         opt = self.opt
@@ -74,7 +74,7 @@ class GraphedStep:
         elif phase not in self.graphs:
             loss = self._capture(phase)
             if loss is None:  # capture failed: this and every later step run eagerly
-                return self._eager(inputs)
+                return self.eager_step(*inputs)
         else:
             loss = self._replay(phase)
         if self.check_finite:
@@ -103,7 +103,9 @@ class GraphedStep:
         """One eager step (warm-ups and fallbacks)."""
         return self.opt.step(closure)
 
-    def _eager(self, inputs: tuple[Tensor, ...]) -> Tensor:
+    def eager_step(self, *inputs: Tensor) -> Tensor:
+        """One step on ``inputs`` without graphs, with the numbers a replay gives (the piecewise
+        step's host loop, the whole step's masked iterations); raises as a replayed step does."""
         loss = self._step(lambda: self.loss_fn(*inputs))
         if self.check_finite:
             self.opt.raise_if_nonfinite()

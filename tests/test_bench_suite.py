@@ -185,5 +185,25 @@ def test_gpu_suite_smoke_without_cuda_says_skipped(capsys):
 def test_bench_scripts_import():
     """Every bench script imports (bench/kernels.py once imported a name fastgame no longer has)."""
     import importlib
-    for name in ("bench.kernels", "bench.batchnorm_hvp", "bench.eager_graph", "bench.gacgd_cpu", "bench.solve_start"):
+    for name in ("bench.kernels", "bench.batchnorm_hvp", "bench.eager_graph", "bench.gacgd_cpu", "bench.solve_start",
+                 "bench.pinn"):
         assert callable(importlib.import_module(name).main)
+
+
+def test_pinn_bench_rows_agree_and_write_their_files(tmp_path):
+    """bench.pinn in its smoke size: fastgame's GACGD follows CGDs' on the PINN game (third-order
+    passes) to solver tolerance, with one create_graph backward where CGDs takes two, and the
+    results land in the JSON and Markdown files; a row whose package is missing is skipped."""
+    import json
+
+    from bench import pinn
+    rows = ["CGDs GACGD", "fastgame GACGD", "fastgame GACGD, two backward (before)"]
+    assert pinn.main(["--smoke", "--rows", *rows, "--out", str(tmp_path)]) == 0
+    (js,) = tmp_path.glob("pinn_cpu_*.json")
+    assert len(list(tmp_path.glob("pinn_cpu_*.md"))) == 1
+    res = json.loads(js.read_text())["results"]
+    ours, before, ref = res["fastgame GACGD"], res["fastgame GACGD, two backward (before)"], res["CGDs GACGD"]
+    assert ours["param_diff_vs_cgds_gacgd"] < 1e-7 and abs(ours["rel_l2"] - ref["rel_l2"]) < 1e-7
+    assert (ours["create_graph_passes"], before["create_graph_passes"], ref["create_graph_passes"]) == (1, 2, 2)
+    assert ours["rel_l2"] == before["rel_l2"] and ours["other_passes"] == 1 + 2 * ours["solver_iters"]
+    assert "pip install no-such-package" in pinn._available("no_such_package")

@@ -22,11 +22,26 @@ def test_verdicts_are_computed_from_the_seeds():
 
 
 def test_describe_names_what_differs_from_plain_play():
-    cfg = {"optimizer": "adam-alt", "penalty": "wgan_gp", "penalty_weight": 10.0, "d_steps": 5, "betas": [0.5, 0.9]}
-    assert demo_summary.describe(cfg) == "Adam + WGAN-GP (λ 10, 5 critic steps, betas 0.5, 0.9)"
-    assert demo_summary.describe({**cfg, "penalty_weight": 0.1}) == "Adam + WGAN-GP (λ 0.1, 5 critic steps, betas 0.5, 0.9)"
-    assert demo_summary.describe({"optimizer": "adam-alt", "penalty": "none"}) == "Adam (alternating)"
+    cfg = {"optimizer": "adam-alt", "penalty": "wgan_gp", "penalty_weight": 10.0, "d_steps": 3, "betas": [0.5, 0.9]}
+    assert demo_summary.describe(cfg) == "Adam (alternating) + wgan_gp 10, 3 critic steps, betas (0.5, 0.9)"
     assert demo_summary.describe({"optimizer": "acgd", "penalty": "none"}) == "ACGD"
+
+
+def test_describe_names_wgan_gp_recipes_by_their_weight():
+    recipe = dict(demo_summary.RECIPE, lr_d=1e-4, lr_g=1e-4)
+    assert demo_summary.describe({**recipe, "penalty_weight": 0.1}) == "Adam + WGAN-GP (λ 0.1, toy recipe)"
+    assert demo_summary.describe({**recipe, "penalty_weight": 10.0}) == "Adam + WGAN-GP (λ 10, image recipe)"
+    assert demo_summary.describe({**recipe, "penalty_weight": 1.0}) == \
+        "Adam + WGAN-GP (λ 1, the recipe's other settings)"
+    # Another learning rate than the paper's is named.
+    assert demo_summary.describe({**recipe, "lr_d": 1e-3, "lr_g": 1e-3, "penalty_weight": 0.1}) == \
+        "Adam + WGAN-GP (λ 0.1, toy recipe but lr 0.001)"
+    assert demo_summary.describe({**recipe, "lr_d": 4e-4, "penalty_weight": 10.0}) == \
+        "Adam + WGAN-GP (λ 10, image recipe but lr 0.0004/0.0001)"
+    assert demo_summary.describe({**recipe, "d_steps": 1, "penalty_weight": 10.0}).startswith("Adam (alternating) + wgan_gp 10")
+    sources = demo_summary.recipe_sources([{**recipe, "penalty_weight": 0.1}, {"optimizer": "acgd"}])
+    assert len(sources) == 1 and "gan_toy.py" in sources[0] and "Gulrajani" in sources[0]
+    assert demo_summary.recipe_sources([{"optimizer": "acgd"}]) == []
 
 
 def test_demo_settings_smoke(tmp_path, fastgame_cache):
@@ -43,6 +58,8 @@ def test_demo_settings_smoke(tmp_path, fastgame_cache):
         assert os.path.getsize(out / setting / "summary.png") > 1000
         assert f"]({setting}/summary.png)" in summary
     assert summary.count("**Verdict") == 4
-    # WGAN-GP's recipe is what the baseline ran with.
-    assert "Adam + WGAN-GP (λ 10, 5 critic steps, betas 0.5, 0.9)" in summary
+    # WGAN-GP's recipes are what the baselines ran with: the toy one on the ring, the image one on the digits.
+    ring, digits = summary.split("## Digits (8x8), WGAN loss")[0], summary.split("## Digits (8x8), WGAN loss")[1]
+    assert "| Adam + WGAN-GP (λ 0.1, toy recipe but lr 0.001) |" in ring and "gan_toy.py" in ring
+    assert "| Adam + WGAN-GP (λ 10, image recipe but lr 0.0002) |" in digits.split("## Control")[0]
     assert str(out.resolve()) in proc.stdout.splitlines()[-1]

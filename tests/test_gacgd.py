@@ -119,6 +119,36 @@ def test_zero_sum_game_is_the_acgd_step(float64):
     torch.testing.assert_close(flat(G, D), flat(G2, D2), rtol=1e-9, atol=1e-11)
 
 
+@pytest.mark.parametrize("negated", ["loss_x", "loss_y"])
+def test_negated_loss_takes_one_backward_and_the_same_step(float64, monkeypatch, negated):
+    """loss_x = -loss_y (or the reverse) from one graph: one create_graph backward instead of
+    two, and the same step as from two separately built graphs of the same losses."""
+    G, D, batches = gacgd_case()
+    G2, D2 = copy.deepcopy(G), copy.deepcopy(D)
+    kw = dict(lr_x=1e-2, lr_y=2e-2, tol=1e-10, atol=0.0)
+    shared, separate = fastgame.GACGD(G.parameters(), D.parameters(), **kw), fastgame.GACGD(G2.parameters(), D2.parameters(), **kw)
+
+    def f(G, D, real, z):
+        return -F.softplus(-D(real)).mean() - F.softplus(D(G(z))).mean()
+    calls = []
+    grad = torch.autograd.grad
+    monkeypatch.setattr(torch.autograd, "grad", lambda *a, **k: calls.append(k.get("create_graph", False)) or grad(*a, **k))
+    for real, z in batches[:4]:
+        calls.clear()
+        loss = f(G, D, real, z)
+        if negated == "loss_y":
+            shared.step(loss, -loss)
+        else:
+            loss_y = -loss
+            shared.step(-loss_y, loss_y)
+        assert sum(calls) == 1
+        calls.clear()
+        separate.step(f(G2, D2, real, z), -f(G2, D2, real, z))
+        assert sum(calls) == 2
+        assert shared.info["iter_num"] == separate.info["iter_num"]
+    assert torch.equal(flat(G, D), flat(G2, D2))  # negated gradients are exact: the same numbers
+
+
 def test_closure_scheduler_and_unused_parameters():
     G, D, batches = gacgd_case()
     G2, D2 = copy.deepcopy(G), copy.deepcopy(D)

@@ -266,10 +266,11 @@ def test_piecewise_trainer_default_on_cuda():
     losses = steppers.GameLosses(G, D, "standard", None, 10.0)
     example = Batch(torch.zeros(128, 2, device="cuda"), torch.zeros(128, 2, device="cuda"), torch.zeros(128, device="cuda"))
     stepper = make_stepper("acgd", G, D, losses, 1e-3, 1e-3, example=example)
-    assert isinstance(stepper._graphed, PiecewiseGraphedStep)
+    assert isinstance(stepper._graphed.graphed, PiecewiseGraphedStep)  # inside its first-replay check
     eager = make_stepper("acgd", G, D, losses, 1e-3, 1e-3, example=example, eager=True)
     assert eager._graphed is None and not eager.opt.capturable
     t = torch.zeros(128, device="cuda")
     for real, z in batches[:6]:
         stepper.step([Batch(real.cuda(), z.cuda(), t)])
-    assert stepper._graphed.graphs and stepper._graphed.eager_reason is None
+    assert stepper._graphed.graphs and stepper._graphed.reason is None and stepper._graphed.verified == {0, 1}
+    assert stepper.path.startswith("piecewise CUDA graphs") and not stepper.notices

@@ -9,7 +9,7 @@ import pytest
 from fastgame._moved import MOVED
 
 LIBRARY = ["fastgame", "fastgame.optim", "fastgame.linalg", "fastgame.ops", "fastgame.games", "fastgame.losses",
-           "fastgame.nn", "fastgame.graphs", "fastgame.diagnostics"]
+           "fastgame.nn", "fastgame.graphs", "fastgame.diagnostics", "fastgame.graph_guard", "fastgame.doctor"]
 
 
 def test_the_library_does_not_import_the_trainer():

@@ -22,6 +22,7 @@ if not torch.cuda.is_available():  # must precede the first import of the Triton
 import fastgame  # noqa: E402
 from fastgame import ops  # noqa: E402
 from fastgame.ops import _ext, _triton, reference  # noqa: E402
+from fastgame.ops.selfcheck import TOLERANCES  # noqa: E402  (the doctor reads the same table)
 from tests.helpers import flat  # noqa: E402
 
 REQUIRE_CPP = os.environ.get("FASTGAME_REQUIRE_CPP", "") not in ("", "0")
@@ -74,15 +75,11 @@ def cases(fn):
     return pytest.mark.parametrize("impl, n, dtype", params, indirect=["impl"])(fn)
 
 
-def _tol(dtype):
-    return dict(rtol=2e-6, atol=1e-30) if dtype == torch.float32 else dict(rtol=1e-13, atol=1e-300)
-
-
 def assert_vec(actual, expected, dtype):
     assert actual.dtype == expected.dtype and actual.shape == expected.shape
     scale = expected.abs().max().item() if expected.numel() else 0.0
-    tol = _tol(dtype)
-    torch.testing.assert_close(actual, expected, rtol=tol["rtol"], atol=tol["rtol"] * scale + tol["atol"])
+    tol = TOLERANCES[dtype]
+    torch.testing.assert_close(actual, expected, rtol=tol.rtol, atol=tol.rtol * scale + tol.atol)
 
 
 def assert_dot(actual, a, b, dtype):
@@ -90,8 +87,7 @@ def assert_dot(actual, a, b, dtype):
     assert actual.dim() == 0 and actual.dtype == dtype
     exact = torch.dot(a.double(), b.double())
     bound = (a.double().abs() * b.double().abs()).sum()
-    rtol = 1e-5 if dtype == torch.float32 else 1e-13
-    assert abs(actual.double().item() - exact.item()) <= rtol * bound.item() + 1e-300
+    assert abs(actual.double().item() - exact.item()) <= TOLERANCES[dtype].dot_rtol * bound.item() + 1e-300
 
 
 def _vecs(k, n, dtype, device, seed=0):

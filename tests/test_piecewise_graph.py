@@ -337,14 +337,17 @@ def test_trainer_piecewise_stepper_equals_eager_and_resumes_either_way(monkeypat
     monkeypatch.setattr(steppers, "_piecewise_possible", lambda example, settings: True)
     with pytest.warns(UserWarning, match="CUDA graphs need CUDA"):
         graphed = _stepper(G2, D2)
-    assert isinstance(graphed._graphed, PiecewiseGraphedStep) and graphed.opt.capturable
+    inner = graphed._graphed.graphed  # inside the first-replay check (tests/test_graph_guard.py)
+    assert isinstance(inner, PiecewiseGraphedStep) and graphed.opt.capturable
     assert graphed.opt.param_groups[0]["max_iter"] == max(sum(p.numel() for p in m.parameters()) for m in (D, G))
-    graphed._graphed.eager_reason, graphed._graphed.pieces = None, ThreadPieces(graphed.opt)
+    inner.eager_reason, inner.pieces = None, ThreadPieces(graphed.opt)
     t = torch.full((32,), 0.5)
     for real, z in batches[:4]:
         out_e, out_g = eager.step([Batch(real, z, t)]), graphed.step([Batch(real, z, t)])
         assert out_g[2] == out_e[2] and out_g[3] == out_e[3]  # CG iterations, HVP passes
     assert torch.equal(flat(D2, G2), flat(D, G)) and graphed._graphed.graphs
+    assert graphed._graphed.verified == set(graphed._graphed.graphs)  # 3 warm-ups, then one checked capture
+    assert graphed.path.startswith("piecewise CUDA graphs") and not graphed.notices
     # the eager stepper resumes from the piecewise one's checkpoint and the other way round
     sd_e, sd_g = eager.state_dict(), graphed.state_dict()
     G3, D3, G4, D4 = (copy.deepcopy(m) for m in (G, D, G, D))

@@ -11,11 +11,12 @@ from .textbook_gda import AltGD, SimGD
 from .gan import GAN
 from .gaussian_location import GaussianLocationGame
 from .mixtures import GaussianMixture, MixtureMetrics
+from .poisson import CompetitivePoisson
 from .polymatrix import CyclicBilinear, PolymatrixGame, monotone_quadratic
 from .toy import Bilinear, ICRQuadratic
 
 __all__ = [
-    "AltGD", "Bilinear", "CyclicBilinear", "DiracGAN", "GAN", "Game", "GaussianLocationGame", "GaussianMixture",
-    "ICRQuadratic", "MixtureMetrics", "PlayerLosses", "PolymatrixGame", "SimGD", "gaussian_points",
+    "AltGD", "Bilinear", "CompetitivePoisson", "CyclicBilinear", "DiracGAN", "GAN", "Game", "GaussianLocationGame",
+    "GaussianMixture", "ICRQuadratic", "MixtureMetrics", "PlayerLosses", "PolymatrixGame", "SimGD", "gaussian_points",
     "monotone_quadratic",
 ]

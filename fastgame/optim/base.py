@@ -30,7 +30,8 @@ from ..linalg.distributed import all_reduce_mean
 from ..linalg.hvp import MixedHVP
 from ..linalg.params import Player, as_param_list, check_players
 from . import cgds_format, ranks, state_io
-from .checks import Validator, check_nonnegative, closure_of, mark_stepped, nonnegative, resolve_losses
+from .checks import (Validator, check_nonnegative, closure_of, is_negation, mark_stepped, nonnegative,
+                     resolve_losses)
 from .verdict import Verdict, apply, check_finite
 
 
@@ -255,7 +256,8 @@ class GameOptimizer(torch.optim.Optimizer):
 
         Zero-sum (one loss f): ∇ₓf and ∇ᵧf from one backward, which the mixed blocks D_xy f
         and D_yx f differentiate again. General-sum (f for x, g for y): ∇ₓf and ∇ᵧg drive the
-        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss.
+        step and D_xy f = ∂(∇ᵧf)/∂x, D_yx g = ∂(∇ₓg)/∂y couple it, from one backward per loss
+        (one in all when one loss is the other's negation: see :meth:`_general_sum_grads`).
         """
         x, y = self.players
         graph = self.second_order if second_order is None else second_order  # for the HVPs
@@ -263,8 +265,7 @@ class GameOptimizer(torch.optim.Optimizer):
             gx, gy = self._grads(losses[0], graph)
             step_grads, cross = (gx, gy), (gx, gy)
         else:
-            fx, fy = self._grads(losses[0], graph)
-            gx, gy = self._grads(losses[1], graph)
+            fx, fy, gx, gy = self._general_sum_grads(losses[0], losses[1], graph)
             step_grads, cross = (fx, gy), (gx, fy)
         with torch.no_grad():
             flat = (all_reduce_mean(x.gather(step_grads[0])), all_reduce_mean(y.gather(step_grads[1])))
@@ -398,6 +399,21 @@ class GameOptimizer(torch.optim.Optimizer):
                 for k, v in st.items():  # moved or cast: bring the state along
                     if isinstance(v, Tensor):
                         st[k] = v.to(device=player.device, dtype=player.dtype)
+
+    def _general_sum_grads(self, f: Tensor, g: Tensor, create_graph: bool) -> tuple[list[Tensor], ...]:
+        """∇ₓf, ∇ᵧf, ∇ₓg, ∇ᵧg: one backward per loss, or a single one when one loss was computed
+        as the other's negation (``loss_x = -loss_y``, the usual way to play a zero-sum game with
+        GACGD). Then the other's gradients are the negated ones, bit for bit (IEEE rounding is
+        symmetric in sign and every backward op is linear in its incoming gradient), and the step
+        saves one of its two create_graph backward passes."""
+        if is_negation(f, g):
+            gx, gy = self._grads(g, create_graph)
+            return [-t for t in gx], [-t for t in gy], gx, gy
+        fx, fy = self._grads(f, create_graph)
+        if is_negation(g, f):
+            return fx, fy, [-t for t in fx], [-t for t in fy]
+        gx, gy = self._grads(g, create_graph)
+        return fx, fy, gx, gy
 
     def _grads(self, loss: Tensor, create_graph: bool = True) -> tuple[list[Tensor], list[Tensor]]:
         """Gradients of ``loss`` for both players in one backward (zeros for unused params)."""

@@ -159,6 +159,13 @@ def mark_stepped(*losses: Tensor) -> None:
             loss.grad_fn.metadata[_STEPPED] = True
 
 
+def is_negation(a: Tensor, b: Tensor) -> bool:
+    """Whether autograd recorded ``a`` as ``-b`` (its last op negates b: ``-b``, ``b.neg()``)."""
+    fn = a.grad_fn
+    return (fn is not None and b.grad_fn is not None and type(fn).__name__ == "NegBackward0"
+            and fn.next_functions[0][0] is b.grad_fn)
+
+
 def step_count(name: str, v: Any) -> None:
     """A step count: an int >= 0, or (capturable) a 0-dim float tensor holding one."""
     if isinstance(v, Tensor):

@@ -168,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
     pr.add_argument("--seed", type=int, default=0, help="seed of the fixed samples and batches. Default: 0")
     pr.add_argument("--threads", type=_positive_int, default=CPU_THREADS, help=f"torch CPU threads. Default: "
                     f"{CPU_THREADS}")
+    from .. import doctor
+    doctor.build_parser(sub.add_parser("doctor", help="check this machine's fastgame paths (run this first on a GPU)",
+                                       description=doctor.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter))
     return p
 
 
@@ -247,6 +250,11 @@ def _main(argv: Optional[Sequence[str]]) -> int:
         return 2
     if args.command == "train":
         return _train(args)
+    if args.command == "doctor":
+        from .. import doctor
+        def refuse(message: str) -> int:
+            raise ConfigError(message)
+        return doctor.run_from_args(args, refuse)
     if args.command == "probe":
         from .probe import probe_run
         torch.set_num_threads(args.threads)

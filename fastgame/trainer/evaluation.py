@@ -1,7 +1,8 @@
 """What ``fastgame train`` measures and draws at each evaluation, chosen from what the data
 are, not from their name: a mixture of Gaussians gets its mode metrics, labelled images of a
-set with a classifier in :mod:`fastgame.trainer.metrics` get the classifier metrics, other data get
-losses only. Every set of samples gets a picture (points scattered, or an image grid)."""
+set with a classifier in :mod:`fastgame.trainer.metrics` get the classifier metrics (and, for
+32-px RGB images, the Inception Score and FID of :mod:`fastgame.trainer.inception` where its
+weights are cached), other data get losses only. Every set of samples gets a picture (points scattered, or an image grid)."""
 from __future__ import annotations
 
 from typing import Any, Callable
@@ -13,10 +14,15 @@ from .data import TrainingData
 __all__ = ["Evaluator", "METRIC_DIRECTION"]
 
 METRIC_DIRECTION = {"modes_covered": "max", "high_quality": "max", "mode_jsd": "min",
-                    "fcd": "min", "classes_covered": "max", "class_kl": "min", "fid": "min"}
+                    "fcd": "min", "classes_covered": "max", "class_kl": "min", "fid": "min",
+                    "inception_score": "max"}
 """Whether a larger (max) or smaller (min) value of each metric is better."""
 
 MIXTURE_METRICS = ("modes_covered", "high_quality", "mode_jsd")
+RGB32 = (3, 32, 32)
+"""The images that get the Inception metrics besides their classifier's (CIFAR-10's kind)."""
+INCEPTION_REAL = 2000
+"""Real images the Inception FID compares with (the first ones of the set)."""
 
 
 def _digit_metrics(data: TrainingData) -> Callable[[Tensor], dict[str, Any]]:
@@ -54,11 +60,24 @@ class Evaluator:
         elif data.kind == "images" and data.labels is not None and data.family in CLASSIFIERS:
             names, build = CLASSIFIERS[data.family]
             self.names, self._metric = list(names), build(data)
+            if data.sample_shape == RGB32:
+                self._add_inception(data)
         elif data.kind == "images" and data.tensor is not None:  # unlabelled: Inception FID, if on this machine
             from .metrics import inception_fid
             score, self.note = inception_fid(data.tensor[:2000])
             if score is not None:
                 self.names, self._metric = ["fid"], score
+
+    def _add_inception(self, data: TrainingData) -> None:
+        """IS and FID beside the classifier metrics, where the Inception weights are cached; else
+        the note that says why not (printed once by the run)."""
+        from . import inception
+        assert data.tensor is not None
+        score, self.note = inception.inception_metrics(data.tensor[:INCEPTION_REAL])
+        if score is not None:
+            classifier = self._metric
+            self.names += ["inception_score", "fid"]
+            self._metric = lambda samples: {**classifier(samples), **score(samples)}
 
     def _mixture(self, samples: Tensor) -> dict[str, Any]:
         assert self.data.mixture is not None

@@ -229,6 +229,9 @@ OPTIONS: tuple[Option, ...] = (
            "0.5 0.999 for adam and adam-alt (Radford et al. 2016); WGAN-GP's recipe is 0.5 0.9",
            "game and optimizer", _number, _betas, nargs=2, metavar=("B1", "B2"), to_optimizer=True,
            per_method=True, added_later=None),
+    Option("eps", Optional[float], None, "the optimizer's epsilon: ACGD's (added to sqrt(v); the ICR paper's runs: "
+           "1e-8) or Adam's. Default: the optimizer's own (ACGD 1e-5, Adam 1e-8)", "game and optimizer", _number,
+           _positive, to_optimizer=True, per_method=True, added_later=None),
     Option("device", str, "auto", "auto = cuda when available", "run", choices=_fixed("auto", "cpu", "cuda")),
     Option("dtype", str, "float32", "the models' floating-point type", "run", choices=_fixed("float32", "float64")),
     Option("bf16", bool, False, "bfloat16 autocast for the forward passes", "run", switch=True),

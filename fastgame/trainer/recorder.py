@@ -39,6 +39,10 @@ class Recorder:
             self._board = False
             self._tell(TENSORBOARD_MISSING)
 
+    def config(self, config: dict[str, Any]) -> None:
+        """Rewrite ``config.json`` (the run's step path changed, e.g. a CUDA-graph fallback)."""
+        write_json(os.path.join(self.out, "config.json"), config)
+
     def rows(self, rows: list[dict[str, Any]]) -> None:
         """All metric rows so far (the last one new) to metrics.csv/.json and TensorBoard."""
         write_csv(os.path.join(self.out, "metrics.csv"), rows, list(rows[-1]))

@@ -24,6 +24,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import losses as L
+from ..graph_guard import VerifiedStep
 from ..graphs import make_graphed_step, with_run_settings
 from ..linalg.distributed import all_reduce_mean, is_data_parallel
 from ..linalg.flat import flatten, split_like
@@ -117,9 +118,27 @@ class CGDStepper(_Stepper):
             return zs
 
         self._zero_sum = zero_sum
+        self.notices: list[str] = []  # a fallback's cause, once, for the trainer to print and record
         # make_graphed_step warns and steps eagerly where CUDA graphs are not possible.
-        self._graphed = (make_graphed_step(opt, zero_sum, *[e.clone() for e in example], exact_cg=exact_cg)
-                         if (graphed or exact_cg) and example is not None else None)
+        self._graphed: Any = (make_graphed_step(opt, zero_sum, *[e.clone() for e in example], exact_cg=exact_cg)
+                              if (graphed or exact_cg) and example is not None else None)
+        if exact_cg and self._graphed is not None:  # the default CUDA path: trusted once its first replays give eager steps' numbers
+            buffers = [b for m in (losses.G, losses.D) for b in m.buffers()]  # BatchNorm statistics
+            self._graphed = VerifiedStep(self._graphed, buffers, on_fallback=self.notices.append)
+
+    @property
+    def path(self) -> str:
+        """Which path the steps take, for ``config.json``: eager, piecewise or whole-step CUDA graphs
+        (with why they run eagerly where they do)."""
+        if self._graphed is None:
+            return "eager"
+        checked = isinstance(self._graphed, VerifiedStep)
+        reason = self._graphed.reason if checked else self._graphed.eager_reason
+        if reason:
+            return f"eager ({reason})"
+        if checked:
+            return "piecewise CUDA graphs (each phase's first replay checked against an eager step)"
+        return "whole-step CUDA graphs"
 
     @classmethod
     def create(cls, method: Any, G: nn.Module, D: nn.Module, losses: GameLosses, lr_d: float, lr_g: float,

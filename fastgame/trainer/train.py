@@ -26,6 +26,7 @@ import copy
 import datetime
 import os
 import signal
+import sys
 import threading
 import time
 from typing import Any, Optional
@@ -188,6 +189,7 @@ class Run:
         bar = None
         try:
             if main:
+                cfg.extra["step_path"] = getattr(self.stepper, "path", "eager")
                 self.recorder.open(cfg.to_json())
                 if self.saved_step is not None and self.step < cfg.steps:
                     mark_stale_probe(self.out, self.saved_step)  # it probed a checkpoint about to be replaced
@@ -220,6 +222,8 @@ class Run:
         while self.step < cfg.steps:
             self.window.add(*self.stepper.step(self.batches.next(self.stepper.d_steps)))
             self.step += 1
+            if main and getattr(self.stepper, "notices", None):
+                self._fell_back()
             last = self.step == cfg.steps
             evaluate, save = self.step % cfg.eval_every == 0 or last, self.step % cfg.checkpoint_every == 0 or last
             signum = stop.agreed(self.step, self.world, self.device)
@@ -250,6 +254,16 @@ class Run:
                 raise Interrupted(self.step, signum)
             if evaluate or save:
                 start += time.perf_counter() - paused
+
+    def _fell_back(self) -> None:
+        """The graphed step fell back to eager steps: one warning line naming the cause, and
+        config.json records the path from this step on."""
+        for cause in self.stepper.notices:
+            print(f"fastgame: warning: piecewise CUDA graphs: {cause}; continuing with eager steps "
+                  "(the same numbers; --eager skips the graphs)", file=sys.stderr, flush=True)
+        self.stepper.notices.clear()
+        self.cfg.extra["step_path"] = f"{self.stepper.path} from step {self.step}"
+        self.recorder.config(self.cfg.to_json())
 
     def _save(self) -> None:
         """The checkpoint at this step, and curves.png with it."""
