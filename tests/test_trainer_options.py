@@ -25,10 +25,10 @@ def test_trainconfig_fields_are_the_records():
     assert all(f.default == o.default for f, o in zip(fields, options.OPTIONS))
     assert config.FREE == ("steps", "threads", "out", "extra") and config.RESUMABLE == ("steps", "threads")
     assert config.ADDED_LATER == {"d_steps": 1, "discriminators": 1, "d_batchnorm": None, "betas": None,
-                                  "batchnorm": "native"}
-    assert config.OPTIMIZER_SETTINGS == ("tol", "max_iter", "cg_start", "betas")
+                                  "eps": None, "batchnorm": "native"}
+    assert config.OPTIMIZER_SETTINGS == ("tol", "max_iter", "cg_start", "betas", "eps")
     assert set(compare.PER_METHOD) == {"lr_d", "lr_g", "tol", "max_iter", "cg_start", "betas", "d_steps", "penalty",
-                                       "penalty_weight"}
+                                       "penalty_weight", "eps"}
 
 
 def test_every_option_has_its_flag_and_argparse_keeps_no_default():
