@@ -246,8 +246,8 @@ def test_compare_spec_cg_start_and_hvp_passes(tmp_path):
     ("adam:cg_start=zero", "cg_start sets the CG solve of acgd and bcgd, not adam"),
     ("acgd:tol=x", "tol must be a number"),
     ("acgd:start=zero", "key one of penalty, penalty_weight, d_steps, lr_d, lr_g, tol, max_iter, cg_start, betas"),
-    ("extragradient:tol=1e-6", "tol sets the CG/GMRES solve of acgd, bcgd and gacgd, not extragradient"),
-    ("adam:max_iter=4", "max_iter sets the CG/GMRES solve of acgd, bcgd and gacgd, not adam"),
+    ("extragradient:tol=1e-6", "tol sets the CG/GMRES solve of acgd, bcgd, gacgd, pcgd and apcgd, not extragradient"),
+    ("adam:max_iter=4", "max_iter sets the CG/GMRES solve of acgd, bcgd, gacgd, pcgd and apcgd, not adam"),
 ])
 def test_compare_bad_spec_one_line_error(tmp_path, capsys, spec, message):
     new = tmp_path / "new"
@@ -381,7 +381,7 @@ def test_bad_input_one_line_error_nothing_changed(tmp_path, user_files, finished
         assert os.path.basename(argv[2]) in err
     if case.endswith("without a solve"):
         flag = "--tol" if "tol" in case else "--max-iter"
-        assert f"{flag} sets the CG/GMRES solve of acgd, bcgd and gacgd, not " in err, err
+        assert f"{flag} sets the CG/GMRES solve of acgd, bcgd, gacgd, pcgd and apcgd, not " in err, err
 
 
 @pytest.mark.parametrize("optimizer", [n for n in METHODS if n not in ("acgd", "bcgd", "gacgd", "adam", "adam-alt")])
