@@ -127,7 +127,7 @@ def run(device: torch.device, sizes: list[int], dtypes: list[torch.dtype], backe
             n = 1 << log_n
             base, base_graph = {}, {}
             for backend in ["torch"] + backends:
-                impl = fastgame.backends()[backend].module
+                impl = fastgame.backends()[backend].ops
                 for op, call in op_calls(impl, make_inputs(n, dtype, device)).items():
                     sec = measure(call)
                     if backend == "torch":

@@ -32,7 +32,7 @@ from .graphs import make_graphed_step, with_run_settings
 from .linalg.captured import LiveCG
 from .ops import backends as backend_records
 from .ops.backends import Backend
-from .ops.schemas import SCHEMAS
+from .ops.interface import SCHEMAS
 from .ops.selfcheck import TOLERANCES, check_op
 from .optim import ACGD
 
@@ -89,7 +89,7 @@ def op_checks(device: torch.device, backends: Optional[Mapping[str, Backend]] = 
             for dtype in TOLERANCES:
                 label = f"ops: {name} {schema.name} {str(dtype)[6:]}"
                 try:
-                    why = _first_mismatch(backend.module, schema, sizes, dtype, device)
+                    why = _first_mismatch(backend.ops, schema, sizes, dtype, device)
                 except Exception as exc:  # noqa: BLE001  (a kernel that raises is a failure to report)
                     why = _error(exc)
                 rows.append(Check(label, "failed" if why else "ok", why or f"sizes {', '.join(map(str, sizes))}"))

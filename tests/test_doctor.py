@@ -13,7 +13,7 @@ import torch
 from fastgame import doctor
 from fastgame.ops import reference
 from fastgame.ops.backends import Backend
-from fastgame.ops.schemas import SCHEMAS
+from fastgame.ops.interface import SCHEMAS
 from fastgame.ops.selfcheck import TOLERANCES, check_op
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

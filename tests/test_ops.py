@@ -54,13 +54,13 @@ BACKENDS = _backend_params()
 
 @pytest.fixture
 def impl(request):
-    """The backend's module of op functions, after checking it can run on its device."""
+    """The backend's ops, after checking it can run on its device."""
     name, device = request.param[:2]
     backend = fastgame.backends()[name]
     why = backend.serves(torch.device(device))
     if why:
         pytest.fail(f"backend {name} on {device} unavailable: {why}")
-    return backend.module
+    return backend.ops
 
 
 def cases(fn):
@@ -278,11 +278,11 @@ def restore_backend():
 def test_backends_report():
     table = fastgame.backends()
     assert list(table) == ["torch", "cpp", "cuda", "triton"]
-    assert table["torch"].available and table["torch"].module is reference
+    assert table["torch"].available and table["torch"].ops is reference
     for name, backend in table.items():
         assert backend.name == name
         assert backend.devices and all(isinstance(d, str) for d in backend.devices)
-        assert all(callable(getattr(backend.module, op)) for op in ops.OPS)
+        assert all(callable(getattr(backend.ops, op)) for op in ops.OPS)
         assert backend.available == (backend.reason is None)
         text = str(backend)
         assert text.startswith("available (") if backend.available else text == f"unavailable: {backend.reason}"
@@ -304,30 +304,48 @@ def test_kernel_modules_follow_the_interface():
     import inspect
     for backend in fastgame.backends().values():
         for op in ops.OPS:
-            fn, twin = getattr(backend.module, op), getattr(reference, op)
+            fn, twin = getattr(backend.ops, op), getattr(reference, op)
             assert inspect.signature(fn) == inspect.signature(twin) and fn.__doc__ == twin.__doc__
     assert inspect.signature(ops.cg_step_) == inspect.signature(reference.cg_step_)
 
 
-def test_ops_are_written_out_as_the_schema_list():
-    """Each module defines the ops with ``def`` (a reader and an IDE find them), exactly the
-    schema list's names in its order; none is made at run time (no ``globals()`` update)."""
+def test_ops_are_declared_once_and_written_out_at_the_dispatch_point():
+    """Each op is a ``def`` in two places a reader and an IDE find: its twin (with its schema,
+    in the op list's order) and the dispatch point (``Ops``); the kernel backends' op tables are
+    built from that list, and nothing is made with a ``globals()`` update."""
     import ast
     import inspect
-    from fastgame.ops.schemas import SCHEMAS
+    from fastgame.ops.interface import SCHEMAS
     names = tuple(s.name for s in SCHEMAS)
-    assert ops.OPS == names
-    for module in (reference, _ext, _triton, ops):
-        tree = ast.parse(inspect.getsource(module))
-        defined = tuple(n.name for n in tree.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_"))
-        assert tuple(n for n in defined if n in names) == names, module  # each once, with def, in order
-        assert "globals()" not in inspect.getsource(module)
-        for name in names:
-            assert getattr(module, name).__module__ == module.__name__
+    assert ops.OPS == names and names == ("precondition", "cg_matvec", "cg_step_", "cg_direction_")
+    twins = [n.name for n in ast.parse(inspect.getsource(reference)).body
+             if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")]
+    assert tuple(twins) == names
+    assert all(getattr(reference, name).op_schema is schema for name, schema in zip(names, SCHEMAS))
     methods = next(n for n in ast.parse(inspect.getsource(ops)).body if isinstance(n, ast.ClassDef) and n.name == "Ops")
     assert tuple(n.name for n in methods.body if isinstance(n, ast.FunctionDef) and not n.name.startswith("_")) == names
-    for name in names:
+    for module in (ops, _ext, _triton, fastgame.ops.interface):
+        assert "globals()" not in inspect.getsource(module)
+    for name in names:  # the module's functions are the process-wide Ops's
+        assert getattr(ops, name) == getattr(ops.dispatch(None), name)
         assert inspect.signature(getattr(ops.dispatch("torch"), name)) == inspect.signature(getattr(reference, name))
+    for table in (_ext.OPS, _triton.OPS):
+        assert set(names) <= set(vars(table)), table
+
+
+def test_a_declaration_must_match_its_twin():
+    """A schema or fake whose name or arguments are not the twin's is refused at import."""
+    from fastgame.ops.schemas import declare
+
+    def cg_scale(p, s):
+        return p * s
+    with pytest.raises(ValueError, match="must be named 'cg_scale'"):
+        declare("cg_mul(Tensor p, Tensor s) -> Tensor", lambda p, s: p)(cg_scale)
+    with pytest.raises(ValueError, match=r"its schema takes \('p', 't'\)"):
+        declare("cg_scale(Tensor p, Tensor t) -> Tensor", lambda p, s: p)(cg_scale)
+    with pytest.raises(ValueError, match=r"its fake \('p',\)"):
+        declare("cg_scale(Tensor p, Tensor s) -> Tensor", lambda p: p)(cg_scale)
+    assert declare("cg_scale(Tensor(a!) p, Tensor s) -> Tensor", lambda p, s: p)(cg_scale).op_schema.mutates == ("p",)
 
 
 def test_an_op_must_match_its_twin():
@@ -351,7 +369,7 @@ def test_cpp_required_in_ci():
 def test_auto_picks_cpp_on_cpu(restore_backend):
     fastgame.set_backend("auto")
     x = torch.zeros(3)
-    assert ops._impl(x) is (reference if _ext.CPP_ERROR else _ext)
+    assert ops._impl(x) is (reference if _ext.CPP_ERROR else _ext.OPS)
     assert ops._impl(x.to(torch.bfloat16)) is reference  # kernels cover float32/float64 only
 
 
@@ -378,7 +396,7 @@ def test_dispatch_choice_is_per_call(restore_backend):
     assert ops.dispatch("auto").cg_matvec(x, x, x)[1].item() == 10.0
     assert ops.dispatch() is ops.dispatch(None) and repr(ops.dispatch("torch")) == "fastgame.ops.dispatch('torch')"
     if _ext.CPP_ERROR is None:
-        assert ops._impl(x, "auto") is _ext and ops._impl(x) is reference
+        assert ops._impl(x, "auto") is _ext.OPS and ops._impl(x) is reference
     with pytest.raises(ValueError, match="choose one of"):
         ops.dispatch("fortran")
     for name, backend in fastgame.backends().items():
@@ -414,12 +432,12 @@ def test_env_var_forces_backend():
 # ---- the ops declared once --------------------------------------------------------------------
 
 def test_every_backend_table_follows_the_schema_list():
-    """One list (ops.schemas.SCHEMAS) names the ops of every backend, the compiled schemas
+    """One list (ops.interface.SCHEMAS) names the ops of every backend, the compiled schemas
     and the Triton ops' mutated arguments."""
-    from fastgame.ops.schemas import SCHEMAS
+    from fastgame.ops.interface import SCHEMAS
     assert ops.OPS == tuple(s.name for s in SCHEMAS) and set(ops.OPS) <= set(ops.__all__)
     for backend in fastgame.backends().values():
-        assert all(callable(getattr(backend.module, s.name)) for s in SCHEMAS)
+        assert all(callable(getattr(backend.ops, s.name)) for s in SCHEMAS)
     assert [s.mutates for s in SCHEMAS] == [(), (), ("w", "u", "r"), ("p",)]
     if not _ext.CPP_ERROR:
         for s in SCHEMAS:
@@ -448,12 +466,12 @@ def test_import_loads_nothing_and_reads_no_environment():
 def test_schemas_join_a_library_that_defines_them():
     """A build from before the schemas moved to Python defines them in C++: the same schemas are
     used as they are, different ones are a one-line 'stale build' error (fresh processes)."""
-    from fastgame.ops.schemas import SCHEMAS
+    from fastgame.ops.interface import SCHEMAS
     same = SCHEMAS[1].schema
     other = "cg_matvec(Tensor p, Tensor t) -> Tensor"
     code = ("import torch\nlib = torch.library.Library('fastgame', 'FRAGMENT')\nlib.define({!r})\n"
-            "from fastgame.ops import schemas\n"
-            "try:\n    schemas.define(); print('defined')\nexcept RuntimeError as e:\n    print('error', e)\n")
+            "from fastgame.ops import schemas\nfrom fastgame.ops.interface import SCHEMAS\n"
+            "try:\n    schemas.define(SCHEMAS); print('defined')\nexcept RuntimeError as e:\n    print('error', e)\n")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     outs = [subprocess.run([sys.executable, "-c", code.format(schema)], capture_output=True, text=True, timeout=120,
                            cwd=root).stdout.strip() for schema in (same, other)]
@@ -526,7 +544,7 @@ def test_optimizer_parity_with_cgds(backend, cls, restore_backend):
         for real, z in batches:
             ref.step(gan_loss(G, D, real, z))
             ours.step(gan_loss(G2, D2, real, z))
-        assert ops._impl(next(D2.parameters())) is fastgame.backends()[name].module
+        assert ops._impl(next(D2.parameters())) is fastgame.backends()[name].ops
         a, b = flat(D, G), flat(D2, G2)
         assert ((a - b).norm() / a.norm()).item() <= 1e-8
     finally:
@@ -543,7 +561,7 @@ def test_ops_capture_in_cuda_graph(backend):
     why = fastgame.backends()[backend].serves(torch.device("cuda"))
     if why:
         pytest.skip(why)
-    impl = fastgame.backends()[backend].module
+    impl = fastgame.backends()[backend].ops
     n, dev = 4099, "cuda"
     g, v, w, u, r, p, q, t = _vecs(8, n, torch.float32, dev)
     v = v.abs()

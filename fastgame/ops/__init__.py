@@ -10,8 +10,9 @@ Three other backends implement the same ops, registered as torch ops (``torch.op
 
 :func:`backends` returns the backend table (:mod:`fastgame.ops.backends`: one record per
 backend, with the device types it serves and why it is unavailable). The ops are declared
-once, with their schemas and fake kernels, in :mod:`fastgame.ops.schemas`; every backend's
-table is built from that list (:mod:`fastgame.ops.interface`). :func:`set_backend` (or the
+once, each twin with its schema and fake kernel, in :mod:`fastgame.ops.reference`; every
+kernel backend's op table is built from that list (:mod:`fastgame.ops.interface`), and
+:class:`Ops` writes them out at the dispatch point. :func:`set_backend` (or the
 ``FASTGAME_BACKEND`` environment variable, read when first needed: the first op call or
 :func:`get_backend`) picks one backend for the process, and :func:`dispatch` gives the ops
 under a choice of their own (``dispatch("cpp").cg_step_(...)``). Importing the package loads
@@ -30,13 +31,13 @@ from __future__ import annotations
 import os
 import warnings
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 from torch import Tensor
 
 from . import reference
-from .interface import OPS, op
+from .interface import OPS, OpTable, op
 from .backends import Backend, record, records
 
 __all__ = ["Backend", "OPS", "Ops", "backends", "set_backend", "get_backend", "dispatch", *OPS]
@@ -59,7 +60,7 @@ class _Dispatch:
 
     def __init__(self) -> None:
         self._backend: Optional[str] = None  # None: FASTGAME_BACKEND not read yet
-        self.impls: dict = {}                # (choice, device, dtype) -> module implementing the ops
+        self.impls: dict = {}                # (choice, device, dtype) -> what runs the ops there
         self.fastest: dict = {}              # CUDA device -> backend measured fastest there ("auto")
         self.dispatchers: dict = {}          # backend choice -> its Ops
 
@@ -80,16 +81,16 @@ class _Dispatch:
         self._backend = name
         self.impls.clear()
 
-    def impl(self, x: Tensor, choice: Optional[str] = None) -> ModuleType:
-        """The module that runs the ops on ``x`` (``choice`` None: the process-wide setting)."""
+    def impl(self, x: Tensor, choice: Optional[str] = None) -> Union[ModuleType, OpTable]:
+        """What runs the ops on ``x`` (``choice`` None: the process-wide setting)."""
         key = (choice or self.backend, x.device, x.dtype)
         impl = self.impls.get(key)
         if impl is None:
             impl = self.impls[key] = self.resolve(*key)
         return impl
 
-    def resolve(self, choice: str, device: torch.device, dtype: torch.dtype) -> ModuleType:
-        """The module that runs the ops on ``device``/``dtype`` under the backend choice ``choice``."""
+    def resolve(self, choice: str, device: torch.device, dtype: torch.dtype) -> Union[ModuleType, OpTable]:
+        """What runs the ops on ``device``/``dtype`` under the backend choice ``choice``."""
         if dtype not in _KERNEL_DTYPES:
             return reference
         if choice != "auto":
@@ -97,12 +98,12 @@ class _Dispatch:
             why = backend.serves(device)
             if why:
                 raise RuntimeError(f"fastgame backend {choice!r} cannot run on {device}: {why}")
-            return backend.module
+            return backend.ops
         table = records()
         kernels = [b.name for b in table.values() if b.name != "torch" and b.auto and b.serves(device) is None]
         if device.type == "cuda":
-            return table[self.fastest_on(device, kernels)].module
-        return table[kernels[0] if kernels else "torch"].module
+            return table[self.fastest_on(device, kernels)].ops
+        return table[kernels[0] if kernels else "torch"].ops
 
     def fastest_on(self, device: torch.device, candidates: list[str]) -> str:
         """The fastest of the GPU backends ``candidates`` on ``device``, timed once (cg_step and
@@ -113,7 +114,7 @@ class _Dispatch:
             return self.fastest[device]
         if len(candidates) <= 1 or torch.cuda.is_current_stream_capturing():
             return candidates[0] if candidates else "torch"
-        times = {b: _time_backend(record(b).module, device) for b in candidates}
+        times = {b: _time_backend(record(b).ops, device) for b in candidates}
         self.fastest[device] = min(times, key=times.get)
         return self.fastest[device]
 
@@ -123,7 +124,7 @@ _state = _Dispatch()
 
 def backends() -> dict[str, Backend]:
     """The backend table: each backend's :class:`~fastgame.ops.backends.Backend` record (name,
-    the device types it serves, whether it is usable here and why not, its module).
+    the device types it serves, whether it is usable here and why not, what runs its ops).
     ``str(record)`` reads ``"available (CPU)"`` or ``"unavailable: <why>"``."""
     return records()
 
@@ -144,11 +145,11 @@ def _set(name: str, check: bool) -> None:
     _state.set(name, check)
 
 
-def _impl(x: Tensor, choice: Optional[str] = None) -> ModuleType:
+def _impl(x: Tensor, choice: Optional[str] = None) -> Union[ModuleType, OpTable]:
     return _state.impl(x, choice)
 
 
-def _time_backend(impl: ModuleType, device: torch.device, n: int = 1 << 20, reps: int = 20) -> float:
+def _time_backend(impl: Union[ModuleType, OpTable], device: torch.device, n: int = 1 << 20, reps: int = 20) -> float:
     with torch.cuda.device(device):
         g = torch.randn(n, device=device)
         w, u, r, p, q, ap = (torch.randn(n, device=device) for _ in range(6))
@@ -171,32 +172,9 @@ def _time_backend(impl: ModuleType, device: torch.device, n: int = 1 << 20, reps
         return start.elapsed_time(end)
 
 
-# The ops under the process-wide setting, each run by the module it picks for the device and
-# dtype of the op's first tensor.
-@op
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return _state.impl(grad).precondition(grad, square_avg, lr, step, beta, eps)
-
-
-@op
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return _state.impl(p).cg_matvec(p, sqrt_eta, t)
-
-
-@op
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
-    return _state.impl(w).cg_step_(w, u, r, p, q, ap, rr, pap)
-
-
-@op
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return _state.impl(p).cg_direction_(p, r, rr_new, rr, sqrt_eta)
-
-
 class Ops:
     """The fused ops under one backend choice (``backend``; None: the process-wide setting), each
-    run by the module that choice picks for the device and dtype of the op's first tensor; see
+    run by the backend that choice picks for the device and dtype of the op's first tensor; see
     :func:`dispatch`."""
 
     def __init__(self, backend: Optional[str]) -> None:
@@ -222,6 +200,14 @@ class Ops:
 
     def __repr__(self) -> str:
         return f"fastgame.ops.dispatch({self.backend!r})"
+
+
+# The ops under the process-wide setting (``fastgame.ops.cg_step_(...)``).
+_state.dispatchers[None] = _process = Ops(None)
+precondition = _process.precondition
+cg_matvec = _process.cg_matvec
+cg_step_ = _process.cg_step_
+cg_direction_ = _process.cg_direction_
 
 
 def dispatch(backend: Optional[str] = None) -> Ops:

@@ -1,12 +1,12 @@
 """The compiled ops (C++ CPU in ``fastgame._C``, CUDA in ``fastgame._cuda``): loading, and
-the interface's functions (:mod:`fastgame.ops.interface`) over ``torch.ops.fastgame``.
+their op table (:class:`~fastgame.ops.interface.OpTable`) over ``torch.ops.fastgame``.
 
 The libraries are loaded on first need (:func:`load`; reading ``CPP_ERROR`` or ``CUDA_ERROR``
 loads them), not when fastgame is imported. Loading never raises: a missing or broken
 extension leaves ``CPP_ERROR`` / ``CUDA_ERROR`` set to the reason, and :mod:`fastgame.ops`
 uses another backend. With ``FASTGAME_JIT=1`` a missing extension is built from the source
 tree's ``csrc/`` with ``torch.utils.cpp_extension.load`` (cached under ``TORCH_EXTENSIONS_DIR``).
-The schemas and fake kernels are those of :mod:`fastgame.ops.schemas`.
+The schemas and fake kernels are those declared with the twins (:data:`~fastgame.ops.interface.SCHEMAS`).
 """
 from __future__ import annotations
 
@@ -15,10 +15,9 @@ import os
 from typing import Optional
 
 import torch
-from torch import Tensor
 
 from . import schemas
-from .interface import op
+from .interface import SCHEMAS, OpTable
 from .sources import CSRC, sources
 
 _errors: dict[str, Optional[str]] = {}  # "CPP_ERROR" / "CUDA_ERROR" -> None or why unavailable, once loaded
@@ -93,32 +92,13 @@ def load() -> None:
     cuda = "torch is built without CUDA" if torch.version.cuda is None else _load("fastgame._cuda", "fastgame_cuda",
                                                                                    "cuda")
     try:
-        schemas.define()  # after loading: a library built before the schemas moved to Python defines them too
+        schemas.define(SCHEMAS)  # after loading: a library built before the schemas moved to Python defines them too
     except RuntimeError as exc:
         cpp = cpp or str(exc)
         cuda = cuda or str(exc)
     _errors.update(CPP_ERROR=cpp, CUDA_ERROR=cuda)
 
 
-# The ops through the dispatcher, under their registered names (schemas.OpSchema.registered). Looked
-# up at call time: the kernels are registered only once load() ran (the backend table runs it before
-# picking this module).
-@op
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return torch.ops.fastgame.precondition.default(grad, square_avg, lr, step, beta, eps)
-
-
-@op
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return torch.ops.fastgame.cg_matvec.default(p, sqrt_eta, t)
-
-
-@op
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
-    return torch.ops.fastgame.cg_step.default(w, u, r, p, q, ap, rr, pap)
-
-
-@op
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return torch.ops.fastgame.cg_direction.default(p, r, rr_new, rr, sqrt_eta)
+# The ops through the dispatcher, under their registered names (OpSchema.registered), which picks
+# the C++ or the CUDA kernel by the tensors' device.
+OPS = OpTable("compiled", lambda schema: getattr(torch.ops.fastgame, schema.registered).default)

@@ -1,9 +1,9 @@
 """The Triton ops (``fastgame.triton_kernels``): availability, their registration as torch ops,
-and the interface's functions (:mod:`fastgame.ops.interface`) over them.
+and their op table (:class:`~fastgame.ops.interface.OpTable`).
 
 Each op's launcher lives in ``triton_kernels/<op>.py`` under the op's registered name
 (:attr:`~fastgame.ops.schemas.OpSchema.registered`); :func:`kernels` registers every launcher of
-:data:`~fastgame.ops.schemas.SCHEMAS` with ``torch.library.triton_op`` as
+:data:`~fastgame.ops.interface.SCHEMAS` with ``torch.library.triton_op`` as
 ``fastgame::triton_<op>`` (the launcher doubles as its fake kernel).
 
 The kernel modules are imported on first use, not with fastgame: ``@triton.jit`` reads
@@ -19,10 +19,9 @@ from types import SimpleNamespace
 from typing import Optional
 
 import torch
-from torch import Tensor
 
-from .interface import op
-from .schemas import NAMESPACE, SCHEMAS
+from .interface import SCHEMAS, OpTable
+from .schemas import NAMESPACE
 
 _kernels: Optional[SimpleNamespace] = None  # the registered ops, by registered name
 _SOURCE = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "triton_kernels")
@@ -80,22 +79,4 @@ def _import_from_source(name: str):
 
 
 # The ops over the registered Triton ops, under their registered names (OpSchema.registered).
-@op
-def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
-                 beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return kernels().precondition(grad, square_avg, lr, step, beta, eps)
-
-
-@op
-def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
-    return kernels().cg_matvec(p, sqrt_eta, t)
-
-
-@op
-def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor, rr: Tensor, pap: Tensor) -> Tensor:
-    return kernels().cg_step(w, u, r, p, q, ap, rr, pap)
-
-
-@op
-def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
-    return kernels().cg_direction(p, r, rr_new, rr, sqrt_eta)
+OPS = OpTable("triton", lambda schema: getattr(kernels(), schema.registered))

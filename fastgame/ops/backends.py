@@ -1,19 +1,20 @@
 """The backend table of the fused ops: one record per backend.
 
-A :class:`Backend` record names the module implementing the op interface
-(:mod:`fastgame.ops.interface`), the device types it serves and, on this machine, whether it
-can run and why not. Availability is read afresh by every call of :func:`records`
+A :class:`Backend` record names what runs the ops (the twins' module, or a kernel backend's
+:class:`~fastgame.ops.interface.OpTable`), the device types it serves and, on this machine,
+whether it can run and why not. Availability is read afresh by every call of :func:`records`
 (``TRITON_INTERPRET`` may be set after import).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from types import ModuleType
-from typing import Optional
+from typing import Optional, Union
 
 import torch
 
 from . import _ext, _triton, reference
+from .interface import OpTable
 
 ANY_DEVICE = "any"
 """The device entry of a backend that serves tensors on every device (the torch twins)."""
@@ -28,13 +29,14 @@ class Backend:
         name: what :func:`fastgame.set_backend` and ``FASTGAME_BACKEND`` take.
         devices: the device types whose tensors it serves (``("any",)``: every device).
         reason: why it cannot run on this machine; None when it can.
-        module: the module implementing the ops (:data:`fastgame.ops.interface.OPS`).
+        ops: what runs the ops (:data:`fastgame.ops.interface.OPS`, as attributes): the twins'
+            module :mod:`fastgame.ops.reference`, or the backend's op table.
         auto: whether ``"auto"`` may pick it (not the Triton interpreter: slow, for tests).
     """
     name: str
     devices: tuple[str, ...]
     reason: Optional[str]
-    module: ModuleType = field(repr=False, compare=False)
+    ops: Union[ModuleType, OpTable] = field(repr=False, compare=False)
     auto: bool = True
 
     @property
@@ -64,9 +66,9 @@ def _no_gpu() -> Optional[str]:
 
 def _triton_record() -> Backend:
     if _triton.interpreter():  # the kernels run as Python on CPU tensors
-        return Backend("triton", ("cpu",), _triton.error(), _triton, auto=False)
+        return Backend("triton", ("cpu",), _triton.error(), _triton.OPS, auto=False)
     reason = _triton.error() or (None if torch.cuda.is_available() else "no GPU (and TRITON_INTERPRET is not set)")
-    return Backend("triton", ("cuda",), reason, _triton)
+    return Backend("triton", ("cuda",), reason, _triton.OPS)
 
 
 def records() -> dict[str, Backend]:
@@ -74,8 +76,8 @@ def records() -> dict[str, Backend]:
     serves a device (on a GPU the faster of those), else the torch twins."""
     table = [
         Backend("torch", (ANY_DEVICE,), None, reference),
-        Backend("cpp", ("cpu",), _ext.CPP_ERROR, _ext),
-        Backend("cuda", ("cuda",), _ext.CUDA_ERROR or _no_gpu(), _ext),
+        Backend("cpp", ("cpu",), _ext.CPP_ERROR, _ext.OPS),
+        Backend("cuda", ("cuda",), _ext.CUDA_ERROR or _no_gpu(), _ext.OPS),
         _triton_record(),
     ]
     return {b.name: b for b in table}

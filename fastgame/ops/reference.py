@@ -5,11 +5,17 @@ where no kernel applies and the reference the kernel tests compare against. Scal
 the CG recurrences produce (alpha, beta, the dot products) stay 0-dim device tensors, so
 no op here forces a host sync. ``sqrt_eta`` may be a 0-dim tensor (a scalar learning rate,
 as in BCGD) or a vector shaped like the other operands.
+
+Each fused op is declared here, once: its twin, with the torch schema and the fake (meta) kernel
+of the compiled and Triton ops above it (:func:`~fastgame.ops.schemas.declare`); the op list
+(:data:`fastgame.ops.interface.SCHEMAS`) follows this file's order.
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor
+
+from .schemas import declare
 
 
 def _safe_div(num: Tensor, den: Tensor) -> Tensor:
@@ -17,6 +23,12 @@ def _safe_div(num: Tensor, den: Tensor) -> Tensor:
     return torch.where(den != 0, num / torch.where(den != 0, den, torch.ones_like(den)), torch.zeros_like(num))
 
 
+def _precondition_fake(grad, square_avg, lr, step, beta, eps):
+    return tuple(torch.empty_like(grad) for _ in range(4))
+
+
+@declare("precondition(Tensor grad, Tensor square_avg, Tensor lr, Tensor step, float beta, float eps) "
+         "-> (Tensor, Tensor, Tensor, Tensor)", _precondition_fake)
 def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
                  beta: float, eps: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """RMSProp step sizes of ACGD (no momentum, eps outside the bias correction).
@@ -33,12 +45,23 @@ def precondition(grad: Tensor, square_avg: Tensor, lr: Tensor, step: Tensor,
     return square_avg_new, eta, eta.sqrt(), eta * grad
 
 
+def _cg_matvec_fake(p, sqrt_eta, t):
+    return torch.empty_like(p), p.new_empty(())
+
+
+@declare("cg_matvec(Tensor p, Tensor sqrt_eta, Tensor t) -> (Tensor, Tensor)", _cg_matvec_fake)
 def cg_matvec(p: Tensor, sqrt_eta: Tensor, t: Tensor) -> tuple[Tensor, Tensor]:
     """Finish ``A p = p + sqrt_eta * t`` (t the two mixed HVPs) and return ``(A p, p . A p)``."""
     ap = torch.addcmul(p, sqrt_eta, t)
     return ap, torch.dot(p, ap)
 
 
+def _cg_step_fake(w, u, r, p, q, ap, rr, pap):
+    return r.new_empty(())
+
+
+@declare("cg_step(Tensor(a!) w, Tensor(b!) u, Tensor(c!) r, Tensor p, Tensor q, Tensor ap, Tensor rr, "
+         "Tensor pap) -> Tensor", _cg_step_fake)
 def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
              rr: Tensor, pap: Tensor) -> Tensor:
     """One CG update in place: ``alpha = rr / pAp`` (0 when pAp is 0),
@@ -50,6 +73,12 @@ def cg_step_(w: Tensor, u: Tensor, r: Tensor, p: Tensor, q: Tensor, ap: Tensor,
     return torch.dot(r, r)
 
 
+def _cg_direction_fake(p, r, rr_new, rr, sqrt_eta):
+    return torch.empty_like(p)
+
+
+@declare("cg_direction(Tensor(a!) p, Tensor r, Tensor rr_new, Tensor rr, Tensor sqrt_eta) -> Tensor",
+         _cg_direction_fake)
 def cg_direction_(p: Tensor, r: Tensor, rr_new: Tensor, rr: Tensor, sqrt_eta: Tensor) -> Tensor:
     """New search direction in place, ``p = r + beta p`` with ``beta = rr_new / rr``
     (0 when rr is 0); returns ``sqrt_eta * p``, the vector the next HVP takes."""

@@ -1,22 +1,20 @@
-"""The fused ops, declared once: one :class:`OpSchema` per op, with its torch schema and its
-fake (meta) kernel.
+"""How a fused op is declared: its :class:`OpSchema` (torch schema and fake kernel), attached to
+its pure-torch twin with :func:`declare`, and registered with torch by :func:`define`.
 
-Every backend's op table is built from :data:`SCHEMAS` (:func:`fastgame.ops.interface.table`):
-the pure-torch twins (:mod:`fastgame.ops.reference`, which define the numbers, signatures and
-docstrings), the compiled ops (``torch.ops.fastgame.<op>``, whose schemas :func:`define`
-registers here and whose C++/CUDA kernels ``csrc/`` registers with ``TORCH_LIBRARY_IMPL``) and
-the Triton kernels (``torch.ops.fastgame.triton_<op>``, registered by
+Each op is declared once, in :mod:`fastgame.ops.reference`: the twin (which defines the numbers,
+the signature and the docstring) carries its schema and fake right above it, and
+:data:`fastgame.ops.interface.SCHEMAS` collects them in that file's order. Every backend is
+built from that list: the compiled ops (``torch.ops.fastgame.<op>``, whose schemas
+:func:`define` registers and whose C++/CUDA kernels ``csrc/`` registers with
+``TORCH_LIBRARY_IMPL``) and the Triton kernels (``torch.ops.fastgame.triton_<op>``, registered by
 :mod:`fastgame.ops._triton` from the launchers in ``triton_kernels/<op>.py``).
-
-Adding an op: its twin in ``reference.py``, its entry here, its kernels (``csrc/cpu/ops.cpp``
-with the loop in ``csrc/cpu/kernels.h``, ``csrc/cuda/ops.cu``, ``triton_kernels/<op>.py``, the
-argument checks in ``csrc/fastgame.h``) and its test.
 """
 from __future__ import annotations
 
+import inspect
 import re
 from dataclasses import dataclass
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import torch
 
@@ -47,36 +45,29 @@ class OpSchema:
         """The arguments the op writes in place, read from the schema's ``(x!)`` annotations."""
         return tuple(re.findall(r"Tensor\(\w!\) (\w+)", self.schema))
 
-
-def _precondition_fake(grad, square_avg, lr, step, beta, eps):
-    return tuple(torch.empty_like(grad) for _ in range(4))
-
-
-def _cg_matvec_fake(p, sqrt_eta, t):
-    return torch.empty_like(p), p.new_empty(())
+    @property
+    def arguments(self) -> tuple[str, ...]:
+        """The argument names, in the schema's order."""
+        inside = self.schema[self.schema.index("(") + 1:self.schema.rindex(") ->")]
+        return tuple(arg.split()[-1] for arg in inside.split(","))
 
 
-def _cg_step_fake(w, u, r, p, q, ap, rr, pap):
-    return r.new_empty(())
+def declare(schema: str, fake: Callable) -> Callable[[Callable], Callable]:
+    """Decorator for a pure-torch twin: the fused op of the twin's name has this torch ``schema``
+    and ``fake`` kernel (kept as the twin's ``op_schema``). ``ValueError`` at import when the
+    schema's name or arguments are not the twin's."""
+    def mark(twin: Callable) -> Callable:
+        op = OpSchema(twin.__name__, schema, fake)
+        if not schema.startswith(op.registered + "("):
+            raise ValueError(f"the schema of {op.name} must be named {op.registered!r}: {schema!r}")
+        params = tuple(inspect.signature(twin).parameters)
+        if op.arguments != params or tuple(inspect.signature(fake).parameters) != params:
+            raise ValueError(f"{op.name}{params}: its schema takes {op.arguments}, its fake "
+                             f"{tuple(inspect.signature(fake).parameters)}")
+        twin.op_schema = op
+        return twin
+    return mark
 
-
-def _cg_direction_fake(p, r, rr_new, rr, sqrt_eta):
-    return torch.empty_like(p)
-
-
-SCHEMAS: tuple[OpSchema, ...] = (
-    # (square_avg_new, eta, sqrt_eta, eta * grad); square_avg is only read.
-    OpSchema("precondition", "precondition(Tensor grad, Tensor square_avg, Tensor lr, Tensor step, float beta, "
-             "float eps) -> (Tensor, Tensor, Tensor, Tensor)", _precondition_fake),
-    # (A p = p + sqrt_eta * t, p . A p)
-    OpSchema("cg_matvec", "cg_matvec(Tensor p, Tensor sqrt_eta, Tensor t) -> (Tensor, Tensor)", _cg_matvec_fake),
-    # alpha = rr / pAp; w += alpha p; u += alpha q; r -= alpha A p; returns r . r
-    OpSchema("cg_step_", "cg_step(Tensor(a!) w, Tensor(b!) u, Tensor(c!) r, Tensor p, Tensor q, Tensor ap, "
-             "Tensor rr, Tensor pap) -> Tensor", _cg_step_fake),
-    # beta = rr_new / rr; p = r + beta p; returns sqrt_eta * p
-    OpSchema("cg_direction_", "cg_direction(Tensor(a!) p, Tensor r, Tensor rr_new, Tensor rr, Tensor sqrt_eta) -> Tensor",
-             _cg_direction_fake),
-)
 
 _library: Optional[torch.library.Library] = None  # kept alive: dropping it would unregister the schemas
 
@@ -90,7 +81,7 @@ def _defined_schema(op: OpSchema) -> Optional[str]:
         return None
 
 
-def define() -> None:
+def define(ops: Sequence[OpSchema]) -> None:
     """Register the compiled ops' schemas and fakes under ``torch.ops.fastgame``, once.
 
     Called after ``fastgame._C``/``fastgame._cuda`` are loaded: the dispatcher joins their
@@ -102,7 +93,7 @@ def define() -> None:
     if _library is not None:
         return
     library = torch.library.Library(NAMESPACE, "FRAGMENT")
-    for op in SCHEMAS:
+    for op in ops:
         existing = _defined_schema(op)
         if existing is None:
             library.define(op.schema)

@@ -1,23 +1,23 @@
 """Every fused op of a backend against its pure-torch twin, at the per-dtype tolerances.
 
 The tolerance table (:data:`TOLERANCES`) is the one the kernel tests (``tests/test_ops.py``) and
-``python -m fastgame.doctor`` both read. :func:`check_op` runs one op of a backend module on sample
+``python -m fastgame.doctor`` both read. :func:`check_op` runs one op of a backend's ops on sample
 operands (:func:`sample_args`) and its twin (:mod:`fastgame.ops.reference`) on copies of them, and
 says what differs: every output and every argument the op writes in place (the ``(a!)`` arguments
-of its schema, :mod:`fastgame.ops.schemas`).
+of its schema, declared with its twin).
 """
 from __future__ import annotations
 
 import inspect
 from dataclasses import dataclass
-from types import ModuleType
-from typing import Optional, Union
+from typing import Any, Optional, Union
 
 import torch
 from torch import Tensor
 
 from . import reference
-from .schemas import SCHEMAS, OpSchema
+from .interface import SCHEMAS
+from .schemas import OpSchema
 
 
 @dataclass(frozen=True)
@@ -109,9 +109,9 @@ def _clone(args: tuple) -> tuple:
     return tuple(a.clone() if isinstance(a, Tensor) else a for a in args)
 
 
-def check_op(module: ModuleType, op: Union[str, OpSchema], n: int, dtype: torch.dtype,
+def check_op(ops: Any, op: Union[str, OpSchema], n: int, dtype: torch.dtype,
              device: Union[str, torch.device]) -> Optional[str]:
-    """Run op ``op`` of backend ``module`` on :func:`sample_args` and its twin on copies; None when
+    """Run op ``op`` of a backend's ``ops`` (its :attr:`~fastgame.ops.backends.Backend.ops`) on :func:`sample_args` and its twin on copies; None when
     every output and every argument it writes agree to :data:`TOLERANCES`, else what differs.
     Exceptions the kernel raises propagate (the caller reports them)."""
     schema = op if isinstance(op, OpSchema) else next((s for s in SCHEMAS if s.name == op), None)
@@ -120,7 +120,7 @@ def check_op(module: ModuleType, op: Union[str, OpSchema], n: int, dtype: torch.
     args = sample_args(schema.name, n, dtype, device)
     names = list(inspect.signature(getattr(reference, schema.name)).parameters)
     mine, twin = _clone(args), _clone(args)
-    got = _outputs(getattr(module, schema.name)(*mine))
+    got = _outputs(getattr(ops, schema.name)(*mine))
     want = _outputs(getattr(reference, schema.name)(*twin))
     if len(got) != len(want):
         return f"{schema.name}: {len(got)} outputs, expected {len(want)}"
