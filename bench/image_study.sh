@@ -59,16 +59,19 @@ mkdir -p "$OUT"
 GP="adam-alt:penalty=wgan_gp,penalty_weight=10,d_steps=5,betas=0.5,0.9"   # WGAN-GP's image recipe
 SETTINGS=(); TIMES=()
 # study NAME TITLE ARGS...: one `fastgame compare` setting into OUT/NAME, $steps generator steps with
-# 10 evaluations; records its seconds.
+# 10 evaluations; records its seconds, summed over the invocations that worked on it (OUT/NAME/took_s:
+# a repeated command reuses finished runs and adds only the seconds it spent).
 study() {
     local name="$1" title="$2"; shift 2
-    local start=$SECONDS
+    local start=$SECONDS took=0
+    [ -f "$OUT/$name/took_s" ] && took="$(cat "$OUT/$name/took_s")"
     echo "== $name: $title =="
     # shellcheck disable=SC2086
     "$PY" -m fastgame compare "$@" --steps "$steps" --eval-every $(( steps / 10 > 0 ? steps / 10 : 1 )) \
         --batch 64 --width 16 \
         --d-batchnorm off --seeds $SEEDS --threads 1 -q --out "$OUT/$name"
-    SETTINGS+=("$name=$title"); TIMES+=("$name=$((SECONDS - start))")
+    took=$((took + SECONDS - start)); echo "$took" > "$OUT/$name/took_s"
+    SETTINGS+=("$name=$title"); TIMES+=("$name=$took")
 }
 for item in $DATA; do
     data="${item%%:*}"; steps="$STEPS"
