@@ -56,3 +56,16 @@ def test_probe_without_a_checkpoint(run_dir, tmp_path):
     with pytest.raises(CheckpointError, match="no checkpoint"):
         probe.probe_run(str(tmp_path))
     assert sorted(os.listdir(tmp_path)) == ["config.json"]
+
+
+@pytest.mark.parametrize("method", ["gacgd", "extragradient"])
+def test_probe_of_a_method_it_cannot_continue(tmp_path, method):
+    """A run of a method the probe does not continue gets one ConfigError naming the ones it does,
+    before anything is loaded or written."""
+    out = str(tmp_path / method)
+    train(TrainConfig(data="ring8", optimizer=method, steps=2, batch=32, width=16, out=out, eval_every=2,
+                      eval_samples=100, threads=1), quiet=True)
+    before = sorted(os.listdir(out))
+    with pytest.raises(ConfigError, match=f"the probe continues runs of acgd, bcgd, .*not '{method}'"):
+        probe.probe_run(out, steps=2)
+    assert sorted(os.listdir(out)) == before

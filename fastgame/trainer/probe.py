@@ -36,7 +36,7 @@ from ..optim import SimAdam
 from .checkpoint import load_checkpoint, write_csv
 from .config import ConfigError, read_run_config
 from .data import load_dataset
-from .methods import ADAM_BETAS, get_method
+from .methods import ADAM_BETAS, get_method, names
 from .models import build_models
 from .options import TRAINER_TOL
 from .steppers import CGDStepper
@@ -76,24 +76,31 @@ class _OnZeroSum:
         return self.opt.step(zero_sum)
 
 
+def _check_probed(name: str) -> None:
+    """ConfigError unless the probe can continue a run of method ``name`` (see :func:`_optimizer`)."""
+    probed = [m for m in names() if get_method(m).stepper is CGDStepper or get_method(m).per_player]
+    if name not in probed:
+        raise ConfigError(f"the probe continues runs of {', '.join(probed)}, not {name!r}")
+
+
 def _optimizer(name: str, zero_sum: bool) -> Callable[..., Any]:
     """``factory(max_params, min_params, lr_max=, lr_min=)`` continuing a run of method ``name``:
     ACGD/BCGD (the trainer's CGD steppers) at the trainer's tolerance, the Adam baselines as
     simultaneous Adam with their betas."""
+    _check_probed(name)
     method = get_method(name)
     if method.stepper is CGDStepper:
         cls = method.cls
         return lambda mx, mn, lr_max, lr_min: _OnZeroSum(cls(max_params=mx, min_params=mn, lr_max=lr_max,
                                                              lr_min=lr_min, tol=TRAINER_TOL))
-    if method.per_player:
-        return lambda mx, mn, lr_max, lr_min: SimAdam(mx, mn, lr_max=lr_max, lr_min=lr_min, betas=ADAM_BETAS,
-                                                      general_sum=not zero_sum)
-    raise ValueError(f"the probe continues acgd, bcgd and adam runs, not {name!r}")
+    return lambda mx, mn, lr_max, lr_min: SimAdam(mx, mn, lr_max=lr_max, lr_min=lr_min, betas=ADAM_BETAS,
+                                                  general_sum=not zero_sum)
 
 
 def _load(run_dir: str) -> tuple[Any, Any, Any, dict[str, Any]]:
     """(config, data, (G, D) at the checkpoint, checkpoint state) of ``run_dir``."""
     cfg = read_run_config(run_dir)
+    _check_probed(cfg.optimizer)  # before the data and models are loaded
     if cfg.discriminators > 1:
         raise ConfigError(f"the probe follows one discriminator; {run_dir} trained {cfg.discriminators} "
                           "(--discriminators)")
