@@ -29,15 +29,17 @@ def _run(cmd, tmp_path):
     return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
 
 
-@pytest.mark.parametrize("optimizer", ["acgd", "adam"])
-def test_two_gloo_processes_equal_one_process(tmp_path, optimizer):
+@pytest.mark.parametrize("optimizer, extra", [("acgd", []), ("adam", []),
+                                              ("apcgd", ["--discriminators", "2", "--loss", "wgan"])],
+                         ids=["acgd", "adam", "apcgd-2-discriminators"])
+def test_two_gloo_processes_equal_one_process(tmp_path, optimizer, extra):
     one, two = tmp_path / "one", tmp_path / "two"
-    r1 = _run([sys.executable, "-m", "fastgame", "train", "--optimizer", optimizer, "--out", str(one)] + ARGS,
-              tmp_path)
+    args = ["--optimizer", optimizer] + extra + ARGS
+    r1 = _run([sys.executable, "-m", "fastgame", "train", "--out", str(one)] + args, tmp_path)
     assert r1.returncode == 0, r1.stderr
     r2 = _run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--nnodes", "1",
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "fastgame", "train", "--optimizer", optimizer, "--out", str(two)] + ARGS, tmp_path)
+               "-m", "fastgame", "train", "--out", str(two)] + args, tmp_path)
     assert r2.returncode == 0, r2.stderr[-3000:]
     # Only rank 0 prints and writes.
     assert r2.stdout.count("fastgame: run folder") == 1, r2.stdout
@@ -45,6 +47,7 @@ def test_two_gloo_processes_equal_one_process(tmp_path, optimizer):
     a = torch.load(one / "checkpoint.pt", weights_only=True)
     b = torch.load(two / "checkpoint.pt", weights_only=True)
     assert b["config"]["extra"]["world_size"] == 2
+    assert b["config"]["discriminators"] == a["config"]["discriminators"] == (2 if extra else 1)
     # Equal up to float64 rounding (a mean of two half-batch means is not bitwise the full mean,
     # and Adam's g/sqrt(v) amplifies that for tiny gradients); a wrong shard, or gradients not
     # averaged across ranks, differs by about the learning rate (1e-3).
