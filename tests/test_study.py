@@ -143,3 +143,12 @@ def test_image_study_summarise_trains_nothing(tmp_path):
     assert "== digits-wgan-paper: not finished" in proc.stdout and "== digits-minimax-paper: not finished" in proc.stdout
     assert "nothing to summarise" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["mnist-sample"]
+    # --loss picks one of the two settings per data set and lr (a study run in pieces).
+    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--summarise", "--data", "digits:5",
+                           "--lr", "paper", "--loss", "minimax", "--seeds", "0", str(out)], capture_output=True,
+                          text=True, timeout=300, env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 1 and "digits-minimax-paper: not finished" in proc.stdout
+    assert "wgan" not in proc.stdout
+    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--loss", "hinge", str(out)],
+                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHON=sys.executable))
+    assert proc.returncode == 2 and "--loss is wgan, minimax or both, not 'hinge'" in proc.stderr
